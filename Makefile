@@ -1,0 +1,45 @@
+# Every target creates .venv when missing and installs the project into it.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch lies on these machines' disk; an unpinned torch pulls a CUDA build.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.atari-dt-installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: install demo test bench lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# The data pipeline end to end on a small real sample: real ALE Seaquest frames written as
+# DQN-replay logs, converted to an episode store, verified, summarised and plotted.
+demo: $(STAMP)
+	$(BIN)/atari-dt data sample --game Seaquest --steps 4000 --capacity 1500 --seed 0 --out $(DEMO_DIR)/replay_logs
+	$(BIN)/atari-dt data convert $(DEMO_DIR)/replay_logs $(DEMO_DIR)/seaquest.h5 --game Seaquest
+	$(BIN)/atari-dt data verify $(DEMO_DIR)/seaquest.h5
+	$(BIN)/atari-dt data info $(DEMO_DIR)/seaquest.h5 --plot $(DEMO_DIR)/returns.png
+	$(BIN)/atari-dt data show $(DEMO_DIR)/seaquest.h5 --config configs/data/demo_seaquest.yaml --out $(DEMO_DIR)/window.png
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_data.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check atari_dt tests benchmarks
+	$(BIN)/ruff format --check atari_dt tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format atari_dt tests benchmarks
+	$(BIN)/ruff check --fix atari_dt tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,289 @@
+"""Read a ``replay_logs`` directory as a stream of transitions cut into episodes.
+
+No TensorFlow or dopamine: small arrays (actions, rewards, terminals) are loaded per checkpoint,
+observations are streamed in chunks (memory bounded by the chunk, not the 7 GB file). Dopamine
+writes ``stack_size - 1`` all-zero padding transitions before every episode; they are checked and
+dropped. Episodes running across checkpoint files are joined; an episode cut at either end of the
+stream (or at a gap in the selected checkpoints) is kept and marked incomplete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from atari_dt.datasets.npy_gzip import NpyGzipReader, ReplayFileError, load_npy_gz
+from atari_dt.datasets.replay_files import (
+    CheckpointLayout,
+    LayoutName,
+    discover_checkpoints,
+    read_layout,
+)
+
+
+@dataclass(frozen=True)
+class EpisodeSpan:
+    """One episode's place in the output (store positions, padding removed)."""
+
+    offset: int
+    length: int
+    complete: bool
+
+
+@dataclass
+class _OpenEpisode:
+    offset: int
+    length: int
+    complete_start: bool
+
+
+@dataclass
+class SegmenterState:
+    """What carries over from one block of transitions to the next in one stream."""
+
+    n_kept: int = 0  # store positions handed out so far
+    pad_remaining: int = 0  # padding transitions still due at the start of the next block
+    open_episode: _OpenEpisode | None = None
+
+
+@dataclass(frozen=True)
+class ReplayBlock:
+    """One checkpoint's transitions in order of addition, with padding marked.
+
+    Attributes:
+        layout: the checkpoint's slot order.
+        actions, rewards, terminals: ``[n]`` in order of addition (padding included).
+        keep: bool ``[n]``, False for padding transitions.
+        positions: int64 ``[n]``, store position of each kept transition, -1 for padding.
+        episodes: episodes that ended in this block (or at the stream's end after it).
+    """
+
+    layout: CheckpointLayout
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminals: np.ndarray
+    keep: np.ndarray
+    positions: np.ndarray
+    episodes: list[EpisodeSpan] = field(default_factory=list)
+
+    def iter_frames(
+        self, chunk_rows: int = 4096
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Stream the observation file chunk by chunk: yield ``(rows read, positions [m],
+        frames uint8 [m, H, W])`` for the kept transitions of each chunk, in file order.
+
+        Raises:
+            ReplayFileError: a padding frame is not all zero, or the file is corrupt/truncated.
+        """
+        slot_position = np.full(self.layout.capacity, -2, dtype=np.int64)  # -2: stale slot
+        slot_position[self.layout.slots] = self.positions
+        path = self.layout.path("observation")
+        with NpyGzipReader(path) as reader:
+            for first_row, frames in reader.iter_chunks(chunk_rows):
+                chunk_positions = slot_position[first_row : first_row + len(frames)]
+                padding = chunk_positions == -1
+                if padding.any() and frames[padding].any():
+                    bad = first_row + int(np.flatnonzero(padding)[0])
+                    raise ReplayFileError(
+                        f"{path}: slot {bad} should be an all-zero padding frame (it follows a "
+                        "terminal) but is not; the file is corrupt or not DQN-replay data"
+                    )
+                kept = chunk_positions >= 0
+                yield len(frames), chunk_positions[kept], frames[kept]
+
+
+def segment_block(
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    state: SegmenterState,
+    *,
+    stack_size: int = 4,
+    where: str = "",
+) -> tuple[np.ndarray, np.ndarray, list[EpisodeSpan]]:
+    """Mark padding and cut one block of transitions (in order of addition) into episodes.
+
+    Args:
+        actions, rewards, terminals: ``[n]`` arrays of the block.
+        state: carried over from the previous block of the same stream; updated in place.
+        stack_size: frames per state; dopamine pads ``stack_size - 1`` transitions per episode.
+        where: names the block in error messages.
+
+    Returns:
+        ``(keep bool [n], positions int64 [n] (-1 for padding), finished episodes)``.
+
+    Raises:
+        ReplayFileError: a padding transition is not (action 0, reward 0, terminal 0).
+    """
+    n = len(terminals)
+    padding = np.zeros(n, dtype=bool)
+    padding[: state.pad_remaining] = True
+    carry = max(0, state.pad_remaining - n)
+    for t in np.flatnonzero(terminals):
+        padding[t + 1 : t + stack_size] = True
+        carry = max(0, t + stack_size - n)
+    bad = padding & ((actions != 0) | (rewards != 0) | (terminals != 0))
+    if bad.any():
+        raise ReplayFileError(
+            f"{where}: transition {int(np.flatnonzero(bad)[0])} (in order of addition) should be "
+            f"one of the {stack_size - 1} zero padding transitions after a terminal, but is not"
+        )
+    keep = ~padding
+    positions = np.where(keep, state.n_kept + np.cumsum(keep) - 1, -1).astype(np.int64)
+    episodes = _close_episodes(keep, terminals, positions, state)
+    state.n_kept += int(keep.sum())
+    state.pad_remaining = carry
+    return keep, positions, episodes
+
+
+def _close_episodes(
+    keep: np.ndarray, terminals: np.ndarray, positions: np.ndarray, state: SegmenterState
+) -> list[EpisodeSpan]:
+    """Walk the runs of kept transitions; each ends at a terminal or at the block's end."""
+    finished = []
+    edges = np.diff(np.concatenate([[False], keep, [False]]).astype(np.int8))
+    for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+        if state.open_episode is not None and start == 0:
+            state.open_episode.length += int(stop - start)
+        else:
+            state.open_episode = _OpenEpisode(int(positions[start]), int(stop - start), True)
+        if terminals[stop - 1]:
+            episode = state.open_episode
+            finished.append(EpisodeSpan(episode.offset, episode.length, episode.complete_start))
+            state.open_episode = None
+    return finished
+
+
+def finish_stream(state: SegmenterState) -> list[EpisodeSpan]:
+    """Close the stream: an episode still open was cut at the end, so it is incomplete."""
+    episode, state.open_episode = state.open_episode, None
+    state.pad_remaining = 0
+    if episode is None or episode.length == 0:
+        return []
+    return [EpisodeSpan(episode.offset, episode.length, False)]
+
+
+def start_stream(state: SegmenterState, first_transition: int, stack_size: int) -> None:
+    """Begin a stream at global transition ``first_transition``: the run's very first transition
+    is the start of an episode's padding; anywhere else the stream starts inside an unknown
+    episode, which is therefore cut at its start."""
+    if first_transition == 0:
+        state.pad_remaining = stack_size - 1
+    else:
+        state.open_episode = _OpenEpisode(state.n_kept, 0, False)
+
+
+class ReplayLogs:
+    """A ``replay_logs`` directory (one run of one game) read in order of addition.
+
+    Args:
+        directory: the ``replay_logs`` folder.
+        checkpoints: checkpoint numbers to read (default: all, which must be contiguous).
+        layout: ``auto`` (decide per file from ``add_count``), ``logged`` or ``circular``
+            (see :mod:`atari_dt.datasets.replay_files`).
+        stack_size: frames per state (4 in DQN-replay).
+
+    Raises:
+        ReplayFileError: missing or inconsistent files, gaps in the default selection, or several
+            plain circular checkpoints (they overlap: select one).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        checkpoints: Sequence[int] | None = None,
+        *,
+        layout: LayoutName = "auto",
+        stack_size: int = 4,
+    ) -> None:
+        self.directory = Path(directory)
+        available = discover_checkpoints(self.directory)
+        self.checkpoints = self._select(available, checkpoints)
+        self.stack_size = stack_size
+        last = self.checkpoints[-1]
+        self.layouts = [
+            read_layout(self.directory, c, is_last=(c == available[-1] and c == last), layout=layout)
+            for c in self.checkpoints
+        ]
+        circular = [lay.checkpoint for lay in self.layouts if lay.kind == "circular"]
+        if circular and len(self.layouts) > 1:
+            raise ReplayFileError(
+                f"{self.directory}: checkpoints {circular} are plain dopamine snapshots of one "
+                "circular buffer and overlap each other; select one, e.g. --checkpoints "
+                f"{circular[-1]}"
+            )
+
+    def _select(self, available: list[int], requested: Sequence[int] | None) -> list[int]:
+        if requested is None:
+            expected = list(range(available[0], available[-1] + 1))
+            if available != expected:
+                missing = sorted(set(expected) - set(available))
+                raise ReplayFileError(
+                    f"{self.directory}: checkpoints {missing} are missing between {available[0]} "
+                    f"and {available[-1]}; select a contiguous range with --checkpoints"
+                )
+            return available
+        missing = sorted(set(requested) - set(available))
+        if missing:
+            raise ReplayFileError(
+                f"{self.directory}: no checkpoint(s) {missing}; available: {_ranges(available)}"
+            )
+        return sorted(set(requested))
+
+    @property
+    def capacity(self) -> int:
+        return self.layouts[0].capacity
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        return self.layouts[0].frame_shape
+
+    @property
+    def n_rows(self) -> int:
+        """Observation rows the selected checkpoints' files hold (what a full read decompresses)."""
+        return sum(lay.capacity for lay in self.layouts)
+
+    def iter_blocks(self) -> Iterator[ReplayBlock]:
+        """Yield one :class:`ReplayBlock` per checkpoint, in order. Episodes that end at a gap or
+        at the stream's end are reported (incomplete) in the block before the gap/end."""
+        state = SegmenterState()
+        previous: CheckpointLayout | None = None
+        for i, lay in enumerate(self.layouts):
+            if previous is None or previous.next_transition != lay.first_transition:
+                pending = finish_stream(state) if previous is not None else []
+                start_stream(state, lay.first_transition, self.stack_size)
+            else:
+                pending = []
+            block = self._read_block(lay, state)
+            block.episodes[:0] = pending
+            is_end = i + 1 == len(self.layouts) or (
+                self.layouts[i + 1].first_transition != lay.next_transition
+            )
+            if is_end:
+                block.episodes.extend(finish_stream(state))
+            previous = lay
+            yield block
+
+    def _read_block(self, lay: CheckpointLayout, state: SegmenterState) -> ReplayBlock:
+        actions = load_npy_gz(lay.path("action"))[lay.slots].astype(np.int64)
+        rewards = load_npy_gz(lay.path("reward"))[lay.slots].astype(np.float32)
+        terminals = load_npy_gz(lay.path("terminal"))[lay.slots].astype(np.uint8)
+        where = f"{lay.directory} checkpoint {lay.checkpoint}"
+        keep, positions, episodes = segment_block(
+            actions, rewards, terminals, state, stack_size=self.stack_size, where=where
+        )
+        return ReplayBlock(lay, actions, rewards, terminals, keep, positions, episodes)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[0,1,2,5]`` -> ``'0-2,5'``."""
+    parts: list[str] = []
+    start = numbers[0]
+    for i, number in enumerate(numbers):
+        if i + 1 == len(numbers) or numbers[i + 1] != number + 1:
+            parts.append(f"{start}-{number}" if number != start else f"{start}")
+            start = numbers[i + 1] if i + 1 < len(numbers) else number
+    return ",".join(parts)

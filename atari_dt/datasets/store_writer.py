@@ -1,0 +1,267 @@
+"""Write an episode store (layout in :mod:`atari_dt.datasets.store`) atomically.
+
+The file is built under a temporary name and renamed onto its final path only by
+:meth:`EpisodeStoreWriter.close`, after returns-to-go are computed and the ``finalized``
+attribute is set: an interrupted write leaves no file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atari_dt import __version__
+from atari_dt.datasets.rtg import returns_to_go
+from atari_dt.datasets.store import STORE_FORMAT, STORE_FORMAT_VERSION
+from atari_dt.io import temporary_sibling
+
+# Episodes are finalised in groups of about this many transitions (bounded memory).
+_FINALIZE_GROUP = 1 << 20
+
+
+class EpisodeStoreWriter:
+    """Append transitions and episodes, then :meth:`close` to finalise (or :meth:`abort`).
+
+    Args:
+        path: final ``.h5`` path (written only on success).
+        game: canonical game name, e.g. ``Seaquest``.
+        frame_shape: shape of one frame.
+        n_actions: size of the action set, when known.
+        source, preprocessing, behaviour_policy: JSON-able metadata saved as attributes.
+        raw_rewards, ram, objects: which optional per-transition arrays the store holds
+            (``objects`` names the game objects with an ``(x, y)`` position).
+        compression: ``gzip``, ``lzf`` or None for the frames; ``compression_level`` for gzip.
+        chunk_frames: frames per HDF5 chunk.
+        overwrite: replace an existing file at ``path`` on success (else refuse up front).
+
+    Use as a context manager: an exception inside the block aborts the write.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        game: str,
+        frame_shape: tuple[int, int] = (84, 84),
+        n_actions: int | None = None,
+        source: dict[str, Any] | None = None,
+        preprocessing: dict[str, Any] | None = None,
+        behaviour_policy: dict[str, Any] | None = None,
+        raw_rewards: bool = False,
+        ram: bool = False,
+        objects: tuple[str, ...] = (),
+        compression: str | None = "gzip",
+        compression_level: int = 1,
+        chunk_frames: int = 64,
+        overwrite: bool = False,
+    ) -> None:
+        import h5py
+
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} exists; pass overwrite=True (--force) to replace it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = temporary_sibling(self.path)
+        self._h5 = h5py.File(self._tmp, "w")
+        self._spans: list[tuple[int, int, bool]] = []
+        self.n_transitions = 0
+        self._write_attrs(game, n_actions, source, preprocessing, behaviour_policy)
+        options = {"compression": compression}
+        if compression == "gzip":
+            options["compression_opts"] = compression_level
+        self._h5.create_dataset(
+            "frames",
+            shape=(0, *frame_shape),
+            maxshape=(None, *frame_shape),
+            dtype=np.uint8,
+            chunks=(chunk_frames, *frame_shape),
+            **options,
+        )
+        columns = {"actions": np.int32, "rewards": np.float32, "terminals": np.uint8}
+        if raw_rewards:
+            columns["raw_rewards"] = np.float32
+        for name, dtype in columns.items():
+            self._h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 14,))
+        if ram:
+            self._h5.create_dataset("ram", shape=(0, 128), maxshape=(None, 128), dtype=np.uint8,
+                                    chunks=(1024, 128), **options)
+        for name in objects:
+            self._h5.create_dataset(f"objects/{name}", shape=(0, 2), maxshape=(None, 2),
+                                    dtype=np.float32, chunks=(4096, 2))
+        self.frame_shape = tuple(frame_shape)
+
+    def _write_attrs(self, game: str, n_actions: int | None, *metadata: dict | None) -> None:
+        attrs = self._h5.attrs
+        attrs["format"] = STORE_FORMAT
+        attrs["format_version"] = STORE_FORMAT_VERSION
+        attrs["finalized"] = False
+        attrs["game"] = game
+        attrs["created_by"] = f"atari-dt {__version__}"
+        if n_actions is not None:
+            attrs["n_actions"] = int(n_actions)
+        for key, value in zip(("source", "preprocessing", "behaviour_policy"), metadata, strict=True):
+            attrs[key] = json.dumps(value or {})
+
+    def append_transitions(
+        self,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminals: np.ndarray,
+        *,
+        raw_rewards: np.ndarray | None = None,
+        ram: np.ndarray | None = None,
+        objects: dict[str, np.ndarray] | None = None,
+    ) -> int:
+        """Append per-transition arrays (frames come separately, :meth:`write_frames`).
+
+        Returns:
+            the store position of the first appended transition.
+
+        Raises:
+            ValueError: lengths differ, or an optional array is given/missing against the
+                store's declared layout.
+        """
+        start, count = self.n_transitions, len(actions)
+        given = {"actions": actions, "rewards": rewards, "terminals": terminals}
+        if "raw_rewards" in self._h5 or raw_rewards is not None:
+            given["raw_rewards"] = raw_rewards
+        if "ram" in self._h5 or ram is not None:
+            given["ram"] = ram
+        for name in self._h5.get("objects", {}):
+            given[f"objects/{name}"] = (objects or {}).get(name)
+        for name, values in given.items():
+            if name not in self._h5:
+                raise ValueError(f"{self.path}: the store was created without {name!r}")
+            if values is None or len(values) != count:
+                got = "nothing" if values is None else f"length {len(values)}"
+                raise ValueError(f"{name}: expected {count} values (one per action), got {got}")
+        self.n_transitions += count
+        self._h5["frames"].resize(self.n_transitions, axis=0)
+        for name, values in given.items():
+            dataset = self._h5[name]
+            dataset.resize(self.n_transitions, axis=0)
+            dataset[start : start + count] = values
+        return start
+
+    def write_frames(self, position: int, frames: np.ndarray) -> None:
+        """Write ``frames`` (uint8 ``[m, H, W]``) at store positions ``position .. position+m-1``
+        (already appended with :meth:`append_transitions`)."""
+        if frames.dtype != np.uint8 or tuple(frames.shape[1:]) != self.frame_shape:
+            raise ValueError(
+                f"frames must be uint8 [m, {self.frame_shape[0]}, {self.frame_shape[1]}], "
+                f"got {frames.dtype} {list(frames.shape)}"
+            )
+        if position < 0 or position + len(frames) > self.n_transitions:
+            raise ValueError(
+                f"frames {position}..{position + len(frames) - 1} lie outside the "
+                f"{self.n_transitions} appended transitions"
+            )
+        self._h5["frames"][position : position + len(frames)] = frames
+
+    def add_span(self, offset: int, length: int, complete: bool) -> None:
+        """Declare an episode over already appended transitions."""
+        self._spans.append((int(offset), int(length), bool(complete)))
+
+    def add_episode(
+        self,
+        frames: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        *,
+        complete: bool = True,
+        terminated: bool | None = None,
+        raw_rewards: np.ndarray | None = None,
+        ram: np.ndarray | None = None,
+        objects: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Append one whole episode. ``terminated`` (default: ``complete``) sets the terminal
+        flag on its last transition; ``rewards`` are stored clipped to [-1, 1]."""
+        if len(frames) == 0:
+            raise ValueError("an episode needs at least one transition")
+        if len(frames) != len(actions):
+            raise ValueError(f"{len(frames)} frames but {len(actions)} actions")
+        terminals = np.zeros(len(actions), dtype=np.uint8)
+        terminals[-1] = complete if terminated is None else terminated
+        start = self.append_transitions(
+            actions, np.clip(rewards, -1.0, 1.0), terminals,
+            raw_rewards=raw_rewards, ram=ram, objects=objects,
+        )
+        self.write_frames(start, np.asarray(frames))
+        self.add_span(start, len(actions), complete)
+
+    def close(self) -> Path:
+        """Compute returns-to-go and episode tables, mark finalised, rename onto ``path``.
+
+        Raises:
+            ValueError: the declared episodes do not tile the appended transitions in order.
+        """
+        try:
+            self._finalize()
+        except BaseException:
+            self.abort()
+            raise
+        self._h5.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def _finalize(self) -> None:
+        spans = np.array(self._spans, dtype=np.int64).reshape(-1, 3)
+        offsets, lengths = spans[:, 0], spans[:, 1]
+        expected = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(spans) else offsets
+        if (lengths <= 0).any() or not np.array_equal(offsets, expected) or (
+            int(lengths.sum()) != self.n_transitions
+        ):
+            raise ValueError(
+                f"{self.path}: episodes must tile the {self.n_transitions} transitions in order "
+                f"(got {len(spans)} episodes covering {int(lengths.sum())})"
+            )
+        group = self._h5.create_group("episodes")
+        group["offset"] = offsets
+        group["length"] = lengths
+        group["complete"] = spans[:, 2].astype(bool)
+        for reward_key, rtg_key, return_key in (
+            ("rewards", "rtg", "return"),
+            ("raw_rewards", "raw_rtg", "raw_return"),
+        ):
+            if reward_key in self._h5:
+                group[return_key] = self._write_rtg(reward_key, rtg_key, lengths)
+        self._h5.attrs["finalized"] = True
+
+    def _write_rtg(self, reward_key: str, rtg_key: str, lengths: np.ndarray) -> np.ndarray:
+        """Write returns-to-go in groups of whole episodes; return float32 ``[E]`` returns."""
+        rtg = self._h5.create_dataset(rtg_key, shape=(self.n_transitions,), dtype=np.float32,
+                                      chunks=(min(1 << 14, self.n_transitions),) if self.n_transitions else None)
+        ends = np.cumsum(lengths)
+        returns = np.zeros(len(lengths), dtype=np.float32)
+        first_episode, start = 0, 0
+        while first_episode < len(lengths):
+            last = int(np.searchsorted(ends, start + _FINALIZE_GROUP, side="right"))
+            last = max(last, first_episode + 1)
+            stop = int(ends[last - 1])
+            rewards = self._h5[reward_key][start:stop]
+            group_rtg = returns_to_go(rewards, lengths[first_episode:last])
+            rtg[start:stop] = group_rtg
+            returns[first_episode:last] = group_rtg[ends[first_episode:last] - lengths[first_episode:last] - start]
+            first_episode, start = last, stop
+        return returns
+
+    def abort(self) -> None:
+        """Drop the temporary file; nothing appears at ``path``."""
+        with contextlib.suppress(Exception):
+            self._h5.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+
+    def __enter__(self) -> EpisodeStoreWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

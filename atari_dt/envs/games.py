@@ -1,0 +1,44 @@
+"""Atari game names: ``Seaquest``, ``seaquest`` and ``ALE/Seaquest-v5`` all mean one game."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+
+@functools.cache
+def _ale_games() -> dict[str, str]:
+    """Lower-case key -> canonical name, for every game ale-py registers."""
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    names = {}
+    for env_name in gym.registry:
+        match = re.fullmatch(r"ALE/(\w+)-v5", env_name)
+        if match:
+            names[match.group(1).lower()] = match.group(1)
+    return names
+
+
+def canonical_game(name: str) -> str:
+    """The ALE name of a game (``Seaquest``) from any common spelling.
+
+    Raises:
+        ValueError: ale-py knows no such game (lists close matches).
+    """
+    match = re.fullmatch(r"(?:ALE/)?([A-Za-z0-9_ -]+?)(?:-v\d+)?", name.strip())
+    key = re.sub(r"[_ -]", "", match.group(1)).lower() if match else name.lower()
+    games = _ale_games()
+    if key not in games:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(games), n=3)
+        hint = f"; did you mean {', '.join(games[c] for c in close)}?" if close else ""
+        raise ValueError(f"unknown Atari game {name!r}{hint}")
+    return games[key]
+
+
+def env_id(name: str) -> str:
+    """The gymnasium id, e.g. ``ALE/Seaquest-v5``."""
+    return f"ALE/{canonical_game(name)}-v5"
