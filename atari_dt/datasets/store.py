@@ -151,6 +151,11 @@ class EpisodeStore:
         return "raw_rewards" in self._h5
 
     @property
+    def h5(self) -> Any:
+        """The underlying read-only ``h5py.File`` (layout in this module's docstring)."""
+        return self._h5
+
+    @property
     def frames(self) -> Any:
         """The h5py dataset of all frames (slice it; do not read it whole for big stores)."""
         return self._h5["frames"]

@@ -1,0 +1,5 @@
+import sys
+
+from atari_dt.cli import main
+
+sys.exit(main())

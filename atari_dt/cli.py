@@ -1,0 +1,92 @@
+"""The ``atari-dt`` command. Sub-commands import their heavy dependencies (torch, h5py, ALE)
+only when they run, so ``atari-dt --help`` starts in well under a second."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from atari_dt import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atari-dt",
+        description="Decision Transformers on Atari from pixels: data, training, interpretability.",
+    )
+    parser.add_argument("--version", action="version", version=f"atari-dt {__version__}")
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="COMMAND")
+    data = stages.add_parser("data", help="DQN-replay logs and episode stores")
+    commands = data.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    _add_convert(commands)
+    _add_info(commands)
+    _add_verify(commands)
+    _add_sample(commands)
+    _add_show(commands)
+    return parser
+
+
+def _add_convert(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("convert", help="convert a replay_logs directory into an episode store")
+    p.add_argument("source", help="replay_logs directory (<Game>/<run>/replay_logs)")
+    p.add_argument("destination", help="episode store to write (.h5)")
+    p.add_argument("--game", help="game name (default: inferred from <Game>/<run>/replay_logs)")
+    p.add_argument("--checkpoints", help="checkpoint numbers, e.g. 0-4 or 0,3,5-7 (default: all)")
+    p.add_argument("--layout", choices=["auto", "logged", "circular"], default="auto",
+                   help="how the files were written (default: decided per file from add_count)")
+    p.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip",
+                   help="compression of the stored frames (default: gzip level 1)")
+    p.add_argument("--force", action="store_true", help="replace an existing destination")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_info(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("info", help="summarise an episode store")
+    p.add_argument("path", help="episode store (.h5)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--reward-units", choices=["clipped", "raw"], default="clipped")
+    p.add_argument("--plot", metavar="PNG", help="also save a return histogram here")
+
+
+def _add_verify(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("verify", help="check an episode store's integrity")
+    p.add_argument("path", help="episode store (.h5)")
+    p.add_argument("--quick", action="store_true", help="skip decompressing every frame")
+
+
+def _add_sample(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "sample", help="record a small real sample (random policy, DQN-replay preprocessing)"
+    )
+    p.add_argument("--game", default="Seaquest")
+    p.add_argument("--steps", type=int, default=4000, help="agent steps to record (at least)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-episode-steps", type=int, default=27_000)
+    p.add_argument("--format", choices=["dqn-replay", "h5"], default="dqn-replay")
+    p.add_argument("--capacity", type=int, default=1_000_000,
+                   help="replay buffer size of the DQN-replay files (small: episodes cross files)")
+    p.add_argument("--out", required=True, help="replay_logs directory, or .h5 for --format h5")
+    p.add_argument("--force", action="store_true", help="replace existing output")
+
+
+def _add_show(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("show", help="draw one context window as the model would see it")
+    p.add_argument("path", help="episode store (.h5)")
+    p.add_argument("--config", help="YAML config whose data section cuts the windows")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. data.context_len=10 (repeatable)")
+    p.add_argument("--episode", type=int, default=0, help="episode number in the store")
+    p.add_argument("--step", type=int, help="current step of the window (default: middle)")
+    p.add_argument("--out", required=True, help="PNG to write")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from atari_dt.commands import run_command
+
+    return run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Handlers of the ``atari-dt`` sub-commands: they parse nothing and compute nothing themselves,
+only call the library and present its results. User errors become one clear line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from atari_dt.config import ConfigError
+    from atari_dt.datasets.npy_gzip import ReplayFileError
+    from atari_dt.datasets.store import StoreFormatError
+
+    user_errors = (ReplayFileError, StoreFormatError, ConfigError, ValueError, FileExistsError,
+                   FileNotFoundError, IndexError)
+    try:
+        if args.stage == "data":
+            from atari_dt.commands import data
+
+            return data.HANDLERS[args.command](args)
+        raise ValueError(f"unknown command {args.stage!r}")
+    except user_errors as err:
+        print(f"atari-dt: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("atari-dt: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130

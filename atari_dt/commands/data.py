@@ -1,0 +1,173 @@
+"""``atari-dt data ...``: convert, info, verify, sample, show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def convert(args: argparse.Namespace) -> int:
+    from atari_dt.datasets import convert_replay_logs, parse_checkpoint_selection
+    from atari_dt.datasets.store import EpisodeStore
+
+    checkpoints = parse_checkpoint_selection(args.checkpoints) if args.checkpoints else None
+    destination = convert_replay_logs(
+        args.source,
+        args.destination,
+        game=args.game,
+        checkpoints=checkpoints,
+        layout=args.layout,
+        compression=None if args.compression == "none" else args.compression,
+        overwrite=args.force,
+        progress=not args.no_progress,
+    )
+    with EpisodeStore.open(destination) as store:
+        print(f"wrote {destination}: {len(store)} episodes ({int(store.complete.sum())} complete), "
+              f"{store.n_transitions} transitions")
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    from atari_dt.datasets.store import EpisodeStore
+    from atari_dt.datasets.summary import return_histogram, store_summary
+
+    with EpisodeStore.open(args.path, reward_units=args.reward_units) as store:
+        summary = store_summary(store)
+    complete_returns = np.array([e["return"] for e in summary["episodes"] if e["complete"]])
+    counts, edges = return_histogram(complete_returns)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(_format_summary(summary, counts, edges))
+    if args.plot:
+        from atari_dt.datasets.plots import plot_returns
+
+        print(f"plot: {plot_returns(summary, counts, edges, Path(args.plot))}")
+    return 0
+
+
+def _format_summary(summary: dict, counts: np.ndarray, edges: np.ndarray) -> str:
+    lines = [
+        f"{summary['path']}",
+        f"  game          {summary['game']}  (actions: {summary['n_actions'] or 'unknown'})",
+        f"  transitions   {summary['transitions']:,}",
+        f"  episodes      {summary['n_complete']} complete, {summary['n_incomplete']} cut "
+        "(cut episodes are not trained on by default)",
+    ]
+    for name, key in (("length", "length_stats"), ("return", "return_stats")):
+        stats = summary[key]
+        if stats:
+            lines.append(
+                f"  {name:<13} mean {stats['mean']:.1f} ± {stats['std']:.1f}, "
+                f"min {stats['min']:g}, median {stats['p50']:g}, max {stats['max']:g}"
+            )
+    lines.append(f"  optional      raw rewards: {summary['has_raw_rewards']}, RAM: {summary['has_ram']}")
+    if len(counts):
+        lines.append(f"  returns of complete episodes ({summary['reward_units']} rewards):")
+        width = max(int(counts.max()), 1)
+        for count, low, high in zip(counts, edges[:-1], edges[1:], strict=True):
+            bar = "█" * int(round(30 * count / width))
+            lines.append(f"    [{low:8.1f}, {high:8.1f})  {bar} {count}")
+    return "\n".join(lines)
+
+
+def verify(args: argparse.Namespace) -> int:
+    from atari_dt.datasets.verify import verify_store
+
+    report = verify_store(args.path, check_frames=not args.quick, progress=True)
+    if report.ok:
+        print(f"OK {report.path}: {report.episodes} episodes, {report.transitions} transitions, "
+              f"{report.frames_checked} frames read back")
+        return 0
+    print(f"FAILED {report.path}:")
+    for problem in report.problems:
+        print(f"  - {problem}")
+    return 1
+
+
+def sample(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from atari_dt.envs.dqn_replay import DQN_REPLAY_PRESET, record_random_episodes
+    from atari_dt.envs.games import canonical_game
+
+    game = canonical_game(args.game)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    episodes = record_random_episodes(
+        game, args.steps, seed=args.seed, max_episode_steps=args.max_episode_steps
+    )
+    bar = tqdm(total=args.steps, unit="step", desc=f"record {game} (random policy)")
+    if args.format == "dqn-replay":
+        _sample_to_replay_logs(out, args, episodes, bar)
+    else:
+        preset = {**DQN_REPLAY_PRESET, "max_episode_steps": args.max_episode_steps}
+        _sample_to_store(out, game, preset, args, episodes, bar)
+    bar.close()
+    print(f"wrote {out}")
+    return 0
+
+
+def _sample_to_replay_logs(out: Path, args: argparse.Namespace, episodes, bar) -> None:
+    from atari_dt.datasets.replay_writer import ReplayLogWriter
+
+    if out.exists():
+        shutil.rmtree(out)
+    writer = ReplayLogWriter(out, args.capacity)
+    for episode in episodes:
+        writer.add_episode(episode.frames, episode.actions, episode.rewards)
+        bar.update(len(episode.actions))
+    writer.close()
+
+
+def _sample_to_store(out: Path, game: str, preset: dict, args, episodes, bar) -> None:
+    from atari_dt.datasets.store_writer import EpisodeStoreWriter
+
+    policy = {"name": "random", "seed": args.seed}
+    with EpisodeStoreWriter(out, game=game, preprocessing=preset, behaviour_policy=policy,
+                            source={"kind": "atari-dt data sample"}, raw_rewards=True, ram=True,
+                            overwrite=args.force) as writer:
+        for episode in episodes:
+            writer.add_episode(episode.frames, episode.actions, episode.rewards,
+                               raw_rewards=episode.rewards, ram=episode.ram)
+            bar.update(len(episode.actions))
+
+
+def show(args: argparse.Namespace) -> int:
+    from atari_dt.config import load_config
+    from atari_dt.datasets.plots import plot_window
+    from atari_dt.datasets.store import EpisodeStore
+    from atari_dt.datasets.windows import ContextWindows
+
+    config = load_config(args.config, args.set).data
+    with EpisodeStore.open(args.path, reward_units=config.reward_units) as store:
+        episode = store.episode(args.episode)  # validates the episode number
+        windows = ContextWindows(store, config)
+    where = np.flatnonzero(windows.episodes == episode.index)
+    if len(where) == 0:
+        raise ValueError(f"episode {episode.index} is not among the selected training episodes "
+                         "(cut episodes are left out unless data.include_incomplete=true)")
+    first = int(np.sum(windows.lengths[: where[0]]))
+    step = len(episode) // 2 if args.step is None else args.step
+    if not 0 <= step < len(episode):
+        raise IndexError(f"--step {step} out of range: episode {episode.index} has {len(episode)} steps")
+    window = windows[first + step]
+    title = (f"{store.game or Path(args.path).stem}: episode {episode.index}, step {step}, "
+             f"context {config.context_len}, return {episode.ret:g} ({config.reward_units} rewards)")
+    print(f"plot: {plot_window(window, title, Path(args.out))}")
+    return 0
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "convert": convert,
+    "info": info,
+    "verify": verify,
+    "sample": sample,
+    "show": show,
+}
