@@ -23,6 +23,11 @@ def run_command(args: argparse.Namespace) -> int:
     except user_errors as err:
         print(f"atari-dt: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("atari-dt: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130

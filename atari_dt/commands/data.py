@@ -13,13 +13,16 @@ import numpy as np
 
 def convert(args: argparse.Namespace) -> int:
     from atari_dt.datasets import convert_replay_logs, parse_checkpoint_selection
+    from atari_dt.datasets.convert import infer_game
     from atari_dt.datasets.store import EpisodeStore
 
     checkpoints = parse_checkpoint_selection(args.checkpoints) if args.checkpoints else None
+    game, n_actions = _game_and_actions(args.game or infer_game(Path(args.source)))
     destination = convert_replay_logs(
         args.source,
         args.destination,
-        game=args.game,
+        game=game,
+        n_actions=n_actions,
         checkpoints=checkpoints,
         layout=args.layout,
         compression=None if args.compression == "none" else args.compression,
@@ -30,6 +33,21 @@ def convert(args: argparse.Namespace) -> int:
         print(f"wrote {destination}: {len(store)} episodes ({int(store.complete.sum())} complete), "
               f"{store.n_transitions} transitions")
     return 0
+
+
+def _game_and_actions(name: str | None) -> tuple[str | None, int | None]:
+    """Canonical game name and its minimal action-set size; a name ALE does not know is kept
+    as given (the store then records no action count)."""
+    if name is None:
+        return None, None
+    from atari_dt.envs.games import canonical_game, minimal_action_count
+
+    try:
+        game = canonical_game(name)
+    except ValueError as err:
+        print(f"atari-dt: warning: {err}; keeping the name as given")
+        return name, None
+    return game, minimal_action_count(game)
 
 
 def info(args: argparse.Namespace) -> int:
@@ -130,7 +148,10 @@ def _sample_to_store(out: Path, game: str, preset: dict, args, episodes, bar) ->
     from atari_dt.datasets.store_writer import EpisodeStoreWriter
 
     policy = {"name": "random", "seed": args.seed}
-    with EpisodeStoreWriter(out, game=game, preprocessing=preset, behaviour_policy=policy,
+    from atari_dt.envs.games import minimal_action_count
+
+    with EpisodeStoreWriter(out, game=game, n_actions=minimal_action_count(game),
+                            preprocessing=preset, behaviour_policy=policy,
                             source={"kind": "atari-dt data sample"}, raw_rewards=True, ram=True,
                             overwrite=args.force) as writer:
         for episode in episodes:

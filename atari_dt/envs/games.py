@@ -42,3 +42,15 @@ def canonical_game(name: str) -> str:
 def env_id(name: str) -> str:
     """The gymnasium id, e.g. ``ALE/Seaquest-v5``."""
     return f"ALE/{canonical_game(name)}-v5"
+
+
+@functools.cache
+def minimal_action_count(name: str) -> int:
+    """Size of the game's minimal action set (what DQN-replay agents used), e.g. 18 for Seaquest."""
+    import gymnasium as gym
+
+    env = gym.make(env_id(name), full_action_space=False)
+    try:
+        return int(env.action_space.n)
+    finally:
+        env.close()
