@@ -4,6 +4,7 @@ only when they run, so ``atari-dt --help`` starts in well under a second."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -33,10 +34,18 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:
     p.add_argument("destination", help="episode store to write (.h5)")
     p.add_argument("--game", help="game name (default: inferred from <Game>/<run>/replay_logs)")
     p.add_argument("--checkpoints", help="checkpoint numbers, e.g. 0-4 or 0,3,5-7 (default: all)")
-    p.add_argument("--layout", choices=["auto", "logged", "circular"], default="auto",
-                   help="how the files were written (default: decided per file from add_count)")
-    p.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip",
-                   help="compression of the stored frames (default: gzip level 1)")
+    p.add_argument(
+        "--layout",
+        choices=["auto", "logged", "circular"],
+        default="auto",
+        help="how the files were written (default: decided per file from add_count)",
+    )
+    p.add_argument(
+        "--compression",
+        choices=["gzip", "lzf", "none"],
+        default="gzip",
+        help="compression of the stored frames (default: gzip level 1)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing destination")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -64,8 +73,12 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-episode-steps", type=int, default=27_000)
     p.add_argument("--format", choices=["dqn-replay", "h5"], default="dqn-replay")
-    p.add_argument("--capacity", type=int, default=1_000_000,
-                   help="replay buffer size of the DQN-replay files (small: episodes cross files)")
+    p.add_argument(
+        "--capacity",
+        type=int,
+        default=1_000_000,
+        help="replay buffer size of the DQN-replay files (small: episodes cross files)",
+    )
     p.add_argument("--out", required=True, help="replay_logs directory, or .h5 for --format h5")
     p.add_argument("--force", action="store_true", help="replace existing output")
 
@@ -74,15 +87,26 @@ def _add_show(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("show", help="draw one context window as the model would see it")
     p.add_argument("path", help="episode store (.h5)")
     p.add_argument("--config", help="YAML config whose data section cuts the windows")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. data.context_len=10 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. data.context_len=10 (repeatable)",
+    )
     p.add_argument("--episode", type=int, default=0, help="episode number in the store")
     p.add_argument("--step", type=int, help="current step of the window (default: middle)")
     p.add_argument("--out", required=True, help="PNG to write")
 
 
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so writers abort cleanly (temp files removed, nothing renamed).
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     from atari_dt.commands import run_command
 
     return run_command(args)

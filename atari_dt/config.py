@@ -102,6 +102,7 @@ def _join(where: str, key: object) -> str:
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A dataclass config as plain, YAML/JSON-able data (tuples become lists)."""
+
     def plain(value: Any) -> Any:
         if isinstance(value, tuple | list):
             return [plain(v) for v in value]

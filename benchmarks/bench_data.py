@@ -38,8 +38,9 @@ def build_store(path: Path, episodes: list, n_transitions: int) -> None:
             i += 1
 
 
-def naive_window(frames: np.ndarray, actions: np.ndarray, rtg: np.ndarray, start: np.ndarray,
-                 index: int, T: int) -> dict:
+def naive_window(
+    frames: np.ndarray, actions: np.ndarray, rtg: np.ndarray, start: np.ndarray, index: int, T: int
+) -> dict:
     """Reference: one window built step by step with a Python loop and per-step np.stack."""
     first = start[index]
     stacks, acts, rtgs, mask = [], [], [], []
@@ -49,8 +50,12 @@ def naive_window(frames: np.ndarray, actions: np.ndarray, rtg: np.ndarray, start
         acts.append(actions[t] if t >= first else 0)
         rtgs.append(rtg[t] if t >= first else 0.0)
         mask.append(t >= first)
-    return {"frames": np.stack(stacks), "actions": np.array(acts), "rtg": np.array(rtgs),
-            "mask": np.array(mask)}
+    return {
+        "frames": np.stack(stacks),
+        "actions": np.array(acts),
+        "rtg": np.array(rtgs),
+        "mask": np.array(mask),
+    }
 
 
 def bench_memory_and_sampler(store_path: Path, batches: int) -> None:
@@ -59,8 +64,10 @@ def bench_memory_and_sampler(store_path: Path, batches: int) -> None:
     n = len(windows)
     per_transition = windows.bytes_held / n
     stacked = 4 * 84 * 84 + (windows.bytes_held - windows._frames.nbytes) / n  # same columns
-    print(f"[memory] {per_transition:,.0f} B/transition held vs {stacked:,.0f} B for a 4-frame-stack "
-          f"copy: ratio {per_transition / stacked:.3f}x (target <= 0.3x)")
+    print(
+        f"[memory] {per_transition:,.0f} B/transition held vs {stacked:,.0f} B for a 4-frame-stack "
+        f"copy: ratio {per_transition / stacked:.3f}x (target <= 0.3x)"
+    )
 
     rng = np.random.default_rng(0)
     index_batches = [rng.integers(0, n, batch) for _ in range(batches)]
@@ -74,8 +81,10 @@ def bench_memory_and_sampler(store_path: Path, batches: int) -> None:
     for indices in index_batches[: max(1, batches // 4)]:
         [naive_window(frames, actions, rtg, episode_start, int(i), T) for i in indices]
     naive = max(1, batches // 4) * batch / (time.perf_counter() - start)
-    print(f"[sampler] {ours:,.0f} windows/s (T={T}, batch {batch}) vs naive per-window "
-          f"{naive:,.0f} windows/s: {ours / naive:.1f}x faster")
+    print(
+        f"[sampler] {ours:,.0f} windows/s (T={T}, batch {batch}) vs naive per-window "
+        f"{naive:,.0f} windows/s: {ours / naive:.1f}x faster"
+    )
 
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss of the parent's image across fork + exec.
@@ -106,14 +115,21 @@ def bench_convert_rss(workdir: Path, episodes: list, sizes: tuple[int, int]) -> 
         start = time.perf_counter()
         out = subprocess.run(
             [sys.executable, "-c", _CONVERT_CHILD, str(logs), str(workdir / f"store_{size}.h5")],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         peaks[size] = int(out.stdout.strip().splitlines()[-1]) / 1024  # KiB -> MiB
         rate = size / (time.perf_counter() - start)
-        print(f"[convert] {size:,} transitions: peak RSS {peaks[size]:,.0f} MiB, {rate:,.0f} frames/s")
+        print(
+            f"[convert] {size:,} transitions: peak RSS {peaks[size]:,.0f} MiB, {rate:,.0f} frames/s"
+        )
     small, large = sizes
-    print(f"[convert] peak RSS {large:,} vs {small:,} transitions: ratio {peaks[large] / peaks[small]:.2f}x "
-          f"for {large / small:.0f}x the data (target ~1x: memory bounded by a chunk)")
+    print(
+        f"[convert] peak RSS {large:,} vs {small:,} transitions: "
+        f"ratio {peaks[large] / peaks[small]:.2f}x "
+        f"for {large / small:.0f}x the data (target ~1x: memory bounded by a chunk)"
+    )
 
 
 def main() -> None:

@@ -12,8 +12,15 @@ def run_command(args: argparse.Namespace) -> int:
     from atari_dt.datasets.npy_gzip import ReplayFileError
     from atari_dt.datasets.store import StoreFormatError
 
-    user_errors = (ReplayFileError, StoreFormatError, ConfigError, ValueError, FileExistsError,
-                   FileNotFoundError, IndexError)
+    user_errors = (
+        ReplayFileError,
+        StoreFormatError,
+        ConfigError,
+        ValueError,
+        FileExistsError,
+        FileNotFoundError,
+        IndexError,
+    )
     try:
         if args.stage == "data":
             from atari_dt.commands import data

@@ -30,8 +30,10 @@ def convert(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     with EpisodeStore.open(destination) as store:
-        print(f"wrote {destination}: {len(store)} episodes ({int(store.complete.sum())} complete), "
-              f"{store.n_transitions} transitions")
+        print(
+            f"wrote {destination}: {len(store)} episodes ({int(store.complete.sum())} complete), "
+            f"{store.n_transitions} transitions"
+        )
     return 0
 
 
@@ -84,12 +86,14 @@ def _format_summary(summary: dict, counts: np.ndarray, edges: np.ndarray) -> str
                 f"  {name:<13} mean {stats['mean']:.1f} ± {stats['std']:.1f}, "
                 f"min {stats['min']:g}, median {stats['p50']:g}, max {stats['max']:g}"
             )
-    lines.append(f"  optional      raw rewards: {summary['has_raw_rewards']}, RAM: {summary['has_ram']}")
+    lines.append(
+        f"  optional      raw rewards: {summary['has_raw_rewards']}, RAM: {summary['has_ram']}"
+    )
     if len(counts):
         lines.append(f"  returns of complete episodes ({summary['reward_units']} rewards):")
         width = max(int(counts.max()), 1)
         for count, low, high in zip(counts, edges[:-1], edges[1:], strict=True):
-            bar = "█" * int(round(30 * count / width))
+            bar = "█" * round(30 * count / width)
             lines.append(f"    [{low:8.1f}, {high:8.1f})  {bar} {count}")
     return "\n".join(lines)
 
@@ -99,8 +103,10 @@ def verify(args: argparse.Namespace) -> int:
 
     report = verify_store(args.path, check_frames=not args.quick, progress=True)
     if report.ok:
-        print(f"OK {report.path}: {report.episodes} episodes, {report.transitions} transitions, "
-              f"{report.frames_checked} frames read back")
+        print(
+            f"OK {report.path}: {report.episodes} episodes, {report.transitions} transitions, "
+            f"{report.frames_checked} frames read back"
+        )
         return 0
     print(f"FAILED {report.path}:")
     for problem in report.problems:
@@ -150,13 +156,25 @@ def _sample_to_store(out: Path, game: str, preset: dict, args, episodes, bar) ->
     policy = {"name": "random", "seed": args.seed}
     from atari_dt.envs.games import minimal_action_count
 
-    with EpisodeStoreWriter(out, game=game, n_actions=minimal_action_count(game),
-                            preprocessing=preset, behaviour_policy=policy,
-                            source={"kind": "atari-dt data sample"}, raw_rewards=True, ram=True,
-                            overwrite=args.force) as writer:
+    with EpisodeStoreWriter(
+        out,
+        game=game,
+        n_actions=minimal_action_count(game),
+        preprocessing=preset,
+        behaviour_policy=policy,
+        source={"kind": "atari-dt data sample"},
+        raw_rewards=True,
+        ram=True,
+        overwrite=args.force,
+    ) as writer:
         for episode in episodes:
-            writer.add_episode(episode.frames, episode.actions, episode.rewards,
-                               raw_rewards=episode.rewards, ram=episode.ram)
+            writer.add_episode(
+                episode.frames,
+                episode.actions,
+                episode.rewards,
+                raw_rewards=episode.rewards,
+                ram=episode.ram,
+            )
             bar.update(len(episode.actions))
 
 
@@ -172,15 +190,21 @@ def show(args: argparse.Namespace) -> int:
         windows = ContextWindows(store, config)
     where = np.flatnonzero(windows.episodes == episode.index)
     if len(where) == 0:
-        raise ValueError(f"episode {episode.index} is not among the selected training episodes "
-                         "(cut episodes are left out unless data.include_incomplete=true)")
+        raise ValueError(
+            f"episode {episode.index} is not among the selected training episodes "
+            "(cut episodes are left out unless data.include_incomplete=true)"
+        )
     first = int(np.sum(windows.lengths[: where[0]]))
     step = len(episode) // 2 if args.step is None else args.step
     if not 0 <= step < len(episode):
-        raise IndexError(f"--step {step} out of range: episode {episode.index} has {len(episode)} steps")
+        raise IndexError(
+            f"--step {step} out of range: episode {episode.index} has {len(episode)} steps"
+        )
     window = windows[first + step]
-    title = (f"{store.game or Path(args.path).stem}: episode {episode.index}, step {step}, "
-             f"context {config.context_len}, return {episode.ret:g} ({config.reward_units} rewards)")
+    title = (
+        f"{store.game or Path(args.path).stem}: episode {episode.index}, step {step}, "
+        f"context {config.context_len}, return {episode.ret:g} ({config.reward_units} rewards)"
+    )
     print(f"plot: {plot_window(window, title, Path(args.out))}")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def convert_replay_logs(
         destination: the ``.h5`` to write (atomically: nothing appears there on failure).
         game: game name; inferred from ``<Game>/<run>/replay_logs`` when omitted.
         n_actions: size of the action set, recorded in the store when given.
-        checkpoints: which checkpoint numbers (default all), e.g. ``parse_checkpoint_selection("0-4")``.
+        checkpoints: checkpoint numbers (default all), e.g. ``parse_checkpoint_selection("0-4")``.
         layout: ``auto``, ``logged`` or ``circular`` (see :mod:`atari_dt.datasets.replay_files`).
         chunk_rows: frames decompressed at a time.
         compression: of the store's frames (``gzip``, ``lzf`` or None).
@@ -95,8 +96,11 @@ def convert_replay_logs(
             overwrite=overwrite,
         ) as writer,
         tqdm(
-            total=logs.n_rows, unit="frame", unit_scale=True,
-            desc=f"convert {game}", disable=not progress,
+            total=logs.n_rows,
+            unit="frame",
+            unit_scale=True,
+            desc=f"convert {game}",
+            disable=not progress,
         ) as bar,
     ):
         for block in logs.iter_blocks():
@@ -105,7 +109,9 @@ def convert_replay_logs(
             )
             kept_positions = block.positions[block.keep]
             if len(kept_positions) and kept_positions[0] != first:
-                raise RuntimeError(f"position mismatch: block starts at {kept_positions[0]}, store at {first}")
+                raise RuntimeError(
+                    f"position mismatch: block starts at {kept_positions[0]}, store at {first}"
+                )
             for rows, positions, frames in block.iter_frames(chunk_rows):
                 for start, stop in _consecutive_runs(positions):
                     writer.write_frames(int(positions[start]), frames[start:stop])
@@ -121,4 +127,4 @@ def _consecutive_runs(positions: np.ndarray) -> list[tuple[int, int]]:
         return []
     breaks = np.flatnonzero(np.diff(positions) != 1) + 1
     edges = [0, *breaks.tolist(), len(positions)]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return list(itertools.pairwise(edges))

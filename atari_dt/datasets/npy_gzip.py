@@ -44,7 +44,7 @@ class NpyGzipReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise ReplayFileError(f"missing replay file: {self.path}")
-        self._file = gzip.open(self.path, "rb")
+        self._file = gzip.open(self.path, "rb")  # noqa: SIM115 (kept open; closed by close())
         try:
             version = npy_format.read_magic(self._file)
             read_header = (

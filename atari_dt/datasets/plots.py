@@ -19,24 +19,38 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_returns(summary: dict[str, Any], counts: np.ndarray, edges: np.ndarray, path: Path) -> Path:
+def plot_returns(
+    summary: dict[str, Any], counts: np.ndarray, edges: np.ndarray, path: Path
+) -> Path:
     """Histogram of complete episodes' returns with lengths vs returns beside it (PNG)."""
     plt = _pyplot()
     episodes = summary["episodes"]
     complete = [e for e in episodes if e["complete"]]
     fig, (ax_hist, ax_scatter) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax_hist.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#4477aa",
-                edgecolor="white")
+    ax_hist.bar(
+        edges[:-1], counts, width=np.diff(edges), align="edge", color="#4477aa", edgecolor="white"
+    )
     ax_hist.set_xlabel(f"episode return ({summary['reward_units']} rewards)")
     ax_hist.set_ylabel("episodes")
     ax_hist.yaxis.get_major_locator().set_params(integer=True)
     ax_hist.set_title(f"{summary['game']}: {len(complete)} complete episodes")
-    ax_scatter.scatter([e["length"] for e in complete], [e["return"] for e in complete], s=14,
-                       color="#4477aa", label="complete")
+    ax_scatter.scatter(
+        [e["length"] for e in complete],
+        [e["return"] for e in complete],
+        s=14,
+        color="#4477aa",
+        label="complete",
+    )
     cut = [e for e in episodes if not e["complete"]]
     if cut:
-        ax_scatter.scatter([e["length"] for e in cut], [e["return"] for e in cut], s=14,
-                           color="#cc6677", marker="x", label="cut (not trained on)")
+        ax_scatter.scatter(
+            [e["length"] for e in cut],
+            [e["return"] for e in cut],
+            s=14,
+            color="#cc6677",
+            marker="x",
+            label="cut (not trained on)",
+        )
     ax_scatter.set_xlabel("episode length (agent steps)")
     ax_scatter.set_ylabel("return")
     ax_scatter.legend(frameon=False, fontsize=8)
@@ -58,15 +72,18 @@ def plot_window(window: dict[str, Any], title: str, path: Path, max_steps: int =
         ax = axes[0, col]
         ax.imshow(frames[t, -1], cmap="gray", vmin=0, vmax=255)
         if bool(window["mask"][t]):
-            label = (f"t={int(window['timesteps'][t])}\na={int(window['actions'][t])} "
-                     f"R={float(window['rtg'][t]):g}")
+            label = (
+                f"t={int(window['timesteps'][t])}\na={int(window['actions'][t])} "
+                f"R={float(window['rtg'][t]):g}"
+            )
         else:
             label = "padding"
         ax.set_title(label, fontsize=7)
     for k in range(frames.shape[1]):
         axes[1, k].imshow(frames[-1, k], cmap="gray", vmin=0, vmax=255)
-        axes[1, k].set_title(f"stack[{k}]" + (" (newest)" if k == frames.shape[1] - 1 else ""),
-                             fontsize=7)
+        axes[1, k].set_title(
+            f"stack[{k}]" + (" (newest)" if k == frames.shape[1] - 1 else ""), fontsize=7
+        )
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, plt, path)

@@ -1,6 +1,7 @@
 """Where a DQN-replay checkpoint's files are, and how its buffer slots map to transition order.
 
-A ``replay_logs`` directory holds, per checkpoint ``N``, the files ``$store$_observation_ckpt.N.gz``,
+A ``replay_logs`` directory holds, per checkpoint ``N``, the files
+``$store$_observation_ckpt.N.gz``,
 ``$store$_action_ckpt.N.gz``, ``$store$_reward_ckpt.N.gz``, ``$store$_terminal_ckpt.N.gz``,
 ``add_count_ckpt.N.gz`` and ``invalid_range_ckpt.N.gz`` (FACTS.md §1). Which buffer slots hold new
 transitions, and in which order, depends on how the file was written:
@@ -49,7 +50,8 @@ def parse_checkpoint_selection(text: str) -> list[int]:
         match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if match is None:
             raise ValueError(
-                f"bad checkpoint selection {text!r} (part {part!r}); expected e.g. '0-4' or '0,3,5-7'"
+                f"bad checkpoint selection {text!r} (part {part!r}); "
+                "expected e.g. '0-4' or '0,3,5-7'"
             )
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) is not None else first
@@ -73,7 +75,8 @@ def discover_checkpoints(directory: Path) -> list[int]:
     )
     if not found:
         raise ReplayFileError(
-            f"{directory}: no '$store$_observation_ckpt.N.gz' files (is this a replay_logs directory?)"
+            f"{directory}: no '$store$_observation_ckpt.N.gz' files "
+            "(is this a replay_logs directory?)"
         )
     return found
 
@@ -143,7 +146,8 @@ def _check_store_headers(directory: Path, checkpoint: int) -> tuple[int, tuple[i
     obs_shape, obs_dtype = headers["observation"]
     if obs_dtype != np.uint8 or len(obs_shape) != 3:
         raise ReplayFileError(
-            f"{replay_file(directory, 'observation', checkpoint)}: expected uint8 [C, H, W] frames, "
+            f"{replay_file(directory, 'observation', checkpoint)}: "
+            "expected uint8 [C, H, W] frames, "
             f"got {obs_dtype} {list(obs_shape)}"
         )
     capacity = obs_shape[0]

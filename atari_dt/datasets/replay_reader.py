@@ -69,9 +69,7 @@ class ReplayBlock:
     positions: np.ndarray
     episodes: list[EpisodeSpan] = field(default_factory=list)
 
-    def iter_frames(
-        self, chunk_rows: int = 4096
-    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    def iter_frames(self, chunk_rows: int = 4096) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Stream the observation file chunk by chunk: yield ``(rows read, positions [m],
         frames uint8 [m, H, W])`` for the kept transitions of each chunk, in file order.
 
@@ -205,7 +203,9 @@ class ReplayLogs:
         self.stack_size = stack_size
         last = self.checkpoints[-1]
         self.layouts = [
-            read_layout(self.directory, c, is_last=(c == available[-1] and c == last), layout=layout)
+            read_layout(
+                self.directory, c, is_last=(c == available[-1] and c == last), layout=layout
+            )
             for c in self.checkpoints
         ]
         circular = [lay.checkpoint for lay in self.layouts if lay.kind == "circular"]

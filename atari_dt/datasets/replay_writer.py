@@ -42,7 +42,9 @@ class ReplayLogWriter:
         compresslevel: int = 4,
     ) -> None:
         if capacity < stack_size + 1:
-            raise ValueError(f"capacity must be at least stack_size + 1 = {stack_size + 1}, got {capacity}")
+            raise ValueError(
+                f"capacity must be at least stack_size + 1 = {stack_size + 1}, got {capacity}"
+            )
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.capacity = capacity

@@ -31,4 +31,3 @@ def returns_to_go(rewards: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     ends = np.cumsum(lengths)  # exclusive end of each episode
     after_end = np.append(suffix, 0.0)[ends]  # what the episodes after each one contribute
     return (suffix - np.repeat(after_end, lengths)).astype(np.float32)
-

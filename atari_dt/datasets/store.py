@@ -180,9 +180,13 @@ class EpisodeStore:
         index %= len(self)
         start = int(self.offsets[index])
         span = slice(start, start + int(self.lengths[index]))
-        rewards_key, rtg_key = ("rewards", "rtg") if self.reward_units == "clipped" else (
-            "raw_rewards",
-            "raw_rtg",
+        rewards_key, rtg_key = (
+            ("rewards", "rtg")
+            if self.reward_units == "clipped"
+            else (
+                "raw_rewards",
+                "raw_rtg",
+            )
         )
         return Episode(
             index=index,

@@ -64,7 +64,9 @@ class EpisodeStoreWriter:
 
         self.path = Path(path)
         if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists; pass overwrite=True (--force) to replace it")
+            raise FileExistsError(
+                f"{self.path} exists; pass overwrite=True (--force) to replace it"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temporary_sibling(self.path)
         self._h5 = h5py.File(self._tmp, "w")
@@ -86,13 +88,26 @@ class EpisodeStoreWriter:
         if raw_rewards:
             columns["raw_rewards"] = np.float32
         for name, dtype in columns.items():
-            self._h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 14,))
+            self._h5.create_dataset(
+                name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 14,)
+            )
         if ram:
-            self._h5.create_dataset("ram", shape=(0, 128), maxshape=(None, 128), dtype=np.uint8,
-                                    chunks=(1024, 128), **options)
+            self._h5.create_dataset(
+                "ram",
+                shape=(0, 128),
+                maxshape=(None, 128),
+                dtype=np.uint8,
+                chunks=(1024, 128),
+                **options,
+            )
         for name in objects:
-            self._h5.create_dataset(f"objects/{name}", shape=(0, 2), maxshape=(None, 2),
-                                    dtype=np.float32, chunks=(4096, 2))
+            self._h5.create_dataset(
+                f"objects/{name}",
+                shape=(0, 2),
+                maxshape=(None, 2),
+                dtype=np.float32,
+                chunks=(4096, 2),
+            )
         self.frame_shape = tuple(frame_shape)
 
     def _write_attrs(self, game: str, n_actions: int | None, *metadata: dict | None) -> None:
@@ -104,7 +119,9 @@ class EpisodeStoreWriter:
         attrs["created_by"] = f"atari-dt {__version__}"
         if n_actions is not None:
             attrs["n_actions"] = int(n_actions)
-        for key, value in zip(("source", "preprocessing", "behaviour_policy"), metadata, strict=True):
+        for key, value in zip(
+            ("source", "preprocessing", "behaviour_policy"), metadata, strict=True
+        ):
             attrs[key] = json.dumps(value or {})
 
     def append_transitions(
@@ -188,8 +205,12 @@ class EpisodeStoreWriter:
         terminals = np.zeros(len(actions), dtype=np.uint8)
         terminals[-1] = complete if terminated is None else terminated
         start = self.append_transitions(
-            actions, np.clip(rewards, -1.0, 1.0), terminals,
-            raw_rewards=raw_rewards, ram=ram, objects=objects,
+            actions,
+            np.clip(rewards, -1.0, 1.0),
+            terminals,
+            raw_rewards=raw_rewards,
+            ram=ram,
+            objects=objects,
         )
         self.write_frames(start, np.asarray(frames))
         self.add_span(start, len(actions), complete)
@@ -213,8 +234,10 @@ class EpisodeStoreWriter:
         spans = np.array(self._spans, dtype=np.int64).reshape(-1, 3)
         offsets, lengths = spans[:, 0], spans[:, 1]
         expected = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(spans) else offsets
-        if (lengths <= 0).any() or not np.array_equal(offsets, expected) or (
-            int(lengths.sum()) != self.n_transitions
+        if (
+            (lengths <= 0).any()
+            or not np.array_equal(offsets, expected)
+            or (int(lengths.sum()) != self.n_transitions)
         ):
             raise ValueError(
                 f"{self.path}: episodes must tile the {self.n_transitions} transitions in order "
@@ -234,8 +257,12 @@ class EpisodeStoreWriter:
 
     def _write_rtg(self, reward_key: str, rtg_key: str, lengths: np.ndarray) -> np.ndarray:
         """Write returns-to-go in groups of whole episodes; return float32 ``[E]`` returns."""
-        rtg = self._h5.create_dataset(rtg_key, shape=(self.n_transitions,), dtype=np.float32,
-                                      chunks=(min(1 << 14, self.n_transitions),) if self.n_transitions else None)
+        rtg = self._h5.create_dataset(
+            rtg_key,
+            shape=(self.n_transitions,),
+            dtype=np.float32,
+            chunks=(min(1 << 14, self.n_transitions),) if self.n_transitions else None,
+        )
         ends = np.cumsum(lengths)
         returns = np.zeros(len(lengths), dtype=np.float32)
         first_episode, start = 0, 0
@@ -246,7 +273,9 @@ class EpisodeStoreWriter:
             rewards = self._h5[reward_key][start:stop]
             group_rtg = returns_to_go(rewards, lengths[first_episode:last])
             rtg[start:stop] = group_rtg
-            returns[first_episode:last] = group_rtg[ends[first_episode:last] - lengths[first_episode:last] - start]
+            returns[first_episode:last] = group_rtg[
+                ends[first_episode:last] - lengths[first_episode:last] - start
+            ]
             first_episode, start = last, stop
         return returns
 

@@ -80,7 +80,9 @@ def _check_columns(store: EpisodeStore, report: VerifyReport) -> None:
     inner = terminals.copy()
     inner[ends] = False
     if inner.any():
-        report.problems.append(f"terminal flags inside episodes at {np.flatnonzero(inner)[:5].tolist()}")
+        report.problems.append(
+            f"terminal flags inside episodes at {np.flatnonzero(inner)[:5].tolist()}"
+        )
     missing_end = store.complete & ~terminals[ends]
     if missing_end.any():
         report.problems.append(
@@ -96,13 +98,19 @@ def _check_columns(store: EpisodeStore, report: VerifyReport) -> None:
         if reward_key in h5:
             rtg = returns_to_go(h5[reward_key][:], lengths)
             if not np.allclose(h5[rtg_key][:], rtg, rtol=1e-5, atol=1e-3):
-                report.problems.append(f"/{rtg_key} differs from the RTG recomputed from /{reward_key}")
+                report.problems.append(
+                    f"/{rtg_key} differs from the RTG recomputed from /{reward_key}"
+                )
             if not np.allclose(h5["episodes"][return_key][:], rtg[offsets], rtol=1e-5, atol=1e-3):
-                report.problems.append(f"/episodes/{return_key} differs from the sum of /{reward_key}")
+                report.problems.append(
+                    f"/episodes/{return_key} differs from the sum of /{reward_key}"
+                )
     actions = h5["actions"][:]
     upper = store.n_actions
     if (actions < 0).any() or (upper is not None and (actions >= upper).any()):
-        report.problems.append(f"actions outside [0, {upper}): min {actions.min()}, max {actions.max()}")
+        report.problems.append(
+            f"actions outside [0, {upper}): min {actions.min()}, max {actions.max()}"
+        )
 
 
 def _read_all_frames(store: EpisodeStore, report: VerifyReport, progress: bool) -> int:

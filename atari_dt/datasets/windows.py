@@ -122,7 +122,9 @@ class ContextWindows(Dataset):
         position = 0
         for offset, length in tqdm(
             list(zip(offsets, self.lengths, strict=True)),
-            desc="load frames", unit="episode", disable=not progress,
+            desc="load frames",
+            unit="episode",
+            disable=not progress,
         ):
             frames[position : position + length] = store.frames[offset : offset + length]
             position += length
@@ -144,17 +146,16 @@ class ContextWindows(Dataset):
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"window index out of range [0, {len(self)}): {indices}")
-        T, S = self.config.context_len, self.config.stack_size
+        T = self.config.context_len
         episode_start = self._episode_start[indices][:, None]  # (B, 1)
         steps = indices[:, None] + np.arange(-(T - 1), 1)  # (B, T)
         mask = steps >= episode_start
         safe_steps = np.where(mask, steps, 0)
-        frame_steps = indices[:, None] + np.arange(-(T + S - 2), 1)  # (B, T+S-1)
-        frames = self._gather_frames(frame_steps, frame_steps >= episode_start)
-        stacks = np.lib.stride_tricks.sliding_window_view(frames, S, axis=1)  # (B, T, H, W, S)
         return {
-            "frames": torch.from_numpy(np.ascontiguousarray(stacks.transpose(0, 1, 4, 2, 3))),
-            "actions": torch.from_numpy(np.where(mask, self._actions[safe_steps], 0).astype(np.int64)),
+            "frames": torch.from_numpy(self._frame_stacks(indices, episode_start)),
+            "actions": torch.from_numpy(
+                np.where(mask, self._actions[safe_steps], 0).astype(np.int64)
+            ),
             "rtg": torch.from_numpy(np.where(mask, self._rtg[safe_steps], 0.0).astype(np.float32)),
             "timesteps": torch.from_numpy(
                 np.where(mask, self._timesteps[safe_steps], 0).astype(np.int64)
@@ -162,14 +163,25 @@ class ContextWindows(Dataset):
             "mask": torch.from_numpy(mask),
         }
 
-    def _gather_frames(self, steps: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Frames at ``steps`` (``[B, K]``), zeros where not ``valid``: ``[B, K, H, W]``."""
-        if self._frames is not None:
-            frames = self._frames[np.where(valid, steps, 0)]
-        else:
-            frames = self._read_frames_from_store(steps, valid)
-        frames[~valid] = 0
-        return frames
+    def _frame_stacks(self, indices: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+        """uint8 ``[B, T, S, H, W]``: the frame stack of every step of every window, zero frames
+        before the episode's start."""
+        T, S = self.config.context_len, self.config.stack_size
+        if self._frames is not None:  # one gather straight into the output (no stacking copy)
+            frame_steps = (
+                indices[:, None, None] + np.arange(-(T - 1), 1)[:, None] + np.arange(-(S - 1), 1)
+            )  # (B, T, S)
+            valid = frame_steps >= episode_start[:, :, None]
+            stacks = self._frames[np.where(valid, frame_steps, 0)]
+            if not valid.all():
+                stacks[~valid] = 0
+            return stacks
+        frame_steps = indices[:, None] + np.arange(-(T + S - 2), 1)  # (B, T+S-1)
+        frames = self._read_frames_from_store(frame_steps, frame_steps >= episode_start)
+        stacks = np.empty((len(indices), T, S, *frames.shape[2:]), dtype=np.uint8)
+        for k in range(S):
+            stacks[:, :, k] = frames[:, k : k + T]
+        return stacks
 
     def _read_frames_from_store(self, steps: np.ndarray, valid: np.ndarray) -> np.ndarray:
         if self._h5_frames is None:  # opened lazily: h5py handles do not survive fork/pickle
@@ -193,7 +205,9 @@ class ContextWindows(Dataset):
     def sampler(self, num_samples: int, generator: torch.Generator | None = None) -> Sampler:
         """A sampler of window indices following ``config.sampling`` (with replacement)."""
         if self.config.sampling == "transitions":
-            return RandomSampler(self, replacement=True, num_samples=num_samples, generator=generator)
+            return RandomSampler(
+                self, replacement=True, num_samples=num_samples, generator=generator
+            )
         weights = torch.from_numpy(1.0 / self.lengths[self._episode_of_window()].astype(np.float64))
         return WeightedRandomSampler(weights, num_samples, replacement=True, generator=generator)
 
@@ -212,14 +226,15 @@ class ContextWindows(Dataset):
         and of all complete episodes in the store (for plots that mark them)."""
         return {
             "store": str(self.store_path),
-            "episodes": int(len(self.episodes)),
-            "transitions": int(len(self)),
+            "episodes": len(self.episodes),
+            "transitions": len(self),
             "context_len": self.config.context_len,
             "reward_units": self.config.reward_units,
             "train_return_range": [float(self.returns.min()), float(self.returns.max())],
             "data_return_range": (
                 [float(self.data_returns.min()), float(self.data_returns.max())]
-                if len(self.data_returns) else None
+                if len(self.data_returns)
+                else None
             ),
             "frames_in_memory": self._frames is not None,
         }

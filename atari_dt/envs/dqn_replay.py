@@ -38,7 +38,9 @@ def make_dqn_replay_env(game: str, **overrides: Any) -> Any:
 
     unknown = set(overrides) - set(DQN_REPLAY_PRESET)
     if unknown:
-        raise ValueError(f"unknown env options {sorted(unknown)}; valid: {sorted(DQN_REPLAY_PRESET)}")
+        raise ValueError(
+            f"unknown env options {sorted(unknown)}; valid: {sorted(DQN_REPLAY_PRESET)}"
+        )
     settings = {**DQN_REPLAY_PRESET, **overrides}
     gym.register_envs(ale_py)
     env = gym.make(
