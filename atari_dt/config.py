@@ -160,6 +160,10 @@ def load_config(
             values = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"{path}: expected a mapping of sections, got {type(values).__name__}"
+            )
     try:
         return config_from_dict(cls, apply_overrides(values, overrides))
     except ConfigError as err:

@@ -19,6 +19,8 @@ def run_command(args: argparse.Namespace) -> int:
         ValueError,
         FileExistsError,
         FileNotFoundError,
+        IsADirectoryError,
+        NotADirectoryError,
         IndexError,
     )
     try:

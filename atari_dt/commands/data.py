@@ -17,6 +17,8 @@ def convert(args: argparse.Namespace) -> int:
     from atari_dt.datasets.store import EpisodeStore
 
     checkpoints = parse_checkpoint_selection(args.checkpoints) if args.checkpoints else None
+    if Path(args.destination).exists() and not args.force:
+        raise FileExistsError(f"{args.destination} exists; pass --force to replace it")
     game, n_actions = _game_and_actions(args.game or infer_game(Path(args.source)))
     destination = convert_replay_logs(
         args.source,
@@ -124,6 +126,10 @@ def sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to replace it")
+    wants_directory = args.format == "dqn-replay"
+    if out.exists() and out.is_dir() != wants_directory:
+        kind = "a replay_logs directory" if wants_directory else "one .h5 file"
+        raise ValueError(f"--out {out}: --format {args.format} writes {kind}, and {out} is not")
     episodes = record_random_episodes(
         game, args.steps, seed=args.seed, max_episode_steps=args.max_episode_steps
     )

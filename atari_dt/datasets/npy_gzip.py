@@ -134,4 +134,5 @@ def load_npy_gz(path: str | Path) -> np.ndarray:
 def save_npy_gz(path: str | Path, array: np.ndarray, compresslevel: int = 4) -> None:
     """Write ``array`` as ``np.save`` inside gzip, the way dopamine does, atomically."""
     with atomic_path(path) as tmp, gzip.open(tmp, "wb", compresslevel=compresslevel) as out:
-        np.save(out, np.asarray(array), allow_pickle=False)
+        # C order always: np.save would mark a transposed array Fortran-ordered, which we refuse.
+        np.save(out, np.require(np.asarray(array), requirements="C"), allow_pickle=False)

@@ -131,6 +131,15 @@ def read_layout(
             )
     capacity, frame_shape = _check_store_headers(directory, checkpoint)
     add_count = int(load_npy_gz(replay_file(directory, "add_count", checkpoint)))
+    plain_unwrapped = (
+        layout == "auto"
+        and checkpoint > 0
+        and add_count < capacity
+        and is_last
+        and _never_written_tail(directory, checkpoint, add_count)
+    )
+    if plain_unwrapped:
+        layout = "circular"  # a plain buffer that never wrapped, not a final logged dump
     kind, slots, first = _slot_order(checkpoint, capacity, add_count, is_last, layout, directory)
     return CheckpointLayout(
         Path(directory), checkpoint, capacity, add_count, kind, slots, first, frame_shape
@@ -163,6 +172,21 @@ def _check_store_headers(directory: Path, checkpoint: int) -> tuple[int, tuple[i
                 f"{replay_file(directory, name, checkpoint)}: unexpected dtype {dtype} for {name}"
             )
     return capacity, tuple(obs_shape[1:])
+
+
+# Slots past add_count that must all be empty before a file is read as a never-wrapped plain
+# dopamine buffer rather than a final logged dump (whose tail holds stale transitions).
+_MIN_EMPTY_TAIL = 64
+
+
+def _never_written_tail(directory: Path, checkpoint: int, add_count: int) -> bool:
+    """True if slots ``add_count..C-1`` hold no transition (all action, reward and terminal
+    values zero over at least ``_MIN_EMPTY_TAIL`` slots): the buffer was never filled there."""
+    tails = [
+        load_npy_gz(replay_file(directory, name, checkpoint))[add_count:]
+        for name in ("action", "reward", "terminal")
+    ]
+    return len(tails[0]) >= _MIN_EMPTY_TAIL and not any(tail.any() for tail in tails)
 
 
 def _slot_order(

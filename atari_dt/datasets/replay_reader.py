@@ -21,6 +21,7 @@ from atari_dt.datasets.replay_files import (
     LayoutName,
     discover_checkpoints,
     read_layout,
+    replay_file,
 )
 
 
@@ -83,8 +84,9 @@ class ReplayBlock:
             for first_row, frames in reader.iter_chunks(chunk_rows):
                 chunk_positions = slot_position[first_row : first_row + len(frames)]
                 padding = chunk_positions == -1
-                if padding.any() and frames[padding].any():
-                    bad = first_row + int(np.flatnonzero(padding)[0])
+                nonzero_padding = padding & frames.reshape(len(frames), -1).any(axis=1)
+                if nonzero_padding.any():
+                    bad = first_row + int(np.flatnonzero(nonzero_padding)[0])
                     raise ReplayFileError(
                         f"{path}: slot {bad} should be an all-zero padding frame (it follows a "
                         "terminal) but is not; the file is corrupt or not DQN-replay data"
@@ -155,6 +157,27 @@ def _close_episodes(
     return finished
 
 
+def leading_padding_count(lay: CheckpointLayout, stack_size: int) -> int | None:
+    """How many of a checkpoint's first transitions (in order of addition, at most
+    ``stack_size - 1``) look like dopamine padding: action 0, reward 0, not terminal and an
+    all-zero frame. None when the first one does not (the stream starts mid-episode)."""
+    lead = lay.slots[: stack_size - 1]
+    if len(lead) == 0:
+        return None
+    small = [load_npy_gz(lay.path(name))[lead] for name in ("action", "reward", "terminal")]
+    zero_steps = ~np.logical_or.reduce([values != 0 for values in small])
+    frames = np.zeros((len(lead), *lay.frame_shape), dtype=np.uint8)
+    with NpyGzipReader(lay.path("observation")) as reader:
+        for first_row, chunk in reader.iter_chunks(4096):
+            inside = (lead >= first_row) & (lead < first_row + len(chunk))
+            frames[inside] = chunk[lead[inside] - first_row]
+            if first_row + len(chunk) > lead.max():
+                break
+    is_padding = zero_steps & ~frames.reshape(len(lead), -1).any(axis=1)
+    count = len(lead) if is_padding.all() else int(np.argmin(is_padding))
+    return count or None
+
+
 def finish_stream(state: SegmenterState) -> list[EpisodeSpan]:
     """Close the stream: an episode still open was cut at the end, so it is incomplete."""
     episode, state.open_episode = state.open_episode, None
@@ -164,14 +187,36 @@ def finish_stream(state: SegmenterState) -> list[EpisodeSpan]:
     return [EpisodeSpan(episode.offset, episode.length, False)]
 
 
-def start_stream(state: SegmenterState, first_transition: int, stack_size: int) -> None:
-    """Begin a stream at global transition ``first_transition``: the run's very first transition
-    is the start of an episode's padding; anywhere else the stream starts inside an unknown
-    episode, which is therefore cut at its start."""
-    if first_transition == 0:
-        state.pad_remaining = stack_size - 1
+def start_stream(
+    state: SegmenterState, first_transition: int, lead_padding: int | None, stack_size: int
+) -> None:
+    """Begin a stream at global transition ``first_transition``.
+
+    Args:
+        state: a fresh state (its ``n_kept`` carries the store position over).
+        first_transition: global index of the stream's first transition.
+        lead_padding: when an episode boundary is known to lie at the stream's start, how many
+            padding transitions come first (0 .. stack_size-1); None when the stream starts
+            inside an episode, which is then cut at its start (incomplete).
+        stack_size: frames per state.
+    """
+    if first_transition < stack_size - 1:  # inside the run's very first padding
+        state.pad_remaining = stack_size - 1 - first_transition
+    elif lead_padding is not None:
+        state.pad_remaining = lead_padding
     else:
         state.open_episode = _OpenEpisode(state.n_kept, 0, False)
+
+
+def padding_after(terminals_before: np.ndarray, stack_size: int) -> int | None:
+    """Padding transitions at a stream's start, from the ``stack_size`` terminal flags just
+    before it (oldest first): a terminal ``j`` steps back leaves ``stack_size - j`` padding
+    transitions to come. None if none of them is terminal (the stream starts mid-episode)."""
+    flags = np.asarray(terminals_before[-stack_size:]).astype(bool)
+    if not flags.any():
+        return None
+    steps_back = len(flags) - int(np.flatnonzero(flags)[-1])
+    return stack_size - steps_back
 
 
 class ReplayLogs:
@@ -247,25 +292,36 @@ class ReplayLogs:
         return sum(lay.capacity for lay in self.layouts)
 
     def iter_blocks(self) -> Iterator[ReplayBlock]:
-        """Yield one :class:`ReplayBlock` per checkpoint, in order. Episodes that end at a gap or
-        at the stream's end are reported (incomplete) in the block before the gap/end."""
+        """Yield one :class:`ReplayBlock` per checkpoint, in order. A gap in the selection ends
+        one stream and starts another; an episode open at a stream's end is reported
+        (incomplete) in the stream's last block."""
         state = SegmenterState()
-        previous: CheckpointLayout | None = None
         for i, lay in enumerate(self.layouts):
-            if previous is None or previous.next_transition != lay.first_transition:
-                pending = finish_stream(state) if previous is not None else []
-                start_stream(state, lay.first_transition, self.stack_size)
-            else:
-                pending = []
+            if i == 0 or self.layouts[i - 1].next_transition != lay.first_transition:
+                state = SegmenterState(n_kept=state.n_kept)
+                lead = None if lay.first_transition == 0 else self._lead_padding(lay)
+                start_stream(state, lay.first_transition, lead, self.stack_size)
             block = self._read_block(lay, state)
-            block.episodes[:0] = pending
-            is_end = i + 1 == len(self.layouts) or (
-                self.layouts[i + 1].first_transition != lay.next_transition
-            )
-            if is_end:
+            is_last = i + 1 == len(self.layouts)
+            if is_last or self.layouts[i + 1].first_transition != lay.next_transition:
                 block.episodes.extend(finish_stream(state))
-            previous = lay
             yield block
+
+    def _lead_padding(self, lay: CheckpointLayout) -> int | None:
+        """Padding at the start of a stream that begins at ``lay`` (see :func:`start_stream`):
+        from the previous logged dump's terminal flags when that file is on disk (cheap), else
+        from the leading transitions themselves (zero frames: one extra pass over the file)."""
+        S, C = self.stack_size, lay.capacity
+        if lay.kind != "circular" and lay.checkpoint > 0:
+            previous = lay.checkpoint - 1
+            try:
+                add_count = int(load_npy_gz(replay_file(self.directory, "add_count", previous)))
+                if add_count == lay.checkpoint * C - 1:  # a full logged dump: slot C-2 is g-1
+                    terminals = load_npy_gz(replay_file(self.directory, "terminal", previous))
+                    return padding_after(terminals[C - 1 - S : C - 1], S)
+            except ReplayFileError:
+                pass
+        return leading_padding_count(lay, S)
 
     def _read_block(self, lay: CheckpointLayout, state: SegmenterState) -> ReplayBlock:
         actions = load_npy_gz(lay.path("action"))[lay.slots].astype(np.int64)

@@ -63,19 +63,37 @@ class EpisodeStoreWriter:
         import h5py
 
         self.path = Path(path)
+        if self.path.is_dir():
+            raise IsADirectoryError(f"{self.path} is a directory; an episode store is one file")
         if self.path.exists() and not overwrite:
             raise FileExistsError(
                 f"{self.path} exists; pass overwrite=True (--force) to replace it"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = temporary_sibling(self.path)
-        self._h5 = h5py.File(self._tmp, "w")
+        self.frame_shape = tuple(frame_shape)
         self._spans: list[tuple[int, int, bool]] = []
         self.n_transitions = 0
-        self._write_attrs(game, n_actions, source, preprocessing, behaviour_policy)
-        options = {"compression": compression}
-        if compression == "gzip":
-            options["compression_opts"] = compression_level
+        self._tmp = temporary_sibling(self.path)
+        self._h5 = h5py.File(self._tmp, "w")
+        try:
+            self._write_attrs(game, n_actions, source, preprocessing, behaviour_policy)
+            options = {"compression": compression}
+            if compression == "gzip":
+                options["compression_opts"] = compression_level
+            self._create_datasets(raw_rewards, ram, objects, options, chunk_frames)
+        except BaseException:  # e.g. an unknown compression: leave no temporary file
+            self.abort()
+            raise
+
+    def _create_datasets(
+        self,
+        raw_rewards: bool,
+        ram: bool,
+        objects: tuple[str, ...],
+        options: dict[str, Any],
+        chunk_frames: int,
+    ) -> None:
+        frame_shape = self.frame_shape
         self._h5.create_dataset(
             "frames",
             shape=(0, *frame_shape),
@@ -108,7 +126,6 @@ class EpisodeStoreWriter:
                 dtype=np.float32,
                 chunks=(4096, 2),
             )
-        self.frame_shape = tuple(frame_shape)
 
     def _write_attrs(self, game: str, n_actions: int | None, *metadata: dict | None) -> None:
         attrs = self._h5.attrs
@@ -168,17 +185,20 @@ class EpisodeStoreWriter:
     def write_frames(self, position: int, frames: np.ndarray) -> None:
         """Write ``frames`` (uint8 ``[m, H, W]``) at store positions ``position .. position+m-1``
         (already appended with :meth:`append_transitions`)."""
-        if frames.dtype != np.uint8 or tuple(frames.shape[1:]) != self.frame_shape:
-            raise ValueError(
-                f"frames must be uint8 [m, {self.frame_shape[0]}, {self.frame_shape[1]}], "
-                f"got {frames.dtype} {list(frames.shape)}"
-            )
+        self._check_frames(frames)
         if position < 0 or position + len(frames) > self.n_transitions:
             raise ValueError(
                 f"frames {position}..{position + len(frames) - 1} lie outside the "
                 f"{self.n_transitions} appended transitions"
             )
         self._h5["frames"][position : position + len(frames)] = frames
+
+    def _check_frames(self, frames: np.ndarray) -> None:
+        if frames.dtype != np.uint8 or tuple(frames.shape[1:]) != self.frame_shape:
+            raise ValueError(
+                f"frames must be uint8 [m, {self.frame_shape[0]}, {self.frame_shape[1]}], "
+                f"got {frames.dtype} {list(frames.shape)}"
+            )
 
     def add_span(self, offset: int, length: int, complete: bool) -> None:
         """Declare an episode over already appended transitions."""
@@ -202,6 +222,7 @@ class EpisodeStoreWriter:
             raise ValueError("an episode needs at least one transition")
         if len(frames) != len(actions):
             raise ValueError(f"{len(frames)} frames but {len(actions)} actions")
+        self._check_frames(np.asarray(frames))  # before appending anything: all or nothing
         terminals = np.zeros(len(actions), dtype=np.uint8)
         terminals[-1] = complete if terminated is None else terminated
         start = self.append_transitions(
@@ -223,11 +244,11 @@ class EpisodeStoreWriter:
         """
         try:
             self._finalize()
+            self._h5.close()
+            os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise
-        self._h5.close()
-        os.replace(self._tmp, self.path)
         return self.path
 
     def _finalize(self) -> None:

@@ -71,6 +71,11 @@ class ContextWindows(Dataset):
     ) -> None:
         if not isinstance(store, EpisodeStore):
             store = EpisodeStore.open(store, reward_units=config.reward_units)
+        if store.reward_units != config.reward_units:
+            raise ValueError(
+                f"{store.path} was opened with reward_units={store.reward_units!r} but the config "
+                f"asks for {config.reward_units!r}; open it with the config's units"
+            )
         self.config = config
         self.store_path = store.path
         self.episodes = select_episodes(

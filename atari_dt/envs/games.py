@@ -12,6 +12,7 @@ def _ale_games() -> dict[str, str]:
     import ale_py
     import gymnasium as gym
 
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no start-up banner on stderr
     gym.register_envs(ale_py)
     names = {}
     for env_name in gym.registry:
