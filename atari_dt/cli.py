@@ -76,8 +76,9 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--capacity",
         type=int,
-        default=1_000_000,
-        help="replay buffer size of the DQN-replay files (small: episodes cross files)",
+        default=100_000,
+        help="replay buffer size C of the DQN-replay files (published logs: 1,000,000; "
+        "small values make episodes cross files)",
     )
     p.add_argument("--out", required=True, help="replay_logs directory, or .h5 for --format h5")
     p.add_argument("--force", action="store_true", help="replace existing output")
