@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 # The data pipeline end to end on a small real sample: real ALE Seaquest frames written as
 # DQN-replay logs, converted to an episode store, verified, summarised and plotted.
 demo: $(STAMP)
-	$(BIN)/atari-dt data sample --game Seaquest --steps 4000 --capacity 1500 --seed 0 --out $(DEMO_DIR)/replay_logs
-	$(BIN)/atari-dt data convert $(DEMO_DIR)/replay_logs $(DEMO_DIR)/seaquest.h5 --game Seaquest
+	$(BIN)/atari-dt data sample --game Seaquest --steps 4000 --capacity 1500 --seed 0 --out $(DEMO_DIR)/replay_logs --force
+	$(BIN)/atari-dt data convert $(DEMO_DIR)/replay_logs $(DEMO_DIR)/seaquest.h5 --game Seaquest --force
 	$(BIN)/atari-dt data verify $(DEMO_DIR)/seaquest.h5
 	$(BIN)/atari-dt data info $(DEMO_DIR)/seaquest.h5 --plot $(DEMO_DIR)/returns.png
 	$(BIN)/atari-dt data show $(DEMO_DIR)/seaquest.h5 --config configs/data/demo_seaquest.yaml --out $(DEMO_DIR)/window.png

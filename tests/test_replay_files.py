@@ -82,7 +82,8 @@ def test_replay_file_names(tmp_path: Path) -> None:
 
 
 def test_discover_checkpoints_sorts_numerically_and_ignores_other_files(tmp_path: Path) -> None:
-    """Only observation files count; numbers sort as numbers (2 < 10), not as strings."""
+    """Any file of a checkpoint set counts (so a set missing its observation file is still
+    found and reported); numbers sort as numbers (2 < 10), not as strings."""
     for n in (10, 2, 0):
         replay_file(tmp_path, "observation", n).write_bytes(b"")
     for name in (
@@ -93,14 +94,14 @@ def test_discover_checkpoints_sorts_numerically_and_ignores_other_files(tmp_path
         "add_count_ckpt.11.gz",
     ):
         (tmp_path / name).write_bytes(b"")
-    assert discover_checkpoints(tmp_path) == [0, 2, 10]
+    assert discover_checkpoints(tmp_path) == [0, 2, 5, 10, 11]
 
 
 def test_discover_checkpoints_errors(tmp_path: Path) -> None:
-    """A missing directory, or one without observation files, raises ReplayFileError naming it."""
+    """A missing directory, or one without DQN-replay files, raises ReplayFileError naming it."""
     with pytest.raises(ReplayFileError, match=re.escape(f"directory not found: {tmp_path / 'no'}")):
         discover_checkpoints(tmp_path / "no")
-    (tmp_path / "add_count_ckpt.0.gz").write_bytes(b"")
+    (tmp_path / "notes.txt").write_bytes(b"")
     with pytest.raises(ReplayFileError, match=re.escape(f"{tmp_path}: no '$store$_observation")):
         discover_checkpoints(tmp_path)
 

@@ -830,7 +830,26 @@ BAD_CASES: dict[str, BadCase] = {
     ),
     "middle_observation_missing": BadCase(
         lambda d, _: replay_file(d, "observation", 1).unlink(),
-        lambda d, _: re.escape(f"{d}: checkpoints [1] are missing between 0 and 4"),
+        lambda d, _: re.escape(
+            f"checkpoint 1 in {d} is incomplete: missing $store$_observation_ckpt.1.gz"
+        ),
+    ),
+    "last_observation_missing": BadCase(  # must not silently drop the last checkpoint
+        lambda d, _: replay_file(d, "observation", 4).unlink(),
+        lambda d, _: re.escape(
+            f"checkpoint 4 in {d} is incomplete: missing $store$_observation_ckpt.4.gz"
+        ),
+    ),
+    "add_count_not_a_scalar": BadCase(
+        lambda d, _: save_npy_gz(replay_file(d, "add_count", 1), np.array([39, 1])),
+        lambda d, _: _file(d, "add_count", 1) + re.escape(": expected one non-negative integer"),
+    ),
+    "frame_shape_differs_between_checkpoints": BadCase(
+        lambda d, _: rewrite(d, "observation", 2, lambda a: np.ascontiguousarray(a[:, :80, :80])),
+        lambda d, _: (
+            _file(d, "observation", 2)
+            + re.escape(": frames of shape [80, 80], but checkpoint 0 has [84, 84]")
+        ),
     ),
     "unknown_checkpoint": BadCase(
         lambda d, _: None,
@@ -990,3 +1009,48 @@ def test_existing_destination_needs_overwrite(
     convert(source, out / "store.h5", overwrite=True)
     assert_store_holds(out / "store.h5", replay_episodes, whole(lengths_of(replay_episodes[:2])))
     assert sorted(p.name for p in out.iterdir()) == ["store.h5"]
+
+
+# --------------------------------------------------------------------------- review follow-ups
+
+
+def test_plain_unwrapped_checkpoint_with_a_short_empty_tail(
+    tmp_path: Path, replay_episodes: list[EpisodeArrays]
+) -> None:
+    """A never-wrapped plain buffer numbered above 0 whose unused tail is short (< 64 slots) is
+    still read from slot 0 (it starts with padding), not as a final logged dump."""
+    frames, actions, rewards = replay_episodes[0]
+    writer = ReplayLogWriter(tmp_path / "replay_logs", PAD + 2 + 41, log_dumps=False)
+    writer.add_episode(frames[:2], actions[:2], rewards[:2])
+    writer.save_checkpoint(1)
+    store_path = convert(tmp_path / "replay_logs", tmp_path / "p.h5")
+    with EpisodeStore.open(store_path) as store:
+        assert store_summary(store) == [(2, True)]
+        np.testing.assert_array_equal(store.episode(0).frames, frames[:2])
+
+
+def test_layouts_hold_no_slot_arrays(logs: Callable[[int], Path]) -> None:
+    """A layout is a few numbers (memory must not grow with the number of checkpoints); its
+    slots are recomputed on demand and follow the dump rule."""
+    reader = ReplayLogs(logs(97))
+    for lay in reader.layouts:
+        assert not any(isinstance(value, np.ndarray) for value in vars(lay).values())
+    later = reader.layouts[1]
+    np.testing.assert_array_equal(later.slots, [96, *range(96)])
+
+
+@pytest.mark.parametrize(
+    ("frames", "match"),
+    [
+        (np.zeros((0, 84, 84), np.uint8), "at least one transition"),
+        (np.zeros((3, 84, 84), np.float32), re.escape("frames must be uint8 [L, 84, 84]")),
+        (np.zeros((3, 4, 84, 84), np.uint8), re.escape("got uint8 [3, 4, 84, 84]")),
+    ],
+    ids=["empty", "float", "stacks"],
+)
+def test_writer_refuses_bad_frames(tmp_path: Path, frames: np.ndarray, match: str) -> None:
+    """Empty episodes, non-uint8 frames and 4-frame stacks are refused before anything is added."""
+    writer = ReplayLogWriter(tmp_path, 10)
+    with pytest.raises(ValueError, match=match):
+        writer.add_episode(frames, np.zeros(len(frames)), np.zeros(len(frames)))
+    assert writer.add_count == 0

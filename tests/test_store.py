@@ -359,6 +359,24 @@ def test_unfinalized_store_is_refused(store_copy: Path) -> None:
     assert_handle_released(store_copy)
 
 
+def test_store_missing_an_episode_table_is_refused(store_copy: Path) -> None:
+    """A store without /episodes/return is refused at open (not a KeyError later in info or
+    verify), naming the missing table."""
+    edit_h5(store_copy, lambda h5: h5.__delitem__("episodes/return"))
+    with pytest.raises(StoreFormatError, match=re.escape("missing datasets ['episodes/return']")):
+        EpisodeStore.open(store_copy)
+    assert_handle_released(store_copy)
+
+
+def test_stale_temporary_of_a_killed_writer_is_cleaned_up(tmp_path: Path) -> None:
+    """A temporary left by a SIGKILLed writer (its process gone) is removed by the next writer
+    of the same destination."""
+    stale = tmp_path / ".s.h5.999999999.tmp"  # no such process
+    stale.write_bytes(b"partial")
+    write_synthetic_store(tmp_path / "s.h5", [3])
+    assert leftovers(tmp_path) == ["s.h5"]
+
+
 def test_store_missing_a_dataset_is_refused(store_copy: Path) -> None:
     """A store without /rtg is refused, naming the missing dataset."""
     edit_h5(store_copy, lambda h5: h5.__delitem__("rtg"))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -146,14 +146,14 @@ def sample(args: argparse.Namespace) -> int:
 
 def _sample_to_replay_logs(out: Path, args: argparse.Namespace, episodes, bar) -> None:
     from atari_dt.datasets.replay_writer import ReplayLogWriter
+    from atari_dt.io import atomic_directory
 
-    if out.exists():
-        shutil.rmtree(out)
-    writer = ReplayLogWriter(out, args.capacity)
-    for episode in episodes:
-        writer.add_episode(episode.frames, episode.actions, episode.rewards)
-        bar.update(len(episode.actions))
-    writer.close()
+    with atomic_directory(out) as tmp:  # an interrupted run keeps any old logs at ``out``
+        writer = ReplayLogWriter(tmp, args.capacity)
+        for episode in episodes:
+            writer.add_episode(episode.frames, episode.actions, episode.rewards)
+            bar.update(len(episode.actions))
+        writer.close()
 
 
 def _sample_to_store(out: Path, game: str, preset: dict, args, episodes, bar) -> None:
@@ -190,7 +190,8 @@ def show(args: argparse.Namespace) -> int:
     from atari_dt.datasets.store import EpisodeStore
     from atari_dt.datasets.windows import ContextWindows
 
-    config = load_config(args.config, args.set).data
+    # One window is drawn: read it from the store rather than loading every frame.
+    config = dataclasses.replace(load_config(args.config, args.set).data, frames_in_memory="never")
     with EpisodeStore.open(args.path, reward_units=config.reward_units) as store:
         episode = store.episode(args.episode)  # validates the episode number
         windows = ContextWindows(store, config)

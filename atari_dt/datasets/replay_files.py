@@ -30,7 +30,11 @@ from atari_dt.datasets.npy_gzip import NpyGzipReader, ReplayFileError, load_npy_
 STORE_ARRAYS = ("observation", "action", "reward", "terminal")
 REQUIRED_ARRAYS = (*STORE_ARRAYS, "add_count")
 LayoutName = Literal["auto", "logged", "circular"]
-_SUFFIX = re.compile(r"^\$store\$_observation_ckpt\.(\d+)\.gz$")
+# Any file of a checkpoint set names it, so a set missing its observation file is still found
+# (and reported) rather than silently skipped.
+_SUFFIX = re.compile(
+    r"^(?:\$store\$_(?:observation|action|reward|terminal)|add_count|invalid_range)_ckpt\.(\d+)\.gz$"
+)
 
 
 def replay_file(directory: Path, name: str, checkpoint: int) -> Path:
@@ -62,16 +66,16 @@ def parse_checkpoint_selection(text: str) -> list[int]:
 
 
 def discover_checkpoints(directory: Path) -> list[int]:
-    """Checkpoint numbers with an observation file in ``directory``, sorted.
+    """Checkpoint numbers with any DQN-replay file in ``directory``, sorted.
 
     Raises:
-        ReplayFileError: the directory does not exist or holds no DQN-replay observation file.
+        ReplayFileError: the directory does not exist or holds no DQN-replay file.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise ReplayFileError(f"replay_logs directory not found: {directory}")
     found = sorted(
-        int(m.group(1)) for p in directory.iterdir() if (m := _SUFFIX.match(p.name)) is not None
+        {int(m.group(1)) for p in directory.iterdir() if (m := _SUFFIX.match(p.name)) is not None}
     )
     if not found:
         raise ReplayFileError(
@@ -90,7 +94,9 @@ class CheckpointLayout:
         capacity: ``C``, rows of every store array.
         add_count: as saved in ``add_count_ckpt.N.gz``.
         kind: ``logged``, ``logged_final`` or ``circular`` (module docstring).
-        slots: int64 ``[n]``, buffer slots in order of addition.
+        start_slot, n_slots: the slots in order of addition are
+            ``(start_slot + arange(n_slots)) % capacity`` (see :attr:`slots`; kept as two numbers
+            so a run of 50 checkpoints does not hold 50 slot arrays).
         first_transition: global index (over the whole run) of ``slots[0]``; 0 means the stream
             starts at the very first transition, i.e. at the start of an episode.
         frame_shape: shape of one observation, e.g. ``(84, 84)``.
@@ -101,7 +107,8 @@ class CheckpointLayout:
     capacity: int
     add_count: int
     kind: Literal["logged", "logged_final", "circular"]
-    slots: np.ndarray
+    start_slot: int
+    n_slots: int
     first_transition: int
     frame_shape: tuple[int, ...]
 
@@ -109,9 +116,14 @@ class CheckpointLayout:
         return replay_file(self.directory, name, self.checkpoint)
 
     @property
+    def slots(self) -> np.ndarray:
+        """int64 ``[n_slots]``: buffer slots in order of addition."""
+        return (self.start_slot + np.arange(self.n_slots, dtype=np.int64)) % self.capacity
+
+    @property
     def next_transition(self) -> int:
         """Global index of the transition right after this checkpoint's last one."""
-        return self.first_transition + len(self.slots)
+        return self.first_transition + self.n_slots
 
 
 def read_layout(
@@ -130,20 +142,40 @@ def read_layout(
                 f"{replay_file(directory, name, checkpoint).name}"
             )
     capacity, frame_shape = _check_store_headers(directory, checkpoint)
-    add_count = int(load_npy_gz(replay_file(directory, "add_count", checkpoint)))
+    add_count = _read_add_count(directory, checkpoint)
     plain_unwrapped = (
         layout == "auto"
         and checkpoint > 0
         and add_count < capacity
         and is_last
-        and _never_written_tail(directory, checkpoint, add_count)
+        and _looks_plain_unwrapped(directory, checkpoint, capacity, add_count)
     )
     if plain_unwrapped:
         layout = "circular"  # a plain buffer that never wrapped, not a final logged dump
     kind, slots, first = _slot_order(checkpoint, capacity, add_count, is_last, layout, directory)
+    start_slot = int(slots[0]) if len(slots) else 0
     return CheckpointLayout(
-        Path(directory), checkpoint, capacity, add_count, kind, slots, first, frame_shape
+        Path(directory),
+        checkpoint,
+        capacity,
+        add_count,
+        kind,
+        start_slot,
+        len(slots),
+        first,
+        frame_shape,
     )
+
+
+def _read_add_count(directory: Path, checkpoint: int) -> int:
+    path = replay_file(directory, "add_count", checkpoint)
+    value = load_npy_gz(path)
+    if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
+        raise ReplayFileError(
+            f"{path}: expected one non-negative integer (a 0-d int array), "
+            f"got {value.dtype} {list(value.shape)}"
+        )
+    return int(value)
 
 
 def _check_store_headers(directory: Path, checkpoint: int) -> tuple[int, tuple[int, ...]]:
@@ -179,14 +211,28 @@ def _check_store_headers(directory: Path, checkpoint: int) -> tuple[int, tuple[i
 _MIN_EMPTY_TAIL = 64
 
 
-def _never_written_tail(directory: Path, checkpoint: int, add_count: int) -> bool:
-    """True if slots ``add_count..C-1`` hold no transition (all action, reward and terminal
-    values zero over at least ``_MIN_EMPTY_TAIL`` slots): the buffer was never filled there."""
-    tails = [
-        load_npy_gz(replay_file(directory, name, checkpoint))[add_count:]
-        for name in ("action", "reward", "terminal")
+def _looks_plain_unwrapped(directory: Path, checkpoint: int, capacity: int, add_count: int) -> bool:
+    """Is checkpoint ``N > 0`` with ``add_count < C`` a plain dopamine buffer that never wrapped
+    (dopamine numbers checkpoints by iteration) rather than a run's final logged dump?
+
+    Plain if no full logged dump ``N-1`` lies beside it, and slots ``add_count..C-1`` were never
+    written (action, reward and terminal all zero), and either that empty tail is long
+    (``_MIN_EMPTY_TAIL``) or slots ``0..2`` are the zero padding a buffer starts with. A final
+    logged dump's tail holds stale transitions of the previous round instead.
+    """
+    previous = replay_file(directory, "add_count", checkpoint - 1)
+    if (
+        previous.is_file()
+        and _read_add_count(directory, checkpoint - 1) == checkpoint * capacity - 1
+    ):
+        return False
+    arrays = [
+        load_npy_gz(replay_file(directory, n, checkpoint)) for n in ("action", "reward", "terminal")
     ]
-    return len(tails[0]) >= _MIN_EMPTY_TAIL and not any(tail.any() for tail in tails)
+    if any(values[add_count:].any() for values in arrays):
+        return False
+    starts_with_padding = not any(values[: min(3, add_count)].any() for values in arrays)
+    return capacity - add_count >= _MIN_EMPTY_TAIL or starts_with_padding
 
 
 def _slot_order(

@@ -253,6 +253,13 @@ class ReplayLogs:
             )
             for c in self.checkpoints
         ]
+        for lay in self.layouts[1:]:
+            if lay.frame_shape != self.layouts[0].frame_shape:
+                raise ReplayFileError(
+                    f"{lay.path('observation')}: frames of shape {list(lay.frame_shape)}, but "
+                    f"checkpoint {self.layouts[0].checkpoint} has "
+                    f"{list(self.layouts[0].frame_shape)}"
+                )
         circular = [lay.checkpoint for lay in self.layouts if lay.kind == "circular"]
         if circular and len(self.layouts) > 1:
             raise ReplayFileError(

@@ -77,6 +77,14 @@ class ReplayLogWriter:
                 next call continues it (an episode cut by the end of data collection).
         """
         length = len(frames)
+        frames = np.asarray(frames)
+        if length == 0:
+            raise ValueError("an episode needs at least one transition")
+        if frames.dtype != np.uint8 or frames.shape[1:] != self.observation.shape[1:]:
+            raise ValueError(
+                f"frames must be uint8 [L, {', '.join(map(str, self.observation.shape[1:]))}] "
+                f"(one frame per step, not stacks), got {frames.dtype} {list(frames.shape)}"
+            )
         if not (len(actions) == len(rewards) == length):
             raise ValueError(
                 f"frames, actions and rewards must have one length, got "

@@ -225,6 +225,7 @@ class EpisodeStore:
 
 
 _REQUIRED = ("frames", "actions", "rewards", "terminals", "rtg", "episodes")
+_EPISODE_TABLES = ("offset", "length", "return", "complete")
 
 
 def _check_format(path: Path, handle: Any, reward_units: RewardUnits) -> None:
@@ -241,6 +242,7 @@ def _check_format(path: Path, handle: Any, reward_units: RewardUnits) -> None:
     if not bool(attrs.get("finalized", False)):
         raise StoreFormatError(f"{path}: the store was never finalized (an interrupted write)")
     missing = [name for name in _REQUIRED if name not in handle]
+    missing += [f"episodes/{name}" for name in _EPISODE_TABLES if f"episodes/{name}" not in handle]
     if missing:
         raise StoreFormatError(f"{path}: missing datasets {missing}")
     if reward_units == "raw" and "raw_rewards" not in handle:

@@ -18,7 +18,7 @@ import numpy as np
 from atari_dt import __version__
 from atari_dt.datasets.rtg import returns_to_go
 from atari_dt.datasets.store import STORE_FORMAT, STORE_FORMAT_VERSION
-from atari_dt.io import temporary_sibling
+from atari_dt.io import remove_stale_temporaries, temporary_sibling
 
 # Episodes are finalised in groups of about this many transitions (bounded memory).
 _FINALIZE_GROUP = 1 << 20
@@ -70,6 +70,7 @@ class EpisodeStoreWriter:
                 f"{self.path} exists; pass overwrite=True (--force) to replace it"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path)
         self.frame_shape = tuple(frame_shape)
         self._spans: list[tuple[int, int, bool]] = []
         self.n_transitions = 0
