@@ -14,6 +14,7 @@ from atari_dt.envs.dqn_replay import (
     record_random_episodes,
 )
 from atari_dt.envs.games import canonical_game, env_id, minimal_action_count
+from atari_dt.envs.make import make_env, make_vector_env
 
 
 def record(
@@ -80,7 +81,7 @@ def test_minimal_action_count(game: str, n: int) -> None:
 
 def test_unknown_env_option() -> None:
     """Unknown preset keys are refused, listing the valid ones."""
-    with pytest.raises(ValueError, match=r"unknown env options \['frameskip'\]; valid: "):
+    with pytest.raises(ValueError, match=r"unknown env settings \[.frameskip.\]; valid: "):
         make_dqn_replay_env("Seaquest", frameskip=2)
 
 
@@ -112,3 +113,80 @@ def test_recording_plays_the_last_episode_to_its_end() -> None:
     """Recording stops after the episode that reaches n_steps, not in its middle."""
     episodes = record(seed=1, n_steps=45, cap=30)
     assert [len(e.actions) for e in episodes] == [30, 30]
+
+
+# ---- presets, vector envs and the reference pipeline ------------------------------------------
+
+
+def test_presets_are_recorded_and_clipped_reward_given() -> None:
+    """The resolved settings sit on the env; info carries the clipped reward beside the raw one."""
+    env = make_env("seaquest", "dt_original_eval", max_episode_steps=50)
+    assert env.settings["preset"] == "dt_original_eval" and env.settings["game"] == "Seaquest"
+    assert env.settings["repeat_action_probability"] == 0.0 and env.settings["noop_max"] == 30
+    env.reset(seed=0)
+    for _ in range(50):
+        _, reward, terminated, truncated, info = env.step(1)  # FIRE: Seaquest scores 20s
+        assert info["clipped_reward"] == float(np.clip(reward, -1, 1))
+        if terminated or truncated:
+            break
+    assert truncated  # the overridden cap
+    env.close()
+    with pytest.raises(ValueError, match=r"unknown env preset 'nope'; valid: "):
+        make_env("Seaquest", "nope")
+
+
+def _reference_frames(game: str, actions: np.ndarray, seed: int) -> list[np.ndarray]:
+    """FACTS §1 done by hand on raw ALE: 4 emulator frames per action, max of the last two
+    grayscale screens, cv2.resize to 84x84 with INTER_AREA (no sticky actions)."""
+    import ale_py
+    import cv2
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    env = gym.make(env_id(game), frameskip=1, repeat_action_probability=0.0)
+    env.reset(seed=seed)
+    ale = env.unwrapped.ale
+    frames = []
+    for action in actions:
+        screens = []
+        for _ in range(4):
+            env.step(int(action))
+            screens.append(ale.getScreenGrayscale())
+        pooled = np.maximum(screens[-2], screens[-1])
+        frames.append(cv2.resize(pooled, (84, 84), interpolation=cv2.INTER_AREA))
+    env.close()
+    return frames
+
+
+def test_frames_match_a_hand_made_reference_pipeline() -> None:
+    """make_env's frames equal the DQN-replay preprocessing done by hand on the raw emulator."""
+    actions = np.random.default_rng(0).integers(0, 18, size=120)
+    env = make_env("Seaquest", repeat_action_probability=0.0)
+    env.reset(seed=3)
+    ours = [env.step(int(a))[0] for a in actions]
+    env.close()
+    for step, (mine, reference) in enumerate(
+        zip(ours, _reference_frames("Seaquest", actions, 3), strict=True)
+    ):
+        np.testing.assert_array_equal(mine, reference, err_msg=f"step {step}")
+
+
+@pytest.mark.parametrize("backend", ["ale", "subprocess"])
+def test_vector_env_matches_single_envs(backend: str) -> None:
+    """With sticky actions off, the same seeds and actions, a vector env gives each single env's
+    frames, rewards and terminations exactly."""
+    n, steps = 2, 150
+    actions = np.random.default_rng(1).integers(0, 18, size=(steps, n))
+    vector = make_vector_env("Seaquest", n, backend=backend, repeat_action_probability=0.0)
+    frames, _ = vector.reset(seed=5)
+    singles = [make_env("Seaquest", repeat_action_probability=0.0) for _ in range(n)]
+    for i, env in enumerate(singles):
+        np.testing.assert_array_equal(env.reset(seed=5 + i)[0], frames[i])
+    for t in range(steps):
+        frames, rewards, terminated, _, info = vector.step(actions[t])
+        for i, env in enumerate(singles):
+            frame, reward, term, _, _ = env.step(int(actions[t, i]))
+            np.testing.assert_array_equal(frame, frames[i], err_msg=f"env {i} step {t}")
+            assert reward == rewards[i] and term == terminated[i]
+        np.testing.assert_array_equal(info["clipped_reward"], np.clip(rewards, -1, 1))
+    vector.close()
