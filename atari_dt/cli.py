@@ -25,7 +25,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(commands)
     _add_sample(commands)
     _add_show(commands)
+    _add_collect(stages)
     return parser
+
+
+def _add_collect(stages: argparse._SubParsersAction) -> None:
+    p = stages.add_parser(
+        "collect",
+        help="play ALE with behaviour policies and record DQN-replay-format data",
+        description="Defaults come from the config's collect section (see configs/collect/); "
+        "flags override them.",
+    )
+    p.add_argument("--config", help="YAML config with a collect section")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. collect.policy=[{policy: random}]",
+    )
+    p.add_argument("--game", help="ALE game, e.g. Seaquest")
+    p.add_argument(
+        "--policy",
+        choices=["random", "expert", "mixture"],
+        help="random, the game's scripted expert, or the config's mixture (default)",
+    )
+    p.add_argument("--steps", type=int, help="agent steps to collect")
+    p.add_argument("--out", required=True, help=".h5 store, or a directory for dqn-replay")
+    p.add_argument("--format", choices=["h5", "dqn-replay"])
+    p.add_argument("--workers", type=int, help="worker processes (0: all cores)")
+    p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted (or shorter) collection at --out",
+    )
+    p.add_argument("--force", action="store_true", help="replace existing output")
 
 
 def _add_convert(commands: argparse._SubParsersAction) -> None:

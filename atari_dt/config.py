@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from atari_dt.datasets.config import DataConfig
+from atari_dt.envs.config import CollectConfig
 
 T = TypeVar("T")
 
@@ -30,6 +31,9 @@ class ExperimentConfig:
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     """Episode store and context windows."""
+
+    collect: CollectConfig = dataclasses.field(default_factory=CollectConfig)
+    """Data collection in ALE (``atari-dt collect``)."""
 
 
 def config_from_dict(cls: type[T], values: Mapping[str, Any], *, where: str = "") -> T:

@@ -90,3 +90,24 @@ def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> None:
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
     """Write ``value`` as indented JSON to ``path`` atomically."""
     atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, then raise KeyboardInterrupt: a write that must
+    not be cut in half (one episode into a store) finishes first. Main thread only."""
+    import signal
+
+    received: list[int] = []
+
+    def remember(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, remember) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise KeyboardInterrupt(f"signal {received[0]}")

@@ -28,6 +28,10 @@ def run_command(args: argparse.Namespace) -> int:
             from atari_dt.commands import data
 
             return data.HANDLERS[args.command](args)
+        if args.stage == "collect":
+            from atari_dt.commands import collect
+
+            return collect.collect(args)
         raise ValueError(f"unknown command {args.stage!r}")
     except user_errors as err:
         print(f"atari-dt: error: {err}", file=sys.stderr)

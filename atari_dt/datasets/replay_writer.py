@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from atari_dt.datasets.npy_gzip import save_npy_gz
+from atari_dt.datasets.npy_gzip import ReplayFileError, load_npy_gz, save_npy_gz
 from atari_dt.datasets.replay_files import replay_file
 
 
@@ -57,6 +58,7 @@ class ReplayLogWriter:
         self.terminal = np.zeros(capacity, dtype=np.uint8)
         self.add_count = 0
         self.checkpoints_written: list[int] = []
+        self.next_checkpoint = 0  # number of the next logged dump
         self._episode_open = False
 
     def add_episode(
@@ -118,7 +120,37 @@ class ReplayLogWriter:
             self.add_count += count
             done += count
             if self.log_dumps and self.add_count % self.capacity == self.capacity - 1:
-                self._dump(len(self.checkpoints_written), self.add_count)
+                self._dump(self.next_checkpoint, self.add_count)
+                self.next_checkpoint += 1
+
+    @classmethod
+    def resume(cls, directory: str | Path, **options: Any) -> ReplayLogWriter:
+        """Continue logs that :meth:`close` finished: the final dump's buffer is loaded back and
+        later dumps continue the numbering (the final dump is rewritten when the buffer next
+        fills or at the next :meth:`close`). Only whole episodes may have been added before.
+
+        Raises:
+            ReplayFileError: the directory holds no logged dumps or its last one is not a final
+                partial dump.
+        """
+        from atari_dt.datasets.replay_files import discover_checkpoints, read_layout
+
+        directory = Path(directory)
+        last = discover_checkpoints(directory)[-1]
+        layout = read_layout(directory, last, is_last=True, layout="logged")
+        if layout.kind != "logged_final":
+            raise ReplayFileError(
+                f"{directory}: checkpoint {last} is a full dump, not a final one; "
+                "these logs were not closed by ReplayLogWriter.close and cannot be resumed"
+            )
+        frames = load_npy_gz(layout.path("observation"))
+        writer = cls(directory, layout.capacity, frame_shape=frames.shape[1:], **options)
+        writer.observation[:] = frames
+        for name in ("action", "reward", "terminal"):
+            getattr(writer, name)[:] = load_npy_gz(layout.path(name))
+        writer.add_count = layout.next_transition
+        writer.next_checkpoint = last
+        return writer
 
     def save_checkpoint(self, checkpoint: int) -> None:
         """Write the buffer as a plain dopamine checkpoint (``add_count`` as is)."""
@@ -128,7 +160,7 @@ class ReplayLogWriter:
         """Write the final partial dump (``add_count`` = cursor), as batch_rl's
         ``log_final_buffer``; only for logged writers."""
         if self.log_dumps:
-            self._dump(len(self.checkpoints_written), self.add_count % self.capacity)
+            self._dump(self.next_checkpoint, self.add_count % self.capacity)
 
     def _dump(self, checkpoint: int, add_count: int) -> None:
         cursor = self.add_count % self.capacity

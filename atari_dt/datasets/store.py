@@ -16,9 +16,11 @@ Layout (format ``atari-dt/episode-store``, version 1; readable with plain h5py):
     /episodes/return     float32 [E]         sum of /rewards
     /episodes/raw_return float32 [E]         optional: sum of /raw_rewards
     /episodes/complete   bool    [E]         False if cut at either end (not trained on by default)
+    /episodes/behaviour  string  [E]         optional: JSON, how each episode was played
 
 Root attributes: ``format``, ``format_version``, ``finalized`` (True once fully written),
-``game``, ``n_actions``, and JSON strings ``source``, ``preprocessing``, ``behaviour_policy``.
+``game``, ``n_actions``, and JSON strings ``source``, ``preprocessing``, ``behaviour_policy``
+and (for collected data) ``collection`` (seed, target and collected steps, episodes).
 Transition ``i`` is (frame_i, action_i, reward_i, terminal_i): the agent saw frame ``i`` (the
 newest of its 4-frame stack), took action ``i`` and received reward ``i``.
 """
@@ -56,6 +58,7 @@ class Episode:
         ret: the episode's return (same units).
         reward_units: ``clipped`` or ``raw``.
         ram: uint8 ``[L, 128]`` or None.
+        behaviour: how the episode was played (e.g. mixture component, epsilon), when recorded.
     """
 
     index: int
@@ -68,6 +71,7 @@ class Episode:
     ret: float
     reward_units: RewardUnits
     ram: np.ndarray | None = None
+    behaviour: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -91,7 +95,7 @@ class EpisodeStore:
         self.n_actions: int | None = int(attrs["n_actions"]) if "n_actions" in attrs else None
         self.metadata: dict[str, Any] = {
             key: json.loads(attrs[key])
-            for key in ("source", "preprocessing", "behaviour_policy")
+            for key in ("source", "preprocessing", "behaviour_policy", "collection")
             if key in attrs
         }
         episodes = handle["episodes"]
@@ -100,6 +104,11 @@ class EpisodeStore:
         self.complete = episodes["complete"][:].astype(bool)
         return_key = "return" if reward_units == "clipped" else "raw_return"
         self.returns = episodes[return_key][:].astype(np.float64)
+        self.behaviours: list[dict[str, Any] | None] = (
+            [json.loads(text) if text else None for text in episodes["behaviour"].asstr()[:]]
+            if "behaviour" in episodes
+            else [None] * len(self.offsets)
+        )
 
     @classmethod
     def open(cls, path: str | Path, *, reward_units: RewardUnits = "clipped") -> EpisodeStore:
@@ -199,6 +208,7 @@ class EpisodeStore:
             ret=float(self.returns[index]),
             reward_units=self.reward_units,
             ram=self._h5["ram"][span] if self.has_ram else None,
+            behaviour=self.behaviours[index],
         )
 
     def return_range(self, *, complete_only: bool = True) -> tuple[float, float]:

@@ -20,6 +20,14 @@ from atari_dt.datasets.rtg import returns_to_go
 from atari_dt.datasets.store import STORE_FORMAT, STORE_FORMAT_VERSION
 from atari_dt.io import remove_stale_temporaries, temporary_sibling
 
+
+def h5py_string() -> Any:
+    """HDF5 variable-length UTF-8 string type."""
+    import h5py
+
+    return h5py.string_dtype()
+
+
 # Episodes are finalised in groups of about this many transitions (bounded memory).
 _FINALIZE_GROUP = 1 << 20
 
@@ -73,6 +81,7 @@ class EpisodeStoreWriter:
         remove_stale_temporaries(self.path)
         self.frame_shape = tuple(frame_shape)
         self._spans: list[tuple[int, int, bool]] = []
+        self._behaviours: list[str] = []  # JSON per episode, "" when not recorded
         self.n_transitions = 0
         self._tmp = temporary_sibling(self.path)
         self._h5 = h5py.File(self._tmp, "w")
@@ -85,6 +94,41 @@ class EpisodeStoreWriter:
         except BaseException:  # e.g. an unknown compression: leave no temporary file
             self.abort()
             raise
+
+    @classmethod
+    def resume(cls, path: str | Path) -> EpisodeStoreWriter:
+        """Continue a finalized store: its content is copied to the temporary file, episode
+        tables and returns-to-go are dropped (recomputed by :meth:`close`), and new episodes
+        are appended after the old ones. ``path`` is untouched until :meth:`close`.
+
+        Raises:
+            StoreFormatError: ``path`` is not a readable finalized store.
+        """
+        import shutil
+
+        import h5py
+
+        from atari_dt.datasets.store import EpisodeStore
+
+        with EpisodeStore.open(path) as store:  # validates format, version, finalized
+            spans = list(zip(store.offsets, store.lengths, store.complete, strict=True))
+            behaviours = [json.dumps(b) if b is not None else "" for b in store.behaviours]
+            frame_shape = store.frame_shape
+        writer = cls.__new__(cls)
+        writer.path = Path(path)
+        writer.frame_shape = tuple(frame_shape)
+        writer._tmp = temporary_sibling(writer.path)
+        remove_stale_temporaries(writer.path)
+        shutil.copyfile(writer.path, writer._tmp)
+        writer._h5 = h5py.File(writer._tmp, "a")
+        for name in ("episodes", "rtg", "raw_rtg"):
+            if name in writer._h5:
+                del writer._h5[name]
+        writer._h5.attrs["finalized"] = False
+        writer._spans = [(int(o), int(n), bool(c)) for o, n, c in spans]
+        writer._behaviours = behaviours
+        writer.n_transitions = int(writer._h5["actions"].shape[0])
+        return writer
 
     def _create_datasets(
         self,
@@ -201,9 +245,17 @@ class EpisodeStoreWriter:
                 f"got {frames.dtype} {list(frames.shape)}"
             )
 
-    def add_span(self, offset: int, length: int, complete: bool) -> None:
-        """Declare an episode over already appended transitions."""
+    def add_span(
+        self, offset: int, length: int, complete: bool, behaviour: dict[str, Any] | None = None
+    ) -> None:
+        """Declare an episode over already appended transitions; ``behaviour`` (JSON-able)
+        records how it was played, e.g. which mixture component and epsilon."""
         self._spans.append((int(offset), int(length), bool(complete)))
+        self._behaviours.append(json.dumps(behaviour) if behaviour is not None else "")
+
+    def set_metadata(self, key: str, value: dict[str, Any]) -> None:
+        """Save a JSON-able root attribute (read back in ``EpisodeStore.metadata``)."""
+        self._h5.attrs[key] = json.dumps(value)
 
     def add_episode(
         self,
@@ -216,6 +268,7 @@ class EpisodeStoreWriter:
         raw_rewards: np.ndarray | None = None,
         ram: np.ndarray | None = None,
         objects: dict[str, np.ndarray] | None = None,
+        behaviour: dict[str, Any] | None = None,
     ) -> None:
         """Append one whole episode. ``terminated`` (default: ``complete``) sets the terminal
         flag on its last transition; ``rewards`` are stored clipped to [-1, 1]."""
@@ -235,7 +288,7 @@ class EpisodeStoreWriter:
             objects=objects,
         )
         self.write_frames(start, np.asarray(frames))
-        self.add_span(start, len(actions), complete)
+        self.add_span(start, len(actions), complete, behaviour)
 
     def close(self) -> Path:
         """Compute returns-to-go and episode tables, mark finalised, rename onto ``path``.
@@ -269,6 +322,8 @@ class EpisodeStoreWriter:
         group["offset"] = offsets
         group["length"] = lengths
         group["complete"] = spans[:, 2].astype(bool)
+        if any(self._behaviours):
+            group.create_dataset("behaviour", data=self._behaviours, dtype=h5py_string())
         for reward_key, rtg_key, return_key in (
             ("rewards", "rtg", "return"),
             ("raw_rewards", "raw_rtg", "raw_return"),

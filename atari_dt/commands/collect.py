@@ -1,0 +1,67 @@
+"""``atari-dt collect``: play ALE with behaviour policies, write a store or DQN-replay logs."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from atari_dt.envs.config import CollectConfig, PolicyComponent
+
+
+def resolve_config(args: argparse.Namespace) -> CollectConfig:
+    """The config's collect section with the command-line flags applied."""
+    from atari_dt.config import load_config
+
+    config = load_config(args.config, args.set).collect
+    flags = {
+        key: getattr(args, key)
+        for key in ("game", "steps", "format", "workers", "seed")
+        if getattr(args, key) is not None
+    }
+    if args.policy == "random":
+        flags["policy"] = [PolicyComponent("random")]
+    elif args.policy == "expert":
+        flags["policy"] = [PolicyComponent("expert")]
+    return dataclasses.replace(config, **flags)
+
+
+def collect(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from atari_dt.envs.collect import build_policy, collection_record, run_collection
+    from atari_dt.envs.sinks import ReplaySink, StoreSink
+
+    config = resolve_config(args)
+    out = Path(args.out)
+    policy_spec = build_policy(config.policy, config.game).spec()  # fails early on bad policies
+    sink_class = StoreSink if config.format == "h5" else ReplaySink
+    sink = sink_class(out, config, policy_spec, resume=args.resume, overwrite=args.force)
+    bar = tqdm(
+        total=config.steps,
+        initial=min(sink.steps, config.steps),
+        unit="step",
+        desc=f"collect {config.game}",
+        dynamic_ncols=True,
+    )
+
+    def show(played, progress) -> None:
+        bar.update(min(len(played.episode.actions), config.steps - bar.n))
+        recent = progress.returns[-20:]  # mean raw return of the last 20 episodes
+        bar.set_postfix(episodes=progress.episodes, mean_return=f"{np.mean(recent):.1f}")
+
+    try:
+        progress = run_collection(config, sink, on_episode=show)
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        bar.close()
+    path = sink.close(collection_record(config, progress))
+    print(f"wrote {path}: {progress.episodes} episodes, {progress.steps} steps")
+    if progress.interrupted:
+        print(f"interrupted before {config.steps} steps: continue with --resume")
+        return 130
+    return 0

@@ -1,0 +1,182 @@
+"""Collect offline Atari data with known behaviour policies, in parallel and deterministically.
+
+Episode ``i`` is played by a fresh reset with a seed derived from ``(config.seed, i)``, so the
+data is a pure function of the config: workers only change how fast it comes. Episodes are
+written in index order; the episode that crosses the step budget is finished. An interrupt
+(Ctrl-C or SIGTERM) keeps every completed episode and finalises the output, which ``resume``
+then continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from atari_dt.envs.config import CollectConfig, PolicyComponent
+from atari_dt.envs.dqn_replay import RecordedEpisode
+from atari_dt.envs.policies import EpsilonPolicy, MixturePolicy, Policy, RandomPolicy, RepeatPolicy
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """The reset/policy seed of episode ``index`` (independent streams per episode)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def build_policy(components: list[PolicyComponent], game: str) -> MixturePolicy:
+    """The mixture of ``components`` for ``game``.
+
+    Raises:
+        ValueError: an ``expert`` component for a game without a scripted expert.
+    """
+    built: list[Policy] = []
+    for component in components:
+        policy: Policy = RandomPolicy() if component.policy == "random" else _expert(game)
+        if component.repeat > 0:
+            policy = RepeatPolicy(policy, component.repeat)
+        if component.epsilon > 0:
+            policy = EpsilonPolicy(policy, component.epsilon)
+        built.append(policy)
+    return MixturePolicy(built, [c.weight for c in components])
+
+
+def _expert(game: str) -> Policy:
+    from atari_dt.envs.experts import EXPERTS
+    from atari_dt.envs.games import canonical_game
+
+    name = canonical_game(game)
+    if name not in EXPERTS:
+        raise ValueError(f"no scripted expert for {name}; experts exist for {sorted(EXPERTS)}")
+    return EXPERTS[name]()
+
+
+@dataclass(frozen=True)
+class PlayedEpisode:
+    """One collected episode and how it was played."""
+
+    index: int
+    episode: RecordedEpisode
+    behaviour: dict[str, Any]
+
+
+class _Player:
+    """Plays episodes by index with one env and one policy (one per worker process)."""
+
+    def __init__(self, config: CollectConfig) -> None:
+        from atari_dt.envs.make import make_env
+
+        overrides = {}
+        if config.max_episode_steps is not None:
+            overrides["max_episode_steps"] = config.max_episode_steps
+        self.env = make_env(config.game, config.preset, **overrides)
+        self.policy = build_policy(config.policy, config.game)
+        self.seed = config.seed
+
+    def play(self, index: int) -> PlayedEpisode:
+        from atari_dt.envs.play import play_episode
+
+        seed = episode_seed(self.seed, index)
+        episode = play_episode(self.env, self.policy, seed=seed)
+        behaviour = {"episode": index, "seed": seed, **self.policy.episode_spec()}
+        return PlayedEpisode(index, episode, behaviour)
+
+
+_WORKER_PLAYER: _Player | None = None
+
+
+def _init_worker(config: CollectConfig) -> None:
+    global _WORKER_PLAYER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Pool.terminate() ends workers quietly
+    _WORKER_PLAYER = _Player(config)
+
+
+def _play_in_worker(index: int) -> PlayedEpisode:
+    assert _WORKER_PLAYER is not None  # set by _init_worker
+    return _WORKER_PLAYER.play(index)
+
+
+def iter_episodes(config: CollectConfig, first_index: int) -> Iterator[PlayedEpisode]:
+    """Episodes ``first_index, first_index + 1, ...`` in order, forever (stop iterating to stop).
+    With several workers, up to ``2 * workers`` episodes are played ahead."""
+    workers = config.workers or os.cpu_count() or 1
+    if workers == 1:
+        player = _Player(config)
+        index = first_index
+        while True:
+            yield player.play(index)
+            index += 1
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(
+        workers, initializer=_init_worker, initargs=(config,)
+    ) as pool:
+        pending: deque = deque()
+        next_index = first_index
+        try:
+            while True:
+                while len(pending) < 2 * workers:
+                    pending.append(pool.apply_async(_play_in_worker, (next_index,)))
+                    next_index += 1
+                yield pending.popleft().get()
+        finally:
+            pool.terminate()
+
+
+@dataclass(frozen=True)
+class CollectProgress:
+    """What the output holds (including episodes of an earlier run that was resumed)."""
+
+    episodes: int
+    steps: int
+    returns: list[float]  # raw return of every episode, in order
+    interrupted: bool = False
+
+    @classmethod
+    def of(cls, sink: Any, interrupted: bool = False) -> CollectProgress:
+        return cls(sink.episodes, sink.steps, list(sink.returns), interrupted)
+
+
+def run_collection(
+    config: CollectConfig,
+    sink: Any,
+    *,
+    on_episode: Callable[[PlayedEpisode, CollectProgress], None] | None = None,
+) -> CollectProgress:
+    """Play episodes into ``sink`` until it holds ``config.steps`` agent steps.
+
+    The sink (:mod:`atari_dt.envs.sinks`) adds whole episodes and counts what it holds, so a
+    resumed run starts at episode index ``sink.episodes``. Ctrl-C / SIGTERM (as
+    KeyboardInterrupt) stops after the last completed episode; closing the sink is the caller's.
+    """
+    interrupted = False
+    if sink.steps < config.steps:
+        episodes = iter_episodes(config, first_index=sink.episodes)
+        try:
+            for played in episodes:
+                sink.add(played)
+                if on_episode is not None:
+                    on_episode(played, CollectProgress.of(sink))
+                if sink.steps >= config.steps:
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            episodes.close()
+    return CollectProgress.of(sink, interrupted)
+
+
+def collection_record(config: CollectConfig, progress: CollectProgress) -> dict[str, Any]:
+    """What the output records about its collection (read back to resume)."""
+    return {
+        "config": asdict(config),
+        "episodes": progress.episodes,
+        "steps": progress.steps,
+        "target_steps": config.steps,
+        "finished": progress.steps >= config.steps,
+    }

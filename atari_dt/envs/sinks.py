@@ -1,0 +1,200 @@
+"""Where collected episodes go: an episode store or DQN-replay logs, fresh or resumed.
+
+A sink knows how many episodes and steps it already holds (so a resumed collection continues
+at the right episode index), adds one whole episode at a time (never half of one, even when
+interrupted) and is closed with the collection's record.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atari_dt.envs.collect import PlayedEpisode, collection_record
+from atari_dt.envs.config import CollectConfig
+from atari_dt.io import atomic_write_json, deferred_interrupts
+
+# Settings that must match for --resume to continue the same data.
+_RESUME_KEYS = ("game", "preset", "max_episode_steps", "seed", "format", "capacity", "policy")
+
+
+def check_resumable(recorded: dict[str, Any], config: CollectConfig, where: Path) -> None:
+    """Raise ValueError naming every setting that differs from the run being resumed."""
+    current = collection_record(config, _Empty())["config"]
+    different = [key for key in _RESUME_KEYS if recorded.get(key) != current.get(key)]
+    if different:
+        details = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in different)
+        raise ValueError(
+            f"cannot resume {where}: settings differ from the original run ({details})"
+        )
+
+
+class _Empty:
+    episodes = steps = 0
+
+
+class StoreSink:
+    """Writes an episode store with raw rewards, RAM, object positions and per-episode behaviour.
+
+    Raises:
+        FileExistsError: ``path`` exists and neither ``resume`` nor ``overwrite``.
+        ValueError: resuming with different settings.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        config: CollectConfig,
+        policy_spec: dict[str, Any],
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> None:
+        from atari_dt.datasets.store import EpisodeStore
+        from atari_dt.datasets.store_writer import EpisodeStoreWriter
+        from atari_dt.envs.games import canonical_game, minimal_action_count
+        from atari_dt.envs.make import resolve_settings
+
+        self.game = canonical_game(config.game)
+        self.object_names = _object_names(self.game)
+        if resume and path.exists():
+            with EpisodeStore.open(path, reward_units="raw") as store:
+                check_resumable(
+                    store.metadata.get("collection", {}).get("config", {}), config, path
+                )
+                self.episodes, self.steps = len(store), store.n_transitions
+                self.returns = store.returns.tolist()
+            self.writer = EpisodeStoreWriter.resume(path)
+            return
+        overrides = (
+            {}
+            if config.max_episode_steps is None
+            else {"max_episode_steps": config.max_episode_steps}
+        )
+        self.writer = EpisodeStoreWriter(
+            path,
+            game=self.game,
+            n_actions=minimal_action_count(self.game),
+            source={"kind": "atari-dt collect"},
+            preprocessing=resolve_settings(config.preset, overrides),
+            behaviour_policy=policy_spec,
+            raw_rewards=True,
+            ram=True,
+            objects=self.object_names,
+            overwrite=overwrite,
+        )
+        self.episodes, self.steps, self.returns = 0, 0, []
+
+    def add(self, played: PlayedEpisode) -> None:
+        episode = played.episode
+        objects = _object_positions(self.game, episode.ram) if self.object_names else None
+        with deferred_interrupts():
+            self.writer.add_episode(
+                episode.frames,
+                episode.actions,
+                episode.rewards,
+                complete=True,
+                terminated=episode.terminated,
+                raw_rewards=episode.rewards,
+                ram=episode.ram,
+                objects=objects,
+                behaviour=played.behaviour,
+            )
+            self.episodes += 1  # counted inside: the episode and its count, or neither
+            self.steps += len(episode.actions)
+            self.returns.append(float(episode.rewards.sum()))
+
+    def close(self, record: dict[str, Any]) -> Path:
+        with deferred_interrupts():
+            self.writer.set_metadata("collection", record)
+            return self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+class ReplaySink:
+    """Writes DQN-replay logs (clipped rewards only, as the published ones) plus
+    ``collection.json`` with the run's record and each episode's behaviour.
+
+    A fresh run writes into a temporary directory renamed onto ``path`` at :meth:`close`.
+    """
+
+    RECORD = "collection.json"
+
+    def __init__(
+        self,
+        path: Path,
+        config: CollectConfig,
+        policy_spec: dict[str, Any],
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> None:
+        from atari_dt.datasets.replay_writer import ReplayLogWriter
+        from atari_dt.io import remove_stale_temporaries, temporary_sibling
+
+        self.path, self.policy_spec = path, policy_spec
+        if resume and path.exists():
+            record = json.loads((path / self.RECORD).read_text())
+            check_resumable(record.get("config", {}), config, path)
+            self.behaviours = record.get("behaviours", [])
+            self.episodes, self.steps = record["episodes"], record["steps"]
+            self.returns = [b["return"] for b in self.behaviours]
+            self.writer, self.directory = ReplayLogWriter.resume(path), path
+            return
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --force to replace it or --resume")
+        remove_stale_temporaries(path)
+        self.directory = temporary_sibling(path)
+        self.writer = ReplayLogWriter(self.directory, config.capacity)
+        self.behaviours, self.episodes, self.steps, self.returns = [], 0, 0, []
+
+    def add(self, played: PlayedEpisode) -> None:
+        episode = played.episode
+        ret = float(episode.rewards.sum())
+        with deferred_interrupts():  # the episode and its count, or neither
+            self.writer.add_episode(episode.frames, episode.actions, episode.rewards)
+            self.behaviours.append(
+                {**played.behaviour, "length": len(episode.actions), "return": ret}
+            )
+            self.episodes += 1
+            self.steps += len(episode.actions)
+            self.returns.append(ret)
+
+    def close(self, record: dict[str, Any]) -> Path:
+        import os
+        import shutil
+
+        with deferred_interrupts():
+            self.writer.close()
+            full = {**record, "behaviour_policy": self.policy_spec, "behaviours": self.behaviours}
+            atomic_write_json(self.directory / self.RECORD, full)
+            if self.directory != self.path:
+                if self.path.exists():
+                    shutil.rmtree(self.path)
+                os.replace(self.directory, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        import shutil
+
+        if self.directory != self.path:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _object_names(game: str) -> tuple[str, ...]:
+    try:
+        from atari_dt.envs.objects import OBJECT_GAMES, object_names
+    except ImportError:
+        return ()
+    return tuple(object_names(game)) if game in OBJECT_GAMES else ()
+
+
+def _object_positions(game: str, ram: np.ndarray) -> dict[str, np.ndarray]:
+    from atari_dt.envs.objects import object_positions
+
+    return object_positions(game, ram)
