@@ -77,6 +77,10 @@ def convert_replay_logs(
     game = game or infer_game(logs.directory)
     if not game:
         raise ValueError(f"cannot infer the game from {logs.directory}; pass game= (--game)")
+    # Logs written by `atari-dt collect` carry each episode's behaviour beside them; it lines up
+    # with the store's episodes only when the selection starts at the run's first transition.
+    collection = _read_collection_record(logs)
+    behaviours = collection.get("behaviours", [])
     source_info = {
         "kind": "dqn-replay",
         "path": str(logs.directory.resolve()),
@@ -91,7 +95,8 @@ def convert_replay_logs(
             frame_shape=logs.frame_shape,  # type: ignore[arg-type]
             n_actions=n_actions,
             source=source_info,
-            preprocessing=DQN_REPLAY_PREPROCESSING,
+            preprocessing=collection.get("preprocessing", DQN_REPLAY_PREPROCESSING),
+            behaviour_policy=collection.get("behaviour_policy"),
             compression=compression,
             overwrite=overwrite,
         ) as writer,
@@ -117,8 +122,24 @@ def convert_replay_logs(
                     writer.write_frames(int(positions[start]), frames[start:stop])
                 bar.update(rows)
             for span in block.episodes:
-                writer.add_span(span.offset, span.length, span.complete)
+                episode = writer.n_episodes
+                behaviour = behaviours[episode] if episode < len(behaviours) else None
+                writer.add_span(span.offset, span.length, span.complete, behaviour)
     return Path(destination)
+
+
+def _read_collection_record(logs: ReplayLogs) -> dict:
+    """``collection.json`` of logs made by ``atari-dt collect`` (empty if absent, or if the
+    selection does not start at the run's first transition)."""
+    import json
+
+    path = logs.directory / "collection.json"
+    if not path.is_file() or logs.layouts[0].first_transition != 0:
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _consecutive_runs(positions: np.ndarray) -> list[tuple[int, int]]:

@@ -253,6 +253,11 @@ class EpisodeStoreWriter:
         self._spans.append((int(offset), int(length), bool(complete)))
         self._behaviours.append(json.dumps(behaviour) if behaviour is not None else "")
 
+    @property
+    def n_episodes(self) -> int:
+        """Episodes declared so far."""
+        return len(self._spans)
+
     def set_metadata(self, key: str, value: dict[str, Any]) -> None:
         """Save a JSON-able root attribute (read back in ``EpisodeStore.metadata``)."""
         self._h5.attrs[key] = json.dumps(value)

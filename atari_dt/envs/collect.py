@@ -55,6 +55,13 @@ def _expert(game: str) -> Policy:
     return EXPERTS[name]()
 
 
+def env_overrides(config: CollectConfig) -> dict[str, Any]:
+    """The preset values the collect config changes."""
+    if config.max_episode_steps is None:
+        return {}
+    return {"max_episode_steps": config.max_episode_steps}
+
+
 @dataclass(frozen=True)
 class PlayedEpisode:
     """One collected episode and how it was played."""
@@ -70,10 +77,7 @@ class _Player:
     def __init__(self, config: CollectConfig) -> None:
         from atari_dt.envs.make import make_env
 
-        overrides = {}
-        if config.max_episode_steps is not None:
-            overrides["max_episode_steps"] = config.max_episode_steps
-        self.env = make_env(config.game, config.preset, **overrides)
+        self.env = make_env(config.game, config.preset, **env_overrides(config))
         self.policy = build_policy(config.policy, config.game)
         self.seed = config.seed
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from atari_dt.envs.collect import PlayedEpisode, collection_record
+from atari_dt.envs.collect import PlayedEpisode, collection_record, env_overrides
 from atari_dt.envs.config import CollectConfig
 from atari_dt.io import atomic_write_json, deferred_interrupts
 
@@ -69,17 +69,12 @@ class StoreSink:
                 self.returns = store.returns.tolist()
             self.writer = EpisodeStoreWriter.resume(path)
             return
-        overrides = (
-            {}
-            if config.max_episode_steps is None
-            else {"max_episode_steps": config.max_episode_steps}
-        )
         self.writer = EpisodeStoreWriter(
             path,
             game=self.game,
             n_actions=minimal_action_count(self.game),
             source={"kind": "atari-dt collect"},
-            preprocessing=resolve_settings(config.preset, overrides),
+            preprocessing=resolve_settings(config.preset, env_overrides(config)),
             behaviour_policy=policy_spec,
             raw_rewards=True,
             ram=True,
@@ -135,9 +130,11 @@ class ReplaySink:
         overwrite: bool = False,
     ) -> None:
         from atari_dt.datasets.replay_writer import ReplayLogWriter
+        from atari_dt.envs.make import resolve_settings
         from atari_dt.io import remove_stale_temporaries, temporary_sibling
 
         self.path, self.policy_spec = path, policy_spec
+        self.preprocessing = resolve_settings(config.preset, env_overrides(config))
         if resume and path.exists():
             record = json.loads((path / self.RECORD).read_text())
             check_resumable(record.get("config", {}), config, path)
@@ -171,7 +168,12 @@ class ReplaySink:
 
         with deferred_interrupts():
             self.writer.close()
-            full = {**record, "behaviour_policy": self.policy_spec, "behaviours": self.behaviours}
+            full = {
+                **record,
+                "preprocessing": self.preprocessing,
+                "behaviour_policy": self.policy_spec,
+                "behaviours": self.behaviours,
+            }
             atomic_write_json(self.directory / self.RECORD, full)
             if self.directory != self.path:
                 if self.path.exists():
