@@ -46,9 +46,19 @@ def test_the_repository_has_configs() -> None:
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads(path: Path) -> None:
     """Every YAML under configs/ validates into an ExperimentConfig."""
+    import yaml
+
+    from atari_dt.envs.games import canonical_game
+
     config = load_config(path)
     assert isinstance(config, ExperimentConfig) and isinstance(config.data, DataConfig)
-    assert config.data.path and config.data.path.endswith(".h5")
+    sections = set(yaml.safe_load(path.read_text()))
+    assert sections and sections <= {"data", "collect"}
+    if "data" in sections:
+        assert config.data.path and config.data.path.endswith(".h5")
+    if "collect" in sections:
+        assert canonical_game(config.collect.game) == config.collect.game
+        assert len(config.collect.policy) >= 2  # shipped collections are mixtures
 
 
 def test_defaults_without_a_file() -> None:
