@@ -1,0 +1,139 @@
+"""Scripted RAM experts: real fixed-seed rollouts under the dqn_replay preset show each expert
+far above random play, actions depend only on the observations and the reset generator, actions
+are looked up by name, and ``spec()`` is JSON."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from atari_dt.envs.dqn_replay import RecordedEpisode, make_dqn_replay_env
+from atari_dt.envs.experts import EXPERTS, action_index, make_expert
+from atari_dt.envs.games import canonical_game
+from atari_dt.envs.play import play_episode
+from atari_dt.envs.policies import EpsilonPolicy, Policy, RandomPolicy, StepInput
+
+SEEDS = (0, 1)
+# Agent steps per comparison rollout: enough for the expert to score, while random play loses
+# (Pong: ~900 steps to lose 0-21) or ends its whole episode (Breakout ~200, Seaquest ~550 steps).
+STEPS = {"Pong": 1000, "Breakout": 500, "Seaquest": 800}
+
+
+@pytest.fixture(scope="module")
+def envs() -> Iterator[dict[str, Any]]:
+    """One dqn_replay env per game, reused (every rollout resets it with its seed)."""
+    made = {game: make_dqn_replay_env(game) for game in EXPERTS}
+    yield made
+    for env in made.values():
+        env.close()
+
+
+def rollout(env: Any, policy: Policy, seed: int, steps: int) -> RecordedEpisode:
+    return play_episode(env, policy, seed=seed, max_steps=steps)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_pong_expert_wins_points_random_loses(envs, seed) -> None:
+    expert = rollout(envs["Pong"], EXPERTS["Pong"](), seed, STEPS["Pong"])
+    rand = rollout(envs["Pong"], RandomPolicy(), seed, STEPS["Pong"])
+    # over the same steps the expert wins more points than it loses (measured +1..+5, at most
+    # 2 lost); random play concedes ~20 points and rarely scores
+    assert expert.rewards.sum() >= 1
+    assert (expert.rewards < 0).sum() <= 4
+    assert rand.rewards.sum() <= -15
+    assert expert.rewards.sum() - rand.rewards.sum() >= 16
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_breakout_expert_beats_random(envs, seed) -> None:
+    expert = rollout(envs["Breakout"], EXPERTS["Breakout"](), seed, STEPS["Breakout"])
+    rand = rollout(envs["Breakout"], RandomPolicy(), seed, STEPS["Breakout"])
+    # measured 14..23 in 500 steps; a whole random episode scores 0..3
+    assert not expert.terminated, "the expert should still be playing after 500 steps"
+    assert expert.rewards.sum() >= 10
+    assert expert.rewards.sum() - rand.rewards.sum() >= 8
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_seaquest_expert_beats_random(envs, seed) -> None:
+    expert = rollout(envs["Seaquest"], EXPERTS["Seaquest"](), seed, STEPS["Seaquest"])
+    rand = rollout(envs["Seaquest"], RandomPolicy(), seed, STEPS["Seaquest"])
+    # measured 220..340 in 800 steps; a whole random episode scores 40..120
+    assert expert.rewards.sum() >= 180
+    assert expert.rewards.sum() - rand.rewards.sum() >= 100
+
+
+@pytest.mark.parametrize("game", sorted(EXPERTS))
+def test_same_seed_same_actions_and_no_global_randomness(envs, game) -> None:
+    np_state, py_state = np.random.get_state(), random.getstate()
+    first = rollout(envs[game], EpsilonPolicy(EXPERTS[game](), 0.3), 5, 300)
+    # one policy object reused: after another episode, reset must leave no trace of it
+    policy = EpsilonPolicy(EXPERTS[game](), 0.3)
+    rollout(envs[game], policy, 6, 150)
+    again = rollout(envs[game], policy, 5, 300)
+    other = rollout(envs[game], EpsilonPolicy(EXPERTS[game](), 0.3), 7, 300)
+    np.testing.assert_array_equal(first.actions, again.actions)
+    assert not np.array_equal(first.actions[:100], other.actions[:100])
+    # neither numpy's nor Python's global generator was touched
+    after = np.random.get_state()
+    assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1])
+    assert random.getstate() == py_state
+
+
+@pytest.mark.parametrize("game", sorted(EXPERTS))
+def test_plain_expert_is_a_function_of_what_it_saw(envs, game) -> None:
+    """The expert alone is deterministic: two fresh instances act alike on the same RAM."""
+    episode = rollout(envs[game], EXPERTS[game](), 3, 200)
+    replayed = replay(EXPERTS[game](), episode, tuple(envs[game].unwrapped.get_action_meanings()))
+    np.testing.assert_array_equal(replayed, episode.actions)
+
+
+def replay(policy: Policy, episode: RecordedEpisode, meanings: tuple[str, ...]) -> np.ndarray:
+    """The actions ``policy`` takes on the recorded RAM of ``episode``."""
+    policy.reset(np.random.default_rng(0))
+    actions = []
+    for t, (frame, ram) in enumerate(zip(episode.frames, episode.ram, strict=True)):
+        reward = 0.0 if t == 0 else float(episode.rewards[t - 1])
+        actions.append(policy.act(StepInput(frame, ram, reward, t, meanings)))
+    return np.array(actions)
+
+
+@pytest.mark.parametrize("game", sorted(EXPERTS))
+def test_actions_are_looked_up_by_name(envs, game) -> None:
+    meanings = tuple(envs[game].unwrapped.get_action_meanings())
+    episode = rollout(envs[game], EXPERTS[game](), 4, 200)
+    shuffled = tuple(reversed(meanings))
+    actions = replay(EXPERTS[game](), episode, shuffled)
+    assert [shuffled[a] for a in actions] == [meanings[a] for a in episode.actions]
+
+
+@pytest.mark.parametrize("game", sorted(EXPERTS))
+def test_spec_is_json_and_rebuilds_the_expert(game) -> None:
+    spec = EXPERTS[game]().spec()
+    assert json.loads(json.dumps(spec)) == spec
+    assert spec["name"] == f"expert_{game.lower()}"
+    params = {k: v for k, v in spec.items() if k != "name"}
+    assert EXPERTS[game](**params).spec() == spec
+    wrapped = EpsilonPolicy(EXPERTS[game](), 0.1).spec()
+    assert json.loads(json.dumps(wrapped))["base"] == spec
+
+
+def test_registry_and_make_expert() -> None:
+    for game, cls in EXPERTS.items():
+        assert canonical_game(game) == game
+        assert isinstance(cls(), Policy)
+    assert type(make_expert("ALE/Pong-v5")).__name__ == "PongExpert"
+    assert make_expert("seaquest", safe_distance=30).spec()["safe_distance"] == 30
+    with pytest.raises(ValueError, match="no scripted expert for Qbert"):
+        make_expert("qbert")
+
+
+def test_action_index_names_the_missing_action() -> None:
+    assert action_index(("NOOP", "FIRE"), "FIRE") == 1
+    with pytest.raises(ValueError, match="no action 'UP'"):
+        action_index(("NOOP", "FIRE"), "UP")
