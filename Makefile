@@ -19,19 +19,23 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The data pipeline end to end on a small real sample: real ALE Seaquest frames written as
-# DQN-replay logs, converted to an episode store, verified, summarised and plotted.
+# DQN-replay logs, converted to an episode store, verified, summarised and plotted; then a small
+# collection with the expert-to-random policy mixture (RAM, object positions, behaviours).
 demo: $(STAMP)
 	$(BIN)/atari-dt data sample --game Seaquest --steps 4000 --capacity 1500 --seed 0 --out $(DEMO_DIR)/replay_logs --force
 	$(BIN)/atari-dt data convert $(DEMO_DIR)/replay_logs $(DEMO_DIR)/seaquest.h5 --game Seaquest --force
 	$(BIN)/atari-dt data verify $(DEMO_DIR)/seaquest.h5
 	$(BIN)/atari-dt data info $(DEMO_DIR)/seaquest.h5 --plot $(DEMO_DIR)/returns.png
 	$(BIN)/atari-dt data show $(DEMO_DIR)/seaquest.h5 --config configs/data/demo_seaquest.yaml --out $(DEMO_DIR)/window.png
+	$(BIN)/atari-dt collect --config configs/collect/seaquest.yaml --steps 6000 --out $(DEMO_DIR)/collect_seaquest.h5 --force
+	$(BIN)/atari-dt data info $(DEMO_DIR)/collect_seaquest.h5 --reward-units raw --plot $(DEMO_DIR)/collect_returns.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_collect.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check atari_dt tests benchmarks

@@ -3,7 +3,8 @@
 1. Collector steps/s with one worker per core vs a single env (workers=1): target >= 1.8x on 2
    cores. Same config, seed and policy, so both runs produce the same data.
 2. Vectorised envs (ale-py's C++ AtariVectorEnv, gymnasium subprocess envs) vs one env,
-   random actions, agent steps/s.
+   random actions, agent steps/s. ale-py's own threaded env shows how far the emulator itself
+   scales on this machine (a pure-Python loop is printed too, to show the cores are real).
 
 Run: ``make bench`` or ``python benchmarks/bench_collect.py [--steps N]``.
 """
@@ -79,11 +80,35 @@ def bench_vector_envs(steps: int) -> None:
         )
 
 
+def bench_cpu_scaling() -> None:
+    """Reference: how a pure-Python busy loop scales over the cores (are they real cores?)."""
+    import multiprocessing
+
+    n, workers = 3_000_000, os.cpu_count() or 1
+    start = time.perf_counter()
+    for _ in range(workers):
+        _busy(n)
+    serial = time.perf_counter() - start
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        start = time.perf_counter()
+        pool.map(_busy, [n] * workers)
+        parallel = time.perf_counter() - start
+    print(f"[cpu] pure-Python loop on {workers} processes: {serial / parallel:.2f}x one process")
+
+
+def _busy(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12_000, help="collector steps per run")
     parser.add_argument("--policy", choices=["random", "expert"], default="random")
     args = parser.parse_args()
+    bench_cpu_scaling()
     bench_vector_envs(4_000)
     bench_collector(args.steps, args.policy)
 

@@ -105,9 +105,16 @@ def _play_in_worker(index: int) -> PlayedEpisode:
     return _WORKER_PLAYER.play(index)
 
 
-def iter_episodes(config: CollectConfig, first_index: int) -> Iterator[PlayedEpisode]:
-    """Episodes ``first_index, first_index + 1, ...`` in order, forever (stop iterating to stop).
-    With several workers, up to ``2 * workers`` episodes are played ahead."""
+def iter_episodes(
+    config: CollectConfig,
+    first_index: int,
+    want_more: Callable[[int], bool] = lambda in_flight: True,
+) -> Iterator[PlayedEpisode]:
+    """Episodes ``first_index, first_index + 1, ...`` in order until the caller stops iterating.
+
+    With several workers each plays one episode at a time; ``want_more(in_flight)`` says
+    whether to start another while ``in_flight`` are being played (near the budget, extra
+    episodes would be thrown away). Which episodes are *written* never depends on it."""
     workers = config.workers or os.cpu_count() or 1
     if workers == 1:
         player = _Player(config)
@@ -124,7 +131,7 @@ def iter_episodes(config: CollectConfig, first_index: int) -> Iterator[PlayedEpi
         next_index = first_index
         try:
             while True:
-                while len(pending) < 2 * workers:
+                while len(pending) < workers and (not pending or want_more(len(pending))):
                     pending.append(pool.apply_async(_play_in_worker, (next_index,)))
                     next_index += 1
                 yield pending.popleft().get()
@@ -160,7 +167,12 @@ def run_collection(
     """
     interrupted = False
     if sink.steps < config.steps:
-        episodes = iter_episodes(config, first_index=sink.episodes)
+
+        def want_more(in_flight: int) -> bool:  # expected steps of running episodes suffice?
+            mean_length = sink.steps / sink.episodes if sink.episodes else 0.0
+            return sink.steps + in_flight * mean_length < config.steps
+
+        episodes = iter_episodes(config, first_index=sink.episodes, want_more=want_more)
         try:
             for played in episodes:
                 sink.add(played)
