@@ -98,6 +98,14 @@ def test_store_contents(reference_store: Path) -> None:
             range(len(store))
         )
         assert all(store.complete) and (store.lengths <= 90).all()
+        objects = store.h5["objects"]
+        assert {"player", "oxygen", "diver0"} <= set(objects)
+        for name in objects:
+            xy = objects[name][:]
+            assert xy.shape == (store.n_transitions, 2)
+            seen = xy[~np.isnan(xy).any(axis=1)]
+            assert ((seen >= -0.5) & (seen <= 84)).all(), name  # inside the 84x84 frame
+        assert not np.isnan(objects["player"][:]).all()
 
 
 def test_interrupt_then_resume_equals_an_uninterrupted_run(
