@@ -105,7 +105,7 @@ def _busy(n: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12_000, help="collector steps per run")
+    parser.add_argument("--steps", type=int, default=60_000, help="collector steps per run")
     parser.add_argument("--policy", choices=["random", "expert"], default="random")
     args = parser.parse_args()
     bench_cpu_scaling()

@@ -112,8 +112,9 @@ def iter_episodes(
 ) -> Iterator[PlayedEpisode]:
     """Episodes ``first_index, first_index + 1, ...`` in order until the caller stops iterating.
 
-    With several workers each plays one episode at a time; ``want_more(in_flight)`` says
-    whether to start another while ``in_flight`` are being played (near the budget, extra
+    With several workers, up to two episodes per worker are queued, so a worker that finishes
+    early never waits for a slower episode ahead of it to be written; ``want_more(in_flight)``
+    says whether to queue another while ``in_flight`` are queued (near the budget, extra
     episodes would be thrown away). Which episodes are *written* never depends on it."""
     workers = config.workers or os.cpu_count() or 1
     if workers == 1:
@@ -131,7 +132,7 @@ def iter_episodes(
         next_index = first_index
         try:
             while True:
-                while len(pending) < workers and (not pending or want_more(len(pending))):
+                while len(pending) < 2 * workers and (not pending or want_more(len(pending))):
                     pending.append(pool.apply_async(_play_in_worker, (next_index,)))
                     next_index += 1
                 yield pending.popleft().get()
