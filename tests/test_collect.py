@@ -172,3 +172,82 @@ def test_converted_collected_logs_keep_behaviours(tmp_path: Path) -> None:
         assert [b["episode"] for b in store.behaviours] == list(range(record["episodes"]))
         assert store.metadata["behaviour_policy"]["name"] == "mixture"
         assert store.metadata["preprocessing"]["max_episode_steps"] == 90
+
+
+def test_failed_resume_of_replay_logs_keeps_the_finished_logs(tmp_path: Path) -> None:
+    """A resumed dqn-replay run that crashes leaves the earlier logs byte for byte, still
+    resumable (it works on a hard-linked copy swapped in only at close)."""
+    logs = tmp_path / "replay_logs"
+    config = small_config(format="dqn-replay", steps=300)
+    collect_to(logs, config)
+    before = {p.name: p.read_bytes() for p in logs.iterdir()}
+    spec = build_policy(config.policy, config.game).spec()
+    longer = dataclasses.replace(config, steps=700)
+    sink = ReplaySink(logs, longer, spec, resume=True)
+
+    def crash(played, progress) -> None:
+        raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_collection(longer, sink, on_episode=crash)
+    sink.abort()
+    assert {p.name: p.read_bytes() for p in logs.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["replay_logs"]
+    collect_to(logs, longer, resume=True)  # still resumable
+    assert json.loads((logs / "collection.json").read_text())["steps"] >= 700
+
+
+def test_replay_output_onto_a_file_is_refused_up_front(tmp_path: Path) -> None:
+    """--format dqn-replay --force onto an existing file fails before collecting anything."""
+    target = tmp_path / "file"
+    target.write_text("x")
+    config = small_config(format="dqn-replay")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        ReplaySink(target, config, {}, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_cli_interrupt_keeps_episodes_and_leaves_no_workers(tmp_path: Path) -> None:
+    """SIGINT to the whole process group (as Ctrl-C does) during a 2-worker collection: exit
+    130, a valid store with the completed episodes, and no worker process left running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    out = tmp_path / "c.h5"
+    command = [
+        sys.executable,
+        "-m",
+        "atari_dt",
+        "collect",
+        "--policy",
+        "random",
+        "--steps",
+        "100000",
+        "--workers",
+        "2",
+        "--set",
+        "collect.max_episode_steps=60",
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = ""
+    deadline = time.monotonic() + 60
+    while "episodes=3" not in seen and time.monotonic() < deadline:
+        seen += process.stderr.read(1)
+    assert "episodes=3" in seen, seen[-500:]
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert workers
+    os.killpg(process.pid, signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+    assert process.returncode == 130, rest[-800:]
+    time.sleep(0.5)
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    with EpisodeStore.open(out) as store:
+        assert len(store) >= 3 and not store.metadata["collection"]["finished"]
+        assert store.metadata["collection"]["steps"] == store.n_transitions

@@ -190,3 +190,11 @@ def test_vector_env_matches_single_envs(backend: str) -> None:
             assert reward == rewards[i] and term == terminated[i]
         np.testing.assert_array_equal(info["clipped_reward"], np.clip(rewards, -1, 1))
     vector.close()
+
+
+def test_step_cap_reaches_the_emulator() -> None:
+    """Raising max_episode_steps raises the emulator's own frame cap too (ALE v5 would stop at
+    108,000 frames = 27,000 steps whatever TimeLimit says)."""
+    env = make_env("Seaquest", max_episode_steps=40_000)
+    assert env.unwrapped.ale.getInt("max_num_frames_per_episode") == 160_000
+    env.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,13 @@ def resolve_config(args: argparse.Namespace) -> CollectConfig:
 def collect(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from atari_dt.envs.collect import build_policy, collection_record, run_collection
+    from atari_dt.envs.collect import (
+        CollectProgress,
+        WorkerDied,
+        build_policy,
+        collection_record,
+        run_collection,
+    )
     from atari_dt.envs.sinks import ReplaySink, StoreSink
 
     config = resolve_config(args)
@@ -52,8 +59,11 @@ def collect(args: argparse.Namespace) -> int:
         recent = progress.returns[-20:]  # mean raw return of the last 20 episodes
         bar.set_postfix(episodes=progress.episodes, mean_return=f"{np.mean(recent):.1f}")
 
+    failure: BaseException | None = None
     try:
         progress = run_collection(config, sink, on_episode=show)
+    except (KeyboardInterrupt, WorkerDied) as err:  # keep every completed episode
+        progress, failure = CollectProgress.of(sink, interrupted=True), err
     except BaseException:
         sink.abort()
         raise
@@ -61,6 +71,9 @@ def collect(args: argparse.Namespace) -> int:
         bar.close()
     path = sink.close(collection_record(config, progress))
     print(f"wrote {path}: {progress.episodes} episodes, {progress.steps} steps")
+    if isinstance(failure, WorkerDied):
+        print(f"atari-dt: error: {failure}; continue with --resume", file=sys.stderr)
+        return 1
     if progress.interrupted:
         print(f"interrupted before {config.steps} steps: continue with --resume")
         return 130

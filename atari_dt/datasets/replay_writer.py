@@ -15,7 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from atari_dt.datasets.npy_gzip import ReplayFileError, load_npy_gz, save_npy_gz
+from atari_dt.datasets.npy_gzip import (
+    NpyGzipReader,
+    ReplayFileError,
+    load_npy_gz,
+    save_npy_gz,
+)
 from atari_dt.datasets.replay_files import replay_file
 
 
@@ -143,9 +148,10 @@ class ReplayLogWriter:
                 f"{directory}: checkpoint {last} is a full dump, not a final one; "
                 "these logs were not closed by ReplayLogWriter.close and cannot be resumed"
             )
-        frames = load_npy_gz(layout.path("observation"))
-        writer = cls(directory, layout.capacity, frame_shape=frames.shape[1:], **options)
-        writer.observation[:] = frames
+        writer = cls(directory, layout.capacity, frame_shape=layout.frame_shape, **options)
+        with NpyGzipReader(layout.path("observation")) as reader:  # straight into the buffer
+            for first_row, rows in reader.iter_chunks(4096):
+                writer.observation[first_row : first_row + len(rows)] = rows
         for name in ("action", "reward", "terminal"):
             getattr(writer, name)[:] = load_npy_gz(layout.path(name))
         writer.add_count = layout.next_transition

@@ -21,6 +21,7 @@ import numpy as np
 from atari_dt.envs.config import CollectConfig, PolicyComponent
 from atari_dt.envs.dqn_replay import RecordedEpisode
 from atari_dt.envs.policies import EpsilonPolicy, MixturePolicy, Policy, RandomPolicy, RepeatPolicy
+from atari_dt.io import deferred_interrupts
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -124,20 +125,36 @@ def iter_episodes(
             yield player.play(index)
             index += 1
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    with multiprocessing.get_context("fork").Pool(
-        workers, initializer=_init_worker, initargs=(config,)
-    ) as pool:
-        pending: deque = deque()
-        next_index = first_index
-        try:
-            while True:
-                while len(pending) < 2 * workers and (not pending or want_more(len(pending))):
-                    pending.append(pool.apply_async(_play_in_worker, (next_index,)))
-                    next_index += 1
-                yield pending.popleft().get()
-        finally:
-            pool.terminate()
+    # An executor, not a Pool: a worker that dies raises BrokenProcessPool instead of hanging.
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_init_worker,
+        initargs=(config,),
+    )
+    pending: deque = deque()
+    next_index = first_index
+    try:
+        while True:
+            while len(pending) < 2 * workers and (not pending or want_more(len(pending))):
+                pending.append(pool.submit(_play_in_worker, next_index))
+                next_index += 1
+            yield pending.popleft().result()
+    finally:
+        with deferred_interrupts():  # a second Ctrl-C must not cut the teardown short
+            _stop_workers(pool)
+
+
+def _stop_workers(pool: Any) -> None:
+    """Cancel queued episodes and end the workers now (not after their current episode)."""
+    processes = list(getattr(pool, "_processes", {}).values())  # no public handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=5)
 
 
 @dataclass(frozen=True)
@@ -166,6 +183,8 @@ def run_collection(
     resumed run starts at episode index ``sink.episodes``. Ctrl-C / SIGTERM (as
     KeyboardInterrupt) stops after the last completed episode; closing the sink is the caller's.
     """
+    from concurrent.futures.process import BrokenProcessPool
+
     interrupted = False
     if sink.steps < config.steps:
 
@@ -183,9 +202,17 @@ def run_collection(
                     break
         except KeyboardInterrupt:
             interrupted = True
+        except BrokenProcessPool as err:  # a worker was killed (e.g. out of memory)
+            raise WorkerDied(
+                f"a worker process died ({err}); {sink.episodes} episodes kept"
+            ) from err
         finally:
             episodes.close()
     return CollectProgress.of(sink, interrupted)
+
+
+class WorkerDied(RuntimeError):
+    """A collection worker process died; the completed episodes can still be kept."""
 
 
 def collection_record(config: CollectConfig, progress: CollectProgress) -> dict[str, Any]:

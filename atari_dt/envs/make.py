@@ -84,6 +84,8 @@ def make_env(game: str, preset: PresetName = "dqn_replay", **overrides: Any) -> 
         frameskip=1,  # AtariPreprocessing skips frames and max-pools the last two itself
         repeat_action_probability=settings["repeat_action_probability"],
         full_action_space=settings["full_action_space"],
+        # The emulator's own cap, in frames, must not end episodes before TimeLimit does.
+        max_num_frames_per_episode=settings["max_episode_steps"] * settings["frame_skip"],
         max_episode_steps=None,
     )
     env = gym.wrappers.AtariPreprocessing(

@@ -8,6 +8,8 @@ interrupted) and is closed with the collection's record.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +19,15 @@ from atari_dt.envs.collect import PlayedEpisode, collection_record, env_override
 from atari_dt.envs.config import CollectConfig
 from atari_dt.io import atomic_write_json, deferred_interrupts
 
-# Settings that must match for --resume to continue the same data.
-_RESUME_KEYS = ("game", "preset", "max_episode_steps", "seed", "format", "capacity", "policy")
+# Settings that must match for --resume to continue the same data (capacity: dqn-replay only).
+_RESUME_KEYS = ("game", "preset", "max_episode_steps", "seed", "format", "policy")
 
 
 def check_resumable(recorded: dict[str, Any], config: CollectConfig, where: Path) -> None:
     """Raise ValueError naming every setting that differs from the run being resumed."""
     current = collection_record(config, _Empty())["config"]
-    different = [key for key in _RESUME_KEYS if recorded.get(key) != current.get(key)]
+    keys = (*_RESUME_KEYS, "capacity") if config.format == "dqn-replay" else _RESUME_KEYS
+    different = [key for key in keys if recorded.get(key) != current.get(key)]
     if different:
         details = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in different)
         raise ValueError(
@@ -135,18 +138,23 @@ class ReplaySink:
 
         self.path, self.policy_spec = path, policy_spec
         self.preprocessing = resolve_settings(config.preset, env_overrides(config))
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(f"{path} is a file; dqn-replay output is a directory")
+        remove_stale_temporaries(path)
+        self.directory = temporary_sibling(path)
         if resume and path.exists():
             record = json.loads((path / self.RECORD).read_text())
             check_resumable(record.get("config", {}), config, path)
             self.behaviours = record.get("behaviours", [])
             self.episodes, self.steps = record["episodes"], record["steps"]
             self.returns = [b["return"] for b in self.behaviours]
-            self.writer, self.directory = ReplayLogWriter.resume(path), path
+            # Work on a hard-linked copy: files are only ever replaced (atomic writes), never
+            # modified, so the finished logs at ``path`` stay intact until close() swaps them.
+            shutil.copytree(path, self.directory, copy_function=os.link)
+            self.writer = ReplayLogWriter.resume(self.directory)
             return
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass --force to replace it or --resume")
-        remove_stale_temporaries(path)
-        self.directory = temporary_sibling(path)
         self.writer = ReplayLogWriter(self.directory, config.capacity)
         self.behaviours, self.episodes, self.steps, self.returns = [], 0, 0, []
 
@@ -163,29 +171,26 @@ class ReplaySink:
             self.returns.append(ret)
 
     def close(self, record: dict[str, Any]) -> Path:
-        import os
-        import shutil
-
-        with deferred_interrupts():
-            self.writer.close()
-            full = {
-                **record,
-                "preprocessing": self.preprocessing,
-                "behaviour_policy": self.policy_spec,
-                "behaviours": self.behaviours,
-            }
-            atomic_write_json(self.directory / self.RECORD, full)
-            if self.directory != self.path:
+        try:
+            with deferred_interrupts():
+                self.writer.close()
+                full = {
+                    **record,
+                    "preprocessing": self.preprocessing,
+                    "behaviour_policy": self.policy_spec,
+                    "behaviours": self.behaviours,
+                }
+                atomic_write_json(self.directory / self.RECORD, full)
                 if self.path.exists():
                     shutil.rmtree(self.path)
                 os.replace(self.directory, self.path)
+        except BaseException:
+            self.abort()
+            raise
         return self.path
 
     def abort(self) -> None:
-        import shutil
-
-        if self.directory != self.path:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _object_names(game: str) -> tuple[str, ...]:
