@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 # DQN-replay logs, converted to an episode store, verified, summarised and plotted; then a small
 # collection with the expert-to-random policy mixture (RAM, object positions, behaviours).
 demo: $(STAMP)
-	$(BIN)/atari-dt data sample --game Seaquest --steps 4000 --capacity 1500 --seed 0 --out $(DEMO_DIR)/replay_logs --force
+	$(BIN)/atari-dt collect --game Seaquest --policy random --steps 4000 --format dqn-replay --capacity 1500 --seed 0 --out $(DEMO_DIR)/replay_logs --force
 	$(BIN)/atari-dt data convert $(DEMO_DIR)/replay_logs $(DEMO_DIR)/seaquest.h5 --game Seaquest --force
 	$(BIN)/atari-dt data verify $(DEMO_DIR)/seaquest.h5
 	$(BIN)/atari-dt data info $(DEMO_DIR)/seaquest.h5 --plot $(DEMO_DIR)/returns.png

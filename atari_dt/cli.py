@@ -23,7 +23,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(commands)
     _add_info(commands)
     _add_verify(commands)
-    _add_sample(commands)
     _add_show(commands)
     _add_collect(stages)
     return parser
@@ -36,14 +35,7 @@ def _add_collect(stages: argparse._SubParsersAction) -> None:
         description="Defaults come from the config's collect section (see configs/collect/); "
         "flags override them.",
     )
-    p.add_argument("--config", help="YAML config with a collect section")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. collect.policy=[{policy: random}]",
-    )
+    _add_config_args(p, "collect", "collect.policy=[{policy: random}]")
     p.add_argument("--game", help="ALE game, e.g. Seaquest")
     p.add_argument(
         "--policy",
@@ -55,6 +47,13 @@ def _add_collect(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["h5", "dqn-replay"])
     p.add_argument("--workers", type=int, help="worker processes (0: all cores)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--max-episode-steps", type=int, help="cap on agent steps per episode")
+    p.add_argument(
+        "--capacity",
+        type=int,
+        help="buffer size C of dqn-replay logs (published: 1,000,000; small values make "
+        "episodes cross files)",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -99,40 +98,25 @@ def _add_verify(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="skip decompressing every frame")
 
 
-def _add_sample(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "sample", help="record a small real sample (random policy, DQN-replay preprocessing)"
-    )
-    p.add_argument("--game", default="Seaquest")
-    p.add_argument("--steps", type=int, default=4000, help="agent steps to record (at least)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-episode-steps", type=int, default=27_000)
-    p.add_argument("--format", choices=["dqn-replay", "h5"], default="dqn-replay")
-    p.add_argument(
-        "--capacity",
-        type=int,
-        default=100_000,
-        help="replay buffer size C of the DQN-replay files (published logs: 1,000,000; "
-        "small values make episodes cross files)",
-    )
-    p.add_argument("--out", required=True, help="replay_logs directory, or .h5 for --format h5")
-    p.add_argument("--force", action="store_true", help="replace existing output")
-
-
 def _add_show(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("show", help="draw one context window as the model would see it")
     p.add_argument("path", help="episode store (.h5)")
-    p.add_argument("--config", help="YAML config whose data section cuts the windows")
+    _add_config_args(p, "data", "data.context_len=10")
+    p.add_argument("--episode", type=int, default=0, help="episode number in the store")
+    p.add_argument("--step", type=int, help="current step of the window (default: middle)")
+    p.add_argument("--out", required=True, help="PNG to write")
+
+
+def _add_config_args(p: argparse.ArgumentParser, section: str, example: str) -> None:
+    """``--config YAML`` and repeatable ``--set key=value`` (dotted keys of the config)."""
+    p.add_argument("--config", help=f"YAML config whose {section} section is used")
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. data.context_len=10 (repeatable)",
+        help=f"override a config value, e.g. {example} (repeatable)",
     )
-    p.add_argument("--episode", type=int, default=0, help="episode number in the store")
-    p.add_argument("--step", type=int, help="current step of the window (default: middle)")
-    p.add_argument("--out", required=True, help="PNG to write")
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

@@ -73,12 +73,18 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if final.is_dir():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_directory(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_directory(new: Path, final: Path) -> None:
+    """Put the finished directory ``new`` at ``final``, removing an old one there first (a
+    directory cannot be renamed over a non-empty one)."""
+    if final.is_dir():
+        shutil.rmtree(final)
+    os.replace(new, final)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> None:

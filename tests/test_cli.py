@@ -59,43 +59,33 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cli")
 
 
+# A short random-policy collection with a small step cap: a few real Seaquest episodes.
+RANDOM_COLLECT = (
+    "collect",
+    "--policy",
+    "random",
+    "--workers",
+    "1",
+    "--steps",
+    "300",
+    "--max-episode-steps",
+    "120",
+)
+
+
 @pytest.fixture(scope="module")
 def sampled_store(workdir: Path) -> Path:
-    """``data sample --format h5``: a real Seaquest store with raw rewards and RAM."""
-    run_ok(
-        "data",
-        "sample",
-        "--format",
-        "h5",
-        "--steps",
-        "300",
-        "--max-episode-steps",
-        "120",
-        "--out",
-        "X.h5",
-        cwd=workdir,
-    )
+    """``collect --format h5``: a real Seaquest store with raw rewards and RAM."""
+    run_ok(*RANDOM_COLLECT, "--format", "h5", "--out", "X.h5", cwd=workdir)
     return workdir / "X.h5"
 
 
 @pytest.fixture(scope="module")
 def converted_store(workdir: Path) -> Path:
-    """``data sample --format dqn-replay`` with a small buffer, then ``data convert``."""
+    """``collect --format dqn-replay`` with a small buffer, then ``data convert``."""
     logs = workdir / "Seaquest" / "1" / "replay_logs"
     run_ok(
-        "data",
-        "sample",
-        "--format",
-        "dqn-replay",
-        "--capacity",
-        "200",
-        "--steps",
-        "300",
-        "--max-episode-steps",
-        "120",
-        "--out",
-        logs,
-        cwd=workdir,
+        *RANDOM_COLLECT, "--format", "dqn-replay", "--capacity", "200", "--out", logs, cwd=workdir
     )
     result = run_ok("data", "convert", logs, "converted.h5", "--no-progress", cwd=workdir)
     assert "wrote converted.h5" in result.stdout
@@ -135,7 +125,7 @@ def test_help_and_version(tmp_path: Path) -> None:
     """``--help`` lists the data stage and its sub-commands; ``--version`` names the version."""
     assert "data" in run_ok("--help", cwd=tmp_path).stdout
     sub = run_ok("data", "--help", cwd=tmp_path).stdout
-    assert all(name in sub for name in ("convert", "info", "verify", "sample", "show"))
+    assert all(name in sub for name in ("convert", "info", "verify", "show"))
     assert run_ok("--version", cwd=tmp_path).stdout.strip() == "atari-dt 0.1.0"
 
 
@@ -315,10 +305,10 @@ def test_raw_units_of_converted_store(converted_store: Path, workdir: Path) -> N
 def test_existing_outputs_need_force(
     sampled_store: Path, converted_store: Path, workdir: Path
 ) -> None:
-    """sample and convert refuse to replace existing outputs without --force."""
+    """collect and convert refuse to replace existing outputs without --force."""
     before = sampled_store.read_bytes()
     result = run_cli(
-        "data", "sample", "--format", "h5", "--steps", "10", "--out", sampled_store, cwd=workdir
+        "collect", "--policy", "random", "--steps", "10", "--out", sampled_store, cwd=workdir
     )
     assert_user_error(result, "X.h5 exists")
     assert sampled_store.read_bytes() == before
@@ -331,7 +321,16 @@ def test_existing_outputs_need_force(
 def test_unknown_game(tmp_path: Path) -> None:
     """An unknown game is one error line with a suggestion, exit 2, and nothing written."""
     result = run_cli(
-        "data", "sample", "--game", "Seaquets", "--steps", "10", "--out", "s.h5", cwd=tmp_path
+        "collect",
+        "--policy",
+        "random",
+        "--game",
+        "Seaquets",
+        "--steps",
+        "10",
+        "--out",
+        "s.h5",
+        cwd=tmp_path,
     )
     assert_user_error(result, "unknown Atari game 'Seaquets'", "Seaquest")
     assert not (tmp_path / "s.h5").exists()
@@ -358,8 +357,11 @@ def test_force_onto_output_of_the_other_kind(tmp_path: Path, fmt: str, make_out:
     else:
         out.mkdir()
     result = run_cli(
-        "data",
-        "sample",
+        "collect",
+        "--policy",
+        "random",
+        "--workers",
+        "1",
         "--format",
         fmt,
         "--steps",
@@ -376,17 +378,21 @@ def test_force_onto_output_of_the_other_kind(tmp_path: Path, fmt: str, make_out:
         assert_user_error(result, "out")
 
 
-def test_sigterm_aborts_a_write_cleanly(tmp_path: Path) -> None:
-    """SIGTERM during ``data sample --format h5`` exits 130 and leaves no file at all."""
+def test_sigterm_keeps_completed_episodes(tmp_path: Path) -> None:
+    """SIGTERM during a collection exits 130 with a valid store of the completed episodes,
+    marked unfinished, and no temporary file left."""
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "atari_dt",
-            "data",
-            "sample",
-            "--format",
-            "h5",
+            "collect",
+            "--policy",
+            "random",
+            "--workers",
+            "1",
+            "--max-episode-steps",
+            "60",
             "--steps",
             "1000000",
             "--out",
@@ -397,14 +403,15 @@ def test_sigterm_aborts_a_write_cleanly(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    tmp = tmp_path / f".big.h5.{process.pid}.tmp"
-    deadline = time.monotonic() + 60
-    while not tmp.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert tmp.exists(), "the writer's temporary file never appeared"
-    time.sleep(0.3)
+    seen, deadline = "", time.monotonic() + 60
+    while "episodes=2" not in seen and process.poll() is None and time.monotonic() < deadline:
+        seen += process.stderr.read(1)
+    assert "episodes=2" in seen, seen[-400:]
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
+    stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert "interrupted; nothing half-written was kept" in stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert "continue with --resume" in stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.h5"]
+    with h5py.File(tmp_path / "big.h5") as h5:
+        assert h5.attrs["finalized"] and len(h5["episodes/length"]) >= 2
+        assert not json.loads(h5.attrs["collection"])["finished"]

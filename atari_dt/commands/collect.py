@@ -19,7 +19,7 @@ def resolve_config(args: argparse.Namespace) -> CollectConfig:
     config = load_config(args.config, args.set).collect
     flags = {
         key: getattr(args, key)
-        for key in ("game", "steps", "format", "workers", "seed")
+        for key in ("game", "steps", "format", "workers", "seed", "max_episode_steps", "capacity")
         if getattr(args, key) is not None
     }
     if args.policy == "random":

@@ -1,4 +1,4 @@
-"""``atari-dt data ...``: convert, info, verify, sample, show."""
+"""``atari-dt data ...``: convert, info, verify, show."""
 
 from __future__ import annotations
 
@@ -116,74 +116,6 @@ def verify(args: argparse.Namespace) -> int:
     return 1
 
 
-def sample(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from atari_dt.envs.dqn_replay import DQN_REPLAY_PRESET, record_random_episodes
-    from atari_dt.envs.games import canonical_game
-
-    game = canonical_game(args.game)
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"{out} exists; pass --force to replace it")
-    wants_directory = args.format == "dqn-replay"
-    if out.exists() and out.is_dir() != wants_directory:
-        kind = "a replay_logs directory" if wants_directory else "one .h5 file"
-        raise ValueError(f"--out {out}: --format {args.format} writes {kind}, and {out} is not")
-    episodes = record_random_episodes(
-        game, args.steps, seed=args.seed, max_episode_steps=args.max_episode_steps
-    )
-    bar = tqdm(total=args.steps, unit="step", desc=f"record {game} (random policy)")
-    if args.format == "dqn-replay":
-        _sample_to_replay_logs(out, args, episodes, bar)
-    else:
-        preset = {**DQN_REPLAY_PRESET, "max_episode_steps": args.max_episode_steps}
-        _sample_to_store(out, game, preset, args, episodes, bar)
-    bar.close()
-    print(f"wrote {out}")
-    return 0
-
-
-def _sample_to_replay_logs(out: Path, args: argparse.Namespace, episodes, bar) -> None:
-    from atari_dt.datasets.replay_writer import ReplayLogWriter
-    from atari_dt.io import atomic_directory
-
-    with atomic_directory(out) as tmp:  # an interrupted run keeps any old logs at ``out``
-        writer = ReplayLogWriter(tmp, args.capacity)
-        for episode in episodes:
-            writer.add_episode(episode.frames, episode.actions, episode.rewards)
-            bar.update(len(episode.actions))
-        writer.close()
-
-
-def _sample_to_store(out: Path, game: str, preset: dict, args, episodes, bar) -> None:
-    from atari_dt.datasets.store_writer import EpisodeStoreWriter
-
-    policy = {"name": "random", "seed": args.seed}
-    from atari_dt.envs.games import minimal_action_count
-
-    with EpisodeStoreWriter(
-        out,
-        game=game,
-        n_actions=minimal_action_count(game),
-        preprocessing=preset,
-        behaviour_policy=policy,
-        source={"kind": "atari-dt data sample"},
-        raw_rewards=True,
-        ram=True,
-        overwrite=args.force,
-    ) as writer:
-        for episode in episodes:
-            writer.add_episode(
-                episode.frames,
-                episode.actions,
-                episode.rewards,
-                raw_rewards=episode.rewards,
-                ram=episode.ram,
-            )
-            bar.update(len(episode.actions))
-
-
 def show(args: argparse.Namespace) -> int:
     from atari_dt.config import load_config
     from atari_dt.datasets.plots import plot_window
@@ -220,6 +152,5 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "convert": convert,
     "info": info,
     "verify": verify,
-    "sample": sample,
     "show": show,
 }

@@ -17,7 +17,7 @@ import numpy as np
 
 from atari_dt.envs.collect import PlayedEpisode, collection_record, env_overrides
 from atari_dt.envs.config import CollectConfig
-from atari_dt.io import atomic_write_json, deferred_interrupts
+from atari_dt.io import atomic_write_json, deferred_interrupts, replace_directory
 
 # Settings that must match for --resume to continue the same data (capacity: dqn-replay only).
 _RESUME_KEYS = ("game", "preset", "max_episode_steps", "seed", "format", "policy")
@@ -181,9 +181,7 @@ class ReplaySink:
                     "behaviours": self.behaviours,
                 }
                 atomic_write_json(self.directory / self.RECORD, full)
-                if self.path.exists():
-                    shutil.rmtree(self.path)
-                os.replace(self.directory, self.path)
+                replace_directory(self.directory, self.path)
         except BaseException:
             self.abort()
             raise
