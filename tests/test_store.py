@@ -37,7 +37,7 @@ METADATA = {
 
 
 def write_recorded_store(path: Path, episodes: Sequence[RecordedEpisode]) -> Path:
-    """A store of real recorded episodes, with raw rewards and RAM, as ``collect --format h5`` writes."""
+    """A store of real recorded episodes with raw rewards and RAM (as ``collect`` writes)."""
     with EpisodeStoreWriter(
         path, game="Seaquest", n_actions=18, raw_rewards=True, ram=True, **METADATA
     ) as writer:
