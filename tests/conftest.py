@@ -23,3 +23,26 @@ def seaquest_episodes() -> list[RecordedEpisode]:
 def replay_episodes(seaquest_episodes) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``(frames, actions, rewards)`` of the real episodes, as the replay writer takes them."""
     return [(e.frames, e.actions, e.rewards) for e in seaquest_episodes]
+
+
+@pytest.fixture(scope="session")
+def seaquest_windows(seaquest_episodes) -> dict[str, np.ndarray]:
+    """Context windows of real Seaquest frame stacks, as the model takes them: 6 windows of
+    T=8 steps from different episodes and times. ``frames`` uint8 ``[6, 8, 4, 84, 84]``,
+    ``actions``/``timesteps`` int64 ``[6, 8]``, ``rtg`` float32 ``[6, 8]`` (clipped rewards)."""
+    T, windows = 8, []
+    for i, end in enumerate((40, 7, 120, 170, 90, 60)):
+        episode = seaquest_episodes[i % len(seaquest_episodes)]
+        steps = np.arange(end - T + 1, end + 1)  # the window's steps
+        stack = np.clip(steps[:, None] + np.arange(-3, 1), 0, None)  # [T, 4] frame indices
+        clipped = np.clip(episode.rewards, -1, 1)
+        rtg = np.cumsum(clipped[::-1])[::-1]
+        windows.append(
+            {
+                "frames": episode.frames[stack],
+                "actions": episode.actions[np.clip(steps, 0, None)],
+                "rtg": rtg[np.clip(steps, 0, None)].astype(np.float32),
+                "timesteps": np.clip(steps, 0, None),
+            }
+        )
+    return {key: np.stack([w[key] for w in windows]) for key in windows[0]}

@@ -1,0 +1,24 @@
+"""Pieces every state encoder shares: pixel scaling and the size of its flattened features."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def to_unit_range(frames: torch.Tensor) -> torch.Tensor:
+    """Frames on the 0-255 scale (uint8, or float so that attribution can differentiate
+    through pixels) as float32 in [0, 1]."""
+    if frames.dtype == torch.uint8:
+        return frames.float() / 255.0
+    return frames / 255.0
+
+
+def flat_size(
+    features: Callable[[torch.Tensor], torch.Tensor], stack_size: int, frame_size: int
+) -> int:
+    """Number of features ``features`` makes from one ``[1, stack_size, frame_size,
+    frame_size]`` input (3136 for the Nature CNN on 84x84 frames)."""
+    with torch.no_grad():
+        return int(features(torch.zeros(1, stack_size, frame_size, frame_size)).numel())

@@ -1,0 +1,163 @@
+"""Model checkpoints: a directory with ``model.safetensors`` (tensors, no pickle) and
+``config.json`` (the ``ModelConfig``), plus an optional ``metadata.json`` (e.g. training step,
+data). Written atomically; every tensor is checked against the config on load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from atari_dt.config import ConfigError, config_from_dict, config_to_dict
+from atari_dt.io import atomic_directory
+from atari_dt.model.config import ModelConfig
+
+if TYPE_CHECKING:
+    from atari_dt.model.hooked_dt import HookedDecisionTransformer
+
+FORMAT = "atari-dt/model"
+VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+METADATA = "metadata.json"
+FILES = (WEIGHTS, CONFIG, METADATA)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, corrupt, or does not match its config."""
+
+
+def save_pretrained(
+    model: HookedDecisionTransformer,
+    directory: str | Path,
+    *,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the model to ``directory`` (made whole in a temporary sibling, then renamed).
+
+    Raises:
+        FileExistsError: ``directory`` exists and ``overwrite`` is False, or it holds files
+            other than a checkpoint's (they are never deleted).
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    _check_writable(directory, overwrite)
+    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    header = {"format": FORMAT, "version": VERSION, "config": config_to_dict(model.cfg)}
+    with atomic_directory(directory) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        (tmp / CONFIG).write_text(json.dumps(header, indent=2) + "\n")
+        if metadata is not None:
+            (tmp / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+    return directory
+
+
+def _check_writable(directory: Path, overwrite: bool) -> None:
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise FileExistsError(f"{directory} exists and is not a directory")
+    foreign = sorted(p.name for p in directory.iterdir() if p.name not in FILES)
+    if foreign:
+        raise FileExistsError(
+            f"{directory} holds files that are not part of a model checkpoint "
+            f"({', '.join(foreign[:5])}); save into a new or dedicated directory"
+        )
+    if any(directory.iterdir()) and not overwrite:
+        raise FileExistsError(f"{directory} already holds a checkpoint; pass overwrite=True")
+
+
+def read_config(directory: str | Path) -> ModelConfig:
+    """The ``ModelConfig`` of a checkpoint directory.
+
+    Raises:
+        FileNotFoundError: no such directory or no ``config.json`` in it.
+        CheckpointError: the file is not JSON or not an atari-dt model config.
+        ConfigError: unknown keys or wrong types in the config.
+    """
+    path = Path(directory) / CONFIG
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"no checkpoint directory at {directory}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {directory} is not a model checkpoint")
+    try:
+        header = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an atari-dt model config (format {FORMAT!r} expected)")
+    if header.get("version") != VERSION:
+        raise CheckpointError(f"{path}: version {header.get('version')!r}, expected {VERSION}")
+    try:
+        return config_from_dict(ModelConfig, header.get("config", {}), where="model")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any] | None:
+    """The checkpoint's ``metadata.json``, or None when it has none."""
+    path = Path(directory) / METADATA
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_pretrained(
+    directory: str | Path, *, device: str | torch.device | None = None
+) -> HookedDecisionTransformer:
+    """Build the model from ``config.json`` and fill it from ``model.safetensors``, in eval mode.
+
+    Raises:
+        FileNotFoundError: missing directory or file.
+        CheckpointError: corrupt weights, or a tensor missing, unexpected, or of the wrong
+            shape or dtype for the config (the first mismatch is named).
+    """
+    from atari_dt.model.hooked_dt import HookedDecisionTransformer
+
+    cfg = read_config(directory)
+    model = HookedDecisionTransformer(cfg)
+    tensors = read_weights(Path(directory) / WEIGHTS)
+    check_state_dict(tensors, model.state_dict(), source=str(Path(directory) / WEIGHTS))
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device or "cpu").eval()
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file (no pickle: nothing in it can run code)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def check_state_dict(
+    tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], *, source: str
+) -> None:
+    """Every expected tensor present with the expected shape and dtype, nothing extra.
+
+    Raises:
+        CheckpointError: naming the first missing, unexpected or mismatched tensor.
+    """
+    for name, want in expected.items():
+        if name not in tensors:
+            raise CheckpointError(f"{source}: tensor {name!r} {list(want.shape)} is missing")
+        got = tensors[name]
+        if tuple(got.shape) != tuple(want.shape):
+            raise CheckpointError(
+                f"{source}: tensor {name!r} has shape {list(got.shape)}, the config needs "
+                f"{list(want.shape)}"
+            )
+        if got.dtype != want.dtype:
+            raise CheckpointError(f"{source}: tensor {name!r} is {got.dtype}, expected {want.dtype}")
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise CheckpointError(
+            f"{source}: unexpected tensor {extra[0]!r} ({len(extra)} not in the config's model)"
+        )

@@ -1,0 +1,215 @@
+"""The Decision Transformer as a TransformerLens ``HookedRootModule``: every activation from
+pixel to action logit passes a named ``HookPoint`` and lands in one ``ActivationCache``.
+
+Tokens per step are ``(R_t, s_t, a_t)`` (``(s_t, a_t)`` for behaviour cloning); action logits
+are read at the state tokens. The residual stream starts as ``hook_embed + hook_pos_embed``:
+``hook_embed`` holds each token's own embedding (RTG, state or action) and ``hook_pos_embed``
+everything positional, so ``ActivationCache.decompose_resid`` splits them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformer_lens import ActivationCache, HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from atari_dt.encoders import make_encoder
+from atari_dt.model.components import LayerNorm, TransformerBlock
+from atari_dt.model.config import ModelConfig
+from atari_dt.model.inputs import check_frames, check_sequence
+
+INIT_STD = 0.02  # GPT-2 / the original DT: N(0, 0.02) for linear and embedding weights
+
+
+class HookedDecisionTransformer(HookedRootModule):
+    """A Decision Transformer for Atari with a hooked CNN state encoder.
+
+    Call it as ``model(frames, actions, rtg, timesteps, mask=None) -> logits [B, T, n_actions]``
+    with ``frames`` uint8 ``[B, T, 4, 84, 84]``, ``actions``/``timesteps`` int ``[B, T]``,
+    ``rtg`` float ``[B, T]`` (unscaled; divided by ``cfg.rtg_scale`` inside) and ``mask`` bool
+    ``[B, T]`` (False on left padding). The logit at step t depends on ``R_1..R_t``,
+    ``s_1..s_t`` and ``a_1..a_{t-1}`` only, so the last action may be anything at decision time.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.encoder = make_encoder(cfg.encoder, d, cfg.stack_size, cfg.frame_size)
+        if not cfg.behaviour_cloning:
+            self.rtg_embed = nn.Linear(1, d)
+        self.action_embed = nn.Embedding(cfg.n_actions, d)
+        if cfg.positional == "timestep":
+            self.time_embed = nn.Embedding(cfg.max_timestep, d)
+        else:
+            self.pos_embed = nn.Parameter(torch.zeros(cfg.n_ctx, d))
+            self.global_pos_embed = nn.Parameter(torch.zeros(cfg.max_timestep, d))
+        self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
+        self.ln_final = LayerNorm(d, cfg.layer_norm_eps)
+        self.W_U = nn.Parameter(torch.empty(d, cfg.n_actions))
+        self.b_U = nn.Parameter(torch.zeros(cfg.n_actions))
+        if cfg.return_head:
+            self.return_head = nn.Linear(d, 1)
+        self.hook_rtg_embed = HookPoint()  # [B, T, d_model]
+        self.hook_state_embed = HookPoint()  # [B, T, d_model]
+        self.hook_action_embed = HookPoint()  # [B, T, d_model]
+        self.hook_time_embed = HookPoint()  # [B, T, d_model]
+        self.hook_embed = HookPoint()  # [B, P, d_model], token embeddings interleaved
+        self.hook_pos_embed = HookPoint()  # [B, P, d_model]
+        self._init_weights()
+        self.setup()
+
+    def _init_weights(self) -> None:
+        for name, param in self.named_parameters():
+            if name.startswith("encoder.") and ".conv" in name:
+                continue  # convs keep torch's default init, as in the original
+            if name.endswith(("W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U", ".weight")):
+                if param.ndim >= 2:
+                    nn.init.normal_(param, std=INIT_STD)
+            elif name.endswith(("bias", "b_Q", "b_K", "b_V", "b_O", "b_in", "b_out", "b_U")):
+                nn.init.zeros_(param)
+        if self.cfg.positional == "timestep":
+            nn.init.normal_(self.time_embed.weight, std=INIT_STD)
+
+    # -- the forward pass, in the order it runs --------------------------------------------
+
+    def forward(
+        self,
+        frames: torch.Tensor,
+        actions: torch.Tensor,
+        rtg: torch.Tensor | None,
+        timesteps: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Action logits ``[B, T, n_actions]`` at the state tokens (see the class docstring)."""
+        states = self.embed_states(frames)
+        return self.forward_from_state_embeddings(states, actions, rtg, timesteps, mask)
+
+    def embed_states(self, frames: torch.Tensor) -> torch.Tensor:
+        """The encoder on every frame stack: ``[B, T, C, H, W]`` -> ``[B, T, d_model]``.
+        Rollouts and attribution keep these and encode each new frame once."""
+        check_frames(self.cfg, frames)
+        B, T = frames.shape[:2]
+        return self.encoder(frames.flatten(0, 1)).view(B, T, self.cfg.d_model)
+
+    def forward_from_state_embeddings(
+        self,
+        state_embeddings: torch.Tensor,
+        actions: torch.Tensor,
+        rtg: torch.Tensor | None,
+        timesteps: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Action logits ``[B, T, n_actions]`` from state embeddings ``[B, T, d_model]`` (the
+        output of ``embed_states``); the rest as ``forward``."""
+        return self.action_logits(self.transformer(state_embeddings, actions, rtg, timesteps, mask))
+
+    def transformer(
+        self,
+        state_embeddings: torch.Tensor,
+        actions: torch.Tensor,
+        rtg: torch.Tensor | None,
+        timesteps: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The final normalised residual stream ``[B, P, d_model]`` (after ``ln_final``), at
+        every token; ``action_logits`` and ``return_predictions`` read it."""
+        check_sequence(self.cfg, state_embeddings, actions, rtg, timesteps, mask)
+        tokens = self.hook_embed(self._token_embeddings(state_embeddings, actions, rtg))
+        positions = self.hook_pos_embed(self._position_embeddings(timesteps, mask))
+        key_mask = None
+        if mask is not None:
+            key_mask = mask.repeat_interleave(self.cfg.tokens_per_step, dim=1)  # [B, P]
+        resid = self.embed_dropout(tokens + positions)
+        for block in self.blocks:
+            resid = block(resid, key_mask)
+        return self.ln_final(resid)
+
+    def _token_embeddings(
+        self, state_embeddings: torch.Tensor, actions: torch.Tensor, rtg: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Each token's own embedding, interleaved per step: ``[B, T * tokens_per_step, d]``."""
+        parts = []
+        if not self.cfg.behaviour_cloning:
+            rtg_embed = self.rtg_embed((rtg / self.cfg.rtg_scale).unsqueeze(-1))
+            if self.cfg.rtg_embedding == "tanh":
+                rtg_embed = torch.tanh(rtg_embed)
+            parts.append(self.hook_rtg_embed(rtg_embed))
+        parts.append(self.hook_state_embed(state_embeddings))
+        parts.append(self.hook_action_embed(torch.tanh(self.action_embed(actions.long()))))
+        stacked = torch.stack(parts, dim=2)  # [B, T, tokens_per_step, d]
+        return stacked.flatten(1, 2)
+
+    def _position_embeddings(
+        self, timesteps: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Everything positional, per token: ``[B, T * tokens_per_step, d]``."""
+        timesteps = timesteps.long()
+        if self.cfg.positional == "timestep":
+            time = self.hook_time_embed(self.time_embed(timesteps))
+            return time.repeat_interleave(self.cfg.tokens_per_step, dim=1)
+        # original: the embedding of the window's first real timestep, on every token, plus
+        # a learned embedding of each token's index in the window.
+        first_real = torch.zeros_like(timesteps[:, :1]) if mask is None else _first_true(mask)
+        start = timesteps.gather(1, first_real)[:, 0]  # [B]
+        B, T = timesteps.shape
+        time = self.hook_time_embed(self.global_pos_embed[start][:, None].expand(B, T, -1))
+        P = T * self.cfg.tokens_per_step
+        return time.repeat_interleave(self.cfg.tokens_per_step, dim=1) + self.pos_embed[:P]
+
+    def action_logits(self, final_resid: torch.Tensor) -> torch.Tensor:
+        """``[B, P, d_model]`` (from ``transformer``) -> logits ``[B, T, n_actions]``."""
+        k = self.cfg.tokens_per_step
+        return final_resid[:, self.cfg.state_token_offset :: k] @ self.W_U + self.b_U
+
+    def return_predictions(self, final_resid: torch.Tensor) -> torch.Tensor:
+        """Predicted next-step RTG (divided by ``rtg_scale``) at each action token, ``[B, T]``.
+
+        Raises:
+            ValueError: the model has no return head (``cfg.return_head`` is False).
+        """
+        if not self.cfg.return_head:
+            raise ValueError("this model has no return head (set model.return_head: true)")
+        k = self.cfg.tokens_per_step
+        return self.return_head(final_resid[:, k - 1 :: k]).squeeze(-1)
+
+    # -- caches and checkpoints ----------------------------------------------------------------
+
+    def run_with_cache(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ActivationCache]:
+        """``forward`` with every hook cached: ``(logits, ActivationCache)``. Takes
+        TransformerLens's keyword arguments (``names_filter``, ``remove_batch_dim``, ...)."""
+        logits, cache = super().run_with_cache(*args, **kwargs)
+        has_batch_dim = not kwargs.get("remove_batch_dim", False)
+        return logits, ActivationCache(cache, self, has_batch_dim=has_batch_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_U.device
+
+    def save_pretrained(self, directory: str | Path, *, metadata: dict[str, Any] | None = None,
+                        overwrite: bool = False) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` (and ``metadata.json`` when given)
+        to ``directory`` atomically; see ``atari_dt.model.checkpoint.save_pretrained``."""
+        from atari_dt.model.checkpoint import save_pretrained
+
+        return save_pretrained(self, directory, metadata=metadata, overwrite=overwrite)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, *, device: str | torch.device | None = None
+    ) -> HookedDecisionTransformer:
+        """Load a model written by ``save_pretrained``, checking every tensor against its
+        config; see ``atari_dt.model.checkpoint.load_pretrained``."""
+        from atari_dt.model.checkpoint import load_pretrained
+
+        return load_pretrained(directory, device=device)
+
+
+def _first_true(mask: torch.Tensor) -> torch.Tensor:
+    """Index ``[B, 1]`` of the first True in each row of a bool ``[B, T]`` mask."""
+    return mask.long().argmax(dim=1, keepdim=True)
