@@ -25,7 +25,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(commands)
     _add_show(commands)
     _add_collect(stages)
+    model = stages.add_parser("model", help="model checkpoints: import, inspect")
+    model_commands = model.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    _add_import_original(model_commands)
+    _add_model_info(model_commands)
     return parser
+
+
+def _add_import_original(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "import-original",
+        help="convert a kzl/decision-transformer Atari state dict into a hooked model",
+        description="Reads a torch.save'd state dict of the original Atari DT (weights_only: "
+        "nothing in it runs), infers its sizes and writes a checkpoint directory "
+        "(model.safetensors + config.json) with positional: original.",
+    )
+    p.add_argument("checkpoint", help="the original model's state dict (.pt/.pth)")
+    p.add_argument("out_dir", help="checkpoint directory to write")
+    p.add_argument(
+        "--n-heads",
+        type=int,
+        default=8,
+        help="attention heads (not stored in the state dict; default 8 as in the paper)",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing checkpoint")
+
+
+def _add_model_info(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("info", help="summarise a checkpoint directory")
+    p.add_argument("path", help="checkpoint directory (model.safetensors + config.json)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def _add_collect(stages: argparse._SubParsersAction) -> None:

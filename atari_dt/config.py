@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from atari_dt.datasets.config import DataConfig
 from atari_dt.envs.config import CollectConfig
+from atari_dt.model.config import ModelConfig
 
 T = TypeVar("T")
 
@@ -34,6 +35,9 @@ class ExperimentConfig:
 
     collect: CollectConfig = dataclasses.field(default_factory=CollectConfig)
     """Data collection in ALE (``atari-dt collect``)."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    """The Decision Transformer (encoder, sizes, embeddings, positions)."""
 
 
 def config_from_dict(cls: type[T], values: Mapping[str, Any], *, where: str = "") -> T:

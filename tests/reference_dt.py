@@ -126,9 +126,10 @@ class ReferenceAtariDT(nn.Module):
             tokens[:, ::2, :] = state_emb
             tokens[:, 1::2, :] = action_emb[:, -T + (0 if training_shape else 1) :, :]
         all_global = torch.repeat_interleave(self.global_pos_emb, B, dim=0)
-        positions = torch.gather(
-            all_global, 1, torch.repeat_interleave(timesteps, self.n_embd, dim=-1)
-        ) + self.pos_emb[:, :n_tokens, :]
+        positions = (
+            torch.gather(all_global, 1, torch.repeat_interleave(timesteps, self.n_embd, dim=-1))
+            + self.pos_emb[:, :n_tokens, :]
+        )
         x = self.blocks(self.drop(tokens + positions))
         logits = self.head(self.ln_f(x))
         return logits[:, 1::3, :] if self.model_type == "reward_conditioned" else logits[:, ::2, :]

@@ -10,9 +10,7 @@ import torch
 
 from atari_dt.model import HookedDecisionTransformer, ModelConfig
 
-TINY = ModelConfig(
-    n_actions=18, d_model=32, n_layers=2, n_heads=4, context_len=8, max_timestep=400
-)
+TINY = ModelConfig(n_actions=18, d_model=32, n_layers=2, n_heads=4, context_len=8, max_timestep=400)
 
 
 def make_model(cfg: ModelConfig = TINY, seed: int = 0) -> HookedDecisionTransformer:
@@ -27,9 +25,7 @@ def make_model(cfg: ModelConfig = TINY, seed: int = 0) -> HookedDecisionTransfor
 
 def inputs(windows: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
     """``(frames, actions, rtg, timesteps)`` tensors of the real windows."""
-    return tuple(
-        torch.from_numpy(windows[k]) for k in ("frames", "actions", "rtg", "timesteps")
-    )
+    return tuple(torch.from_numpy(windows[k]) for k in ("frames", "actions", "rtg", "timesteps"))
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +80,28 @@ def test_every_hook_fires_with_its_documented_shape(model, run, seaquest_windows
 
 def test_hooks_add_no_numerical_change(model, seaquest_windows) -> None:
     args = inputs(seaquest_windows)
+    not_scale = lambda name: not name.endswith("hook_scale")  # noqa: E731
     with torch.no_grad():
         plain = model(*args)
-        with model.hooks(fwd_hooks=[(lambda name: True, lambda t, hook: t.clone())]):
+        with model.hooks(fwd_hooks=[(not_scale, lambda t, hook: t.clone())]):
             hooked = model(*args)
         cached, _ = model.run_with_cache(*args)
-    assert torch.equal(plain, hooked) and torch.equal(plain, cached)
+    assert torch.equal(plain, hooked)
+    # A hook at a LayerNorm scale switches it from torch's fused kernel to the explicit form.
+    torch.testing.assert_close(plain, cached, rtol=0, atol=1e-6)
+
+
+def test_layer_norm_scale_is_on_the_path(model, seaquest_windows) -> None:
+    """Doubling the cached final LayerNorm scale halves the normalised (pre-affine) output."""
+    args = inputs(seaquest_windows)
+    ln = model.ln_final
+    with torch.no_grad():
+        _, cache = model.run_with_cache(*args, names_filter="ln_final.hook_normalized")
+        with model.hooks(fwd_hooks=[("ln_final.hook_scale", lambda t, hook: 2 * t)]):
+            _, doubled = model.run_with_cache(*args, names_filter="ln_final.hook_normalized")
+    plain = (cache["ln_final.hook_normalized"] - ln.b) / ln.w
+    halved = (doubled["ln_final.hook_normalized"] - ln.b) / ln.w
+    torch.testing.assert_close(halved, plain / 2, rtol=1e-4, atol=1e-5)
 
 
 def test_a_hook_edit_changes_the_output(model, seaquest_windows) -> None:
@@ -247,7 +259,7 @@ def test_behaviour_cloning_has_no_rtg_tokens(seaquest_windows) -> None:
         with_rtg = model(frames, actions, rtg, timesteps)
     assert "hook_rtg_embed" not in cache and not hasattr(model, "rtg_embed")
     assert cache["hook_embed"].shape[1] == 2 * 8 == cfg.n_ctx
-    assert torch.equal(logits, with_rtg)
+    torch.testing.assert_close(logits, with_rtg, rtol=0, atol=1e-6)  # rtg is ignored
 
 
 def test_return_head(seaquest_windows) -> None:
@@ -269,27 +281,41 @@ def test_impala_encoder_in_the_model(seaquest_windows) -> None:
     assert cache["encoder.hook_conv2"].shape == (48, 32, 11, 11)
 
 
-@pytest.mark.parametrize(
-    ("change", "error", "match"),
-    [
-        (lambda a: {**a, "frames": a["frames"][:, :, :3]}, ValueError, r"frames must have shape \[B, T, 4, 84, 84\]"),
-        (lambda a: {**a, "frames": a["frames"].int()}, TypeError, "frames must be uint8"),
-        (lambda a: {**a, "frames": a["frames"].numpy()}, TypeError, "frames must be a torch.Tensor"),
-        (lambda a: {**a, "actions": a["actions"][:, :5]}, ValueError, r"actions must have shape \[B, T\] = \[6, 8\]"),
-        (lambda a: {**a, "actions": a["actions"].float()}, TypeError, "actions must be an integer tensor"),
-        (lambda a: {**a, "actions": a["actions"] + 18}, ValueError, r"actions must be in \[0, n_actions=18\)"),
-        (lambda a: {**a, "timesteps": a["timesteps"] + 400}, ValueError, r"timesteps must be in \[0, max_timestep=400\)"),
-        (lambda a: {**a, "timesteps": a["timesteps"] - 1000}, ValueError, "timesteps must be in"),
-        (lambda a: {**a, "rtg": a["rtg"].long()}, TypeError, "rtg must be a float tensor"),
-        (lambda a: {**a, "rtg": None}, TypeError, "rtg must be a torch.Tensor"),
-        (lambda a: {**a, "mask": torch.ones(6, 8)}, TypeError, "mask must be a bool tensor"),
-        (lambda a: {**a, "mask": torch.arange(8).expand(6, 8) < 4}, ValueError, "last step of every window must be real"),
-        (lambda a: {**a, "mask": torch.arange(8).expand(6, 8) != 5}, ValueError, "left padding only"),
-    ],
-)  # fmt: skip
-def test_bad_inputs_error_clearly(model, seaquest_windows, change, error, match) -> None:
+def _steps_from(first: int) -> torch.Tensor:
+    return torch.arange(8).expand(6, 8) >= first
+
+
+# argument, how to spoil it, the error, and what its message must say
+BAD_INPUTS = {
+    "frame channels": ("frames", lambda t: t[:, :, :3], ValueError,
+                       r"frames must have shape \[B, T, 4, 84, 84\]"),
+    "frame dtype": ("frames", lambda t: t.int(), TypeError, "frames must be uint8"),
+    "frames as numpy": ("frames", lambda t: t.numpy(), TypeError, "must be a torch.Tensor"),
+    "action steps": ("actions", lambda t: t[:, :5], ValueError,
+                     r"actions must have shape \[B, T\] = \[6, 8\]"),
+    "action dtype": ("actions", lambda t: t.float(), TypeError, "must be an integer tensor"),
+    "action range": ("actions", lambda t: t + 18, ValueError,
+                     r"actions must be in \[0, n_actions=18\)"),
+    "timestep range": ("timesteps", lambda t: t + 400, ValueError,
+                       r"timesteps must be in \[0, max_timestep=400\)"),
+    "negative timestep": ("timesteps", lambda t: t - 1000, ValueError, "timesteps must be in"),
+    "rtg dtype": ("rtg", lambda t: t.long(), TypeError, "rtg must be a float tensor"),
+    "rtg missing": ("rtg", lambda t: None, TypeError, "rtg must be a torch.Tensor"),
+    "mask dtype": ("mask", lambda t: torch.ones(6, 8), TypeError, "mask must be a bool tensor"),
+    "mask right padding": ("mask", lambda t: ~_steps_from(4), ValueError,
+                           "last step of every window must be real"),
+    "mask hole": ("mask", lambda t: torch.arange(8).expand(6, 8) != 5, ValueError,
+                  "left padding only"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_inputs_error_clearly(model, seaquest_windows, case) -> None:
     frames, actions, rtg, timesteps = inputs(seaquest_windows)
-    args = change({"frames": frames, "actions": actions, "rtg": rtg, "timesteps": timesteps})
+    args = {"frames": frames, "actions": actions, "rtg": rtg, "timesteps": timesteps}
+    args["mask"] = _steps_from(0)
+    name, spoil, error, match = BAD_INPUTS[case]
+    args[name] = spoil(args[name])
     with pytest.raises(error, match=match):
         model(**args)
 

@@ -28,6 +28,10 @@ def run_command(args: argparse.Namespace) -> int:
             from atari_dt.commands import data
 
             return data.HANDLERS[args.command](args)
+        if args.stage == "model":
+            from atari_dt.commands import model
+
+            return model.HANDLERS[args.command](args)
         if args.stage == "collect":
             from atari_dt.commands import collect
 

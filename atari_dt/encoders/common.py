@@ -11,7 +11,7 @@ def to_unit_range(frames: torch.Tensor) -> torch.Tensor:
     """Frames on the 0-255 scale (uint8, or float so that attribution can differentiate
     through pixels) as float32 in [0, 1]."""
     if frames.dtype == torch.uint8:
-        return frames.float() / 255.0
+        return frames.float().div_(255.0)  # in place on the fresh float copy
     return frames / 255.0
 
 

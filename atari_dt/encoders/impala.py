@@ -65,7 +65,9 @@ class ImpalaCNN(nn.Module):
     ) -> None:
         super().__init__()
         ins = (stack_size, *channels[:-1])
-        self.stages = nn.ModuleList([ConvSequence(i, c) for i, c in zip(ins, channels)])
+        self.stages = nn.ModuleList(
+            [ConvSequence(i, c) for i, c in zip(ins, channels, strict=True)]
+        )
         for i in range(len(channels)):
             setattr(self, f"hook_conv{i}", HookPoint())
         self.relu = nn.ReLU()

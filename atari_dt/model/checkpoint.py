@@ -155,7 +155,9 @@ def check_state_dict(
                 f"{list(want.shape)}"
             )
         if got.dtype != want.dtype:
-            raise CheckpointError(f"{source}: tensor {name!r} is {got.dtype}, expected {want.dtype}")
+            raise CheckpointError(
+                f"{source}: tensor {name!r} is {got.dtype}, expected {want.dtype}"
+            )
     extra = sorted(set(tensors) - set(expected))
     if extra:
         raise CheckpointError(

@@ -92,7 +92,9 @@ class ModelConfig:
         if not self.rtg_scale > 0:
             raise ValueError(f"rtg_scale must be > 0, got {self.rtg_scale}")
         if self.return_head and self.behaviour_cloning:
-            raise ValueError("return_head needs RTG tokens; it cannot be used with behaviour_cloning")
+            raise ValueError(
+                "return_head needs RTG tokens; it cannot be used with behaviour_cloning"
+            )
 
     @property
     def d_head(self) -> int:

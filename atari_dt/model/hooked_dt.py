@@ -191,8 +191,13 @@ class HookedDecisionTransformer(HookedRootModule):
     def device(self) -> torch.device:
         return self.W_U.device
 
-    def save_pretrained(self, directory: str | Path, *, metadata: dict[str, Any] | None = None,
-                        overwrite: bool = False) -> Path:
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        *,
+        metadata: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> Path:
         """Write ``model.safetensors`` and ``config.json`` (and ``metadata.json`` when given)
         to ``directory`` atomically; see ``atari_dt.model.checkpoint.save_pretrained``."""
         from atari_dt.model.checkpoint import save_pretrained

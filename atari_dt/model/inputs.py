@@ -13,9 +13,7 @@ def check_frames(cfg: ModelConfig, frames: torch.Tensor) -> None:
     _check_tensor("frames", frames)
     S, F = cfg.stack_size, cfg.frame_size
     if frames.ndim != 5 or tuple(frames.shape[2:]) != (S, F, F):
-        raise ValueError(
-            f"frames must have shape [B, T, {S}, {F}, {F}], got {list(frames.shape)}"
-        )
+        raise ValueError(f"frames must have shape [B, T, {S}, {F}, {F}], got {list(frames.shape)}")
     if frames.dtype != torch.uint8 and not frames.dtype.is_floating_point:
         raise TypeError(f"frames must be uint8 (or float on the 0-255 scale), got {frames.dtype}")
     _check_context("frames", cfg, frames.shape[1])
@@ -66,8 +64,7 @@ def _check_steps(name: str, value: torch.Tensor | None, B: int, T: int) -> None:
     _check_tensor(name, value)
     if tuple(value.shape) != (B, T):  # type: ignore[union-attr]
         raise ValueError(
-            f"{name} must have shape [B, T] = [{B}, {T}] like the frames, "
-            f"got {list(value.shape)}"  # type: ignore[union-attr]
+            f"{name} must have shape [B, T] = [{B}, {T}] like the frames, got {list(value.shape)}"  # type: ignore[union-attr]
         )
 
 
@@ -89,6 +86,8 @@ def _check_mask(mask: torch.Tensor, B: int, T: int) -> None:
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor (True = real step), got {mask.dtype}")
     if not bool(mask[:, -1].all()):
-        raise ValueError("mask: the last step of every window must be real (windows are right-aligned)")
+        raise ValueError(
+            "mask: the last step of every window must be real (windows are right-aligned)"
+        )
     if bool((mask[:, 1:] < mask[:, :-1]).any()):
         raise ValueError("mask: padding must come before the real steps (left padding only)")

@@ -73,8 +73,12 @@ def load_original_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     for key in ("state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors, got {type(loaded).__name__}")
+    if not isinstance(loaded, dict) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise CheckpointError(
+            f"{path}: expected a state dict of tensors, got {type(loaded).__name__}"
+        )
     return loaded
 
 
@@ -93,7 +97,9 @@ def import_original(
     """
     from atari_dt.model.hooked_dt import HookedDecisionTransformer
 
-    ours, report = convert_original_state_dict(load_original_checkpoint(checkpoint), n_heads=n_heads)
+    ours, report = convert_original_state_dict(
+        load_original_checkpoint(checkpoint), n_heads=n_heads
+    )
     model = HookedDecisionTransformer(report.config)
     check_state_dict(ours, model.state_dict(), source=f"{checkpoint} (converted)")
     model.load_state_dict(ours, strict=True)

@@ -1,0 +1,50 @@
+"""``atari-dt model ...``: import-original, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def import_original(args: argparse.Namespace) -> int:
+    from atari_dt.model.original import import_original as run_import
+
+    out = Path(args.out_dir)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    report = run_import(args.checkpoint, out, n_heads=args.n_heads, overwrite=args.force)
+    print(f"wrote {out} (positional: original)")
+    print("inferred from the tensors:")
+    for name, entry in report.inferred.items():
+        print(f"  {name:<18} {entry['value']!s:<8} ({entry['from']})")
+    print("assumed (not stored in the checkpoint):")
+    for name, value in report.assumed.items():
+        print(f"  {name:<18} {value}")
+    if report.ignored:
+        print(f"ignored: {', '.join(sorted(report.ignored))}")
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    from atari_dt.model.checkpoint import load_pretrained, read_metadata
+    from atari_dt.model.summary import model_summary
+
+    summary = model_summary(load_pretrained(args.path))
+    summary["metadata"] = read_metadata(args.path)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    parameters = summary["parameters"]
+    print(f"{args.path}: HookedDecisionTransformer, {parameters['total']:,} parameters")
+    print("  config: " + ", ".join(f"{k}={v}" for k, v in summary["config"].items()))
+    parts = (f"{k} {v:,}" for k, v in parameters.items() if k != "total")
+    print("  parameters: " + ", ".join(parts))
+    hooks = summary["hooks"]
+    print(f"  hook points: {sum(hooks.values())} ({', '.join(hooks)})")
+    if summary["metadata"]:
+        print(f"  metadata: {json.dumps(summary['metadata'])[:300]}")
+    return 0
+
+
+HANDLERS = {"import-original": import_original, "info": info}
