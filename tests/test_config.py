@@ -258,3 +258,19 @@ def test_non_mapping_yaml_with_overrides(tmp_path: Path, text: str) -> None:
         load_config(path)
     with pytest.raises(ConfigError, match=r"config\.yaml"):
         load_config(path, ["data.context_len=3"])
+
+
+def test_model_section(tmp_path: Path) -> None:
+    """The model section validates into ModelConfig, with its own checks and overrides."""
+    path = write_yaml(tmp_path, "model:\n  d_model: 64\n  n_heads: 4\n  encoder: impala\n")
+    config = load_config(path, ["model.n_layers=2", "model.rtg_embedding=linear"])
+    model = config.model
+    assert (model.d_model, model.n_heads, model.n_layers, model.d_head) == (64, 4, 2, 16)
+    assert (model.encoder, model.rtg_embedding) == ("impala", "linear")
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.n_head' \(did you mean"):
+        load_config(path, ["model.n_head=2"])
+    with pytest.raises(ConfigError, match=r"model.encoder: 'vit' is not one of \['nature', "):
+        load_config(path, ["model.encoder=vit"])
+    with pytest.raises(ConfigError, match=r"n_heads \(3\) must divide d_model \(64\)"):
+        load_config(path, ["model.n_heads=3"])
+    assert config_to_dict(model)["d_model"] == 64 and "d_head" not in config_to_dict(model)

@@ -179,6 +179,26 @@ def test_head_results_sum_to_attention_output(model, run) -> None:
         torch.testing.assert_close(block, cache[f"blocks.{layer}.hook_attn_out"], rtol=0, atol=1e-5)
 
 
+def test_cache_without_batch_dim(model, seaquest_windows) -> None:
+    one = [t[:1] for t in inputs(seaquest_windows)]
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(*one, remove_batch_dim=True)
+    assert cache["hook_embed"].shape == (24, 32) and not cache.has_batch_dim
+    components = cache.decompose_resid(layer=1)
+    torch.testing.assert_close(components.sum(0), cache["blocks.1.hook_resid_pre"])
+
+
+def test_names_filter(model, seaquest_windows) -> None:
+    with torch.no_grad():
+        _, cache = model.run_with_cache(
+            *inputs(seaquest_windows), names_filter=lambda name: name.endswith("hook_pattern")
+        )
+    assert sorted(cache.keys()) == ["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"]
+    pattern = cache["blocks.0.attn.hook_pattern"]
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1]))
+    assert pattern.triu(diagonal=1).abs().max() == 0  # causal
+
+
 def direct_logit_components(model, cache) -> tuple[torch.Tensor, list[str]]:
     """Every additive piece of the final residual: embeddings, each head, each layer's b_O,
     each MLP; ``[n_components, B, P, d_model]``."""

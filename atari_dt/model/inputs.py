@@ -36,6 +36,8 @@ def check_sequence(
             f"state_embeddings must have shape [B, T, {cfg.d_model}], "
             f"got {list(state_embeddings.shape)}"
         )
+    if not state_embeddings.dtype.is_floating_point:
+        raise TypeError(f"state_embeddings must be a float tensor, got {state_embeddings.dtype}")
     B, T = state_embeddings.shape[:2]
     _check_context("state_embeddings", cfg, T)
     _check_integer_steps("actions", actions, B, T, upper=cfg.n_actions, what="n_actions")
