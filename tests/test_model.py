@@ -183,6 +183,7 @@ def test_cache_without_batch_dim(model, seaquest_windows) -> None:
     one = [t[:1] for t in inputs(seaquest_windows)]
     with torch.no_grad():
         logits, cache = model.run_with_cache(*one, remove_batch_dim=True)
+    assert logits.shape == (1, 8, 18)
     assert cache["hook_embed"].shape == (24, 32) and not cache.has_batch_dim
     components = cache.decompose_resid(layer=1)
     torch.testing.assert_close(components.sum(0), cache["blocks.1.hook_resid_pre"])
