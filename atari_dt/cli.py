@@ -25,11 +25,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(commands)
     _add_show(commands)
     _add_collect(stages)
+    _add_train(stages)
     model = stages.add_parser("model", help="model checkpoints: import, inspect")
     model_commands = model.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     _add_import_original(model_commands)
     _add_model_info(model_commands)
     return parser
+
+
+def _add_train(stages: argparse._SubParsersAction) -> None:
+    p = stages.add_parser(
+        "train",
+        help="train a Decision Transformer on an episode store (one process or torchrun DDP)",
+        description="Trains with the config's model/train sections on its data. Multi-process: "
+        "torchrun --nproc_per_node N -m atari_dt.training CONFIG [...] (same arguments).",
+    )
+    p.add_argument("config", help="YAML config (see configs/train/)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. model.n_layers=2 (repeatable)",
+    )
+    p.add_argument("--out", help="run directory (default: runs/<config name>)")
+    p.add_argument("--data", help="episode store (.h5) or replay_logs directory (default: data.path)")
+    p.add_argument("--max-steps", type=int, help="optimiser steps (default: train.max_steps)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's newest checkpoint")
+    p.add_argument("--force", action="store_true", help="replace an existing run directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_import_original(commands: argparse._SubParsersAction) -> None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from atari_dt.datasets.config import DataConfig
 from atari_dt.envs.config import CollectConfig
 from atari_dt.model.config import ModelConfig
+from atari_dt.training.config import EvalConfig, TrainConfig
 
 T = TypeVar("T")
 
@@ -38,6 +39,12 @@ class ExperimentConfig:
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     """The Decision Transformer (encoder, sizes, embeddings, positions)."""
+
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    """Optimiser, schedule, budget and checkpoints (``atari-dt train``)."""
+
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    """Evaluation rollouts (``atari-dt eval``, and during training)."""
 
 
 def config_from_dict(cls: type[T], values: Mapping[str, Any], *, where: str = "") -> T:

@@ -402,3 +402,16 @@ def test_open_store_is_accepted(seaquest_store: Path) -> None:
         windows = ContextWindows(store, DataConfig(context_len=4, frames_in_memory="never"))
         assert len(windows) == store.n_transitions
     assert windows[len(windows) - 1]["mask"].all()
+
+
+@pytest.mark.parametrize("sampling", ["transitions", "episodes"])
+def test_sample_indices_follow_the_sampling_mode(tmp_path: Path, sampling: str) -> None:
+    """Per-step sampling from a numpy generator: reproducible, in range, and weighted like
+    ``sampler`` (episodes equally likely, or transitions)."""
+    path = write_identity_store(tmp_path / "s.h5", [10, 90])
+    windows = ContextWindows(path, DataConfig(context_len=4, sampling=sampling))
+    draw = windows.sample_indices(np.random.default_rng(3), 20_000)
+    assert np.array_equal(draw, windows.sample_indices(np.random.default_rng(3), 20_000))
+    assert draw.min() >= 0 and draw.max() < len(windows)
+    share_first = np.mean(draw < 10)
+    assert abs(share_first - (0.5 if sampling == "episodes" else 0.1)) < 0.02

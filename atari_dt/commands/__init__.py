@@ -28,6 +28,10 @@ def run_command(args: argparse.Namespace) -> int:
             from atari_dt.commands import data
 
             return data.HANDLERS[args.command](args)
+        if args.stage == "train":
+            from atari_dt.commands import train
+
+            return train.train(args)
         if args.stage == "model":
             from atari_dt.commands import model
 

@@ -216,6 +216,17 @@ class ContextWindows(Dataset):
         weights = torch.from_numpy(1.0 / self.lengths[self._episode_of_window()].astype(np.float64))
         return WeightedRandomSampler(weights, num_samples, replacement=True, generator=generator)
 
+    def sample_indices(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` window indices (int64, with replacement) following ``config.sampling``: every
+        transition equally likely, or every episode and then a step in it."""
+        if self.config.sampling == "transitions":
+            return rng.integers(0, len(self), size=n, dtype=np.int64)
+        episode = rng.integers(0, len(self.lengths), size=n)
+        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
+        return (starts[episode] + (rng.random(n) * self.lengths[episode]).astype(np.int64)).astype(
+            np.int64
+        )
+
     def _episode_of_window(self) -> np.ndarray:
         return np.repeat(np.arange(len(self.lengths)), self.lengths)
 

@@ -42,18 +42,27 @@ def save_pretrained(
         FileExistsError: ``directory`` exists and ``overwrite`` is False, or it holds files
             other than a checkpoint's (they are never deleted).
     """
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     _check_writable(directory, overwrite)
+    with atomic_directory(directory) as tmp:
+        write_model_files(model, tmp, metadata=metadata)
+    return directory
+
+
+def write_model_files(
+    model: torch.nn.Module, directory: Path, *, metadata: dict[str, Any] | None = None
+) -> None:
+    """``model.safetensors``, ``config.json`` (and ``metadata.json``) into an existing
+    directory that the caller makes atomic (training checkpoints add their own files)."""
+    from safetensors.torch import save_file
+
+    model = getattr(model, "module", model)  # a DDP wrapper saves the model inside
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     header = {"format": FORMAT, "version": VERSION, "config": config_to_dict(model.cfg)}
-    with atomic_directory(directory) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
-        (tmp / CONFIG).write_text(json.dumps(header, indent=2) + "\n")
-        if metadata is not None:
-            (tmp / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
-    return directory
+    save_file(tensors, str(directory / WEIGHTS), metadata={"format": FORMAT})
+    (directory / CONFIG).write_text(json.dumps(header, indent=2) + "\n")
+    if metadata is not None:
+        (directory / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
 
 
 def _check_writable(directory: Path, overwrite: bool) -> None:

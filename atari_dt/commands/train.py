@@ -1,0 +1,95 @@
+"""``atari-dt train`` (and ``torchrun -m atari_dt.training``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+
+def train(args: argparse.Namespace) -> int:
+    import torch
+
+    from atari_dt.config import load_config
+    from atari_dt.training import distributed
+    from atari_dt.training.run import claim_run_dir, resolve_config, save_or_check_config
+    from atari_dt.training.trainer import train as run_training
+
+    config = load_config(args.config, args.set)
+    if args.max_steps is not None:
+        config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, max_steps=args.max_steps)
+        )
+    run_dir = Path(args.out or Path("runs") / Path(args.config).stem)
+    dist = distributed.setup(config.train.device)
+    try:
+        if dist.is_main:
+            claim_run_dir(run_dir, resume=args.resume, force=args.force)
+        dist.barrier()
+        store_path = _episode_store(args.data or config.data.path, run_dir, dist)
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, path=str(store_path))
+        )
+        windows, n_actions = _windows(config, dist)
+        config = resolve_config(config, windows, n_actions)
+        if dist.is_main:
+            save_or_check_config(run_dir, config, resume=args.resume)
+            _describe(config, windows, run_dir, dist)
+        dist.barrier()
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        result = run_training(
+            config, run_dir, windows, dist, resume=args.resume, progress=not args.no_progress
+        )
+    finally:
+        distributed.teardown(dist)
+    if dist.is_main:
+        loss = result.last_metrics.get("train/loss", float("nan"))
+        state = "interrupted at" if result.interrupted else "trained to"
+        print(f"{state} step {result.step} (loss {loss:.4f}); checkpoint {result.checkpoint}")
+        if result.interrupted:
+            print(f"resume with: atari-dt train {args.config} --out {run_dir} --resume")
+    return 130 if result.interrupted else 0
+
+
+def _episode_store(path: str | None, run_dir: Path, dist) -> Path:
+    """The episode store to train on; a replay_logs directory is converted into the run
+    directory first (by rank 0, once)."""
+    if path is None:
+        raise ValueError("no training data: set data.path in the config or pass --data PATH")
+    source = Path(path)
+    if not source.exists():
+        raise FileNotFoundError(f"training data {source} does not exist")
+    if source.is_file():
+        return source
+    store = run_dir / "episodes.h5"
+    if dist.is_main and not store.exists():
+        from atari_dt.commands.data import _game_and_actions
+        from atari_dt.datasets import convert_replay_logs
+        from atari_dt.datasets.convert import infer_game
+
+        game, n_actions = _game_and_actions(infer_game(source))
+        print(f"converting replay logs {source} -> {store}")
+        convert_replay_logs(source, store, game=game, n_actions=n_actions)
+    dist.barrier()
+    return store
+
+
+def _windows(config, dist):
+    from atari_dt.datasets import ContextWindows
+    from atari_dt.datasets.store import EpisodeStore
+
+    store = EpisodeStore.open(config.data.path, reward_units=config.data.reward_units)
+    return ContextWindows(store, config.data, progress=dist.is_main), store.n_actions
+
+
+def _describe(config, windows, run_dir: Path, dist) -> None:
+    info = windows.describe()
+    model = config.model
+    print(
+        f"run {run_dir}: {info['episodes']} episodes, {info['transitions']} transitions "
+        f"(returns {info['train_return_range']}, {info['reward_units']} rewards); model "
+        f"{model.n_layers} layers x {model.n_heads} heads x {model.d_model}, T {model.context_len}, "
+        f"rtg_scale {model.rtg_scale:g}; {config.train.max_steps} steps of batch "
+        f"{config.train.batch_size} on {dist.world} x {dist.device}"
+    )

@@ -1,0 +1,67 @@
+"""One process or many: the rank, world size and device of this process, from torchrun's
+environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); gloo on CPU, NCCL on GPU."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands: ``rank`` of ``world``, on ``device``; rank 0 writes."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def sum(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` summed over all ranks (itself when alone)."""
+        if self.active:
+            value = value.to(self.device).clone()  # NCCL reduces GPU tensors only
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        return value
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: this rank's CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available here; use cpu or auto")
+    return device
+
+
+def setup(device_name: str) -> Distributed:
+    """Join the process group when started by torchrun (``WORLD_SIZE`` > 1), else run alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    return Distributed(rank=rank, world=world, device=device)
+
+
+def teardown(context: Distributed) -> None:
+    if context.active and dist.is_initialized():
+        dist.destroy_process_group()

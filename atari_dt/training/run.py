@@ -1,0 +1,104 @@
+"""A training run from a config: find the data, size the model from it, check the run
+directory, save the resolved config, train. Shared by ``atari-dt train`` and
+``torchrun -m atari_dt.training``."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from atari_dt.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
+from atari_dt.io import atomic_write_bytes
+
+RUN_CONFIG = "config.yaml"
+
+
+def resolve_config(config: ExperimentConfig, windows: Any, n_actions: int | None) -> ExperimentConfig:
+    """The config with what the data decides filled in: ``model.context_len`` from
+    ``data.context_len``, ``model.rtg_scale`` from ``train.rtg_scale`` (``auto``: the training
+    episodes' max return), checked ``n_actions`` and ``max_timestep``.
+
+    Raises:
+        ConfigError: the store's action count differs from ``model.n_actions``, or its longest
+            episode does not fit ``model.max_timestep`` (the message says what to set).
+    """
+    model = config.model
+    if n_actions is not None and n_actions != model.n_actions:
+        raise ConfigError(
+            f"the episode store has {n_actions} actions but model.n_actions={model.n_actions}; "
+            f"set --set model.n_actions={n_actions}"
+        )
+    longest = int(windows.lengths.max())
+    if longest > model.max_timestep:
+        raise ConfigError(
+            f"the longest training episode has {longest} steps but model.max_timestep="
+            f"{model.max_timestep}; set --set model.max_timestep={longest}"
+        )
+    scale = config.train.rtg_scale
+    if scale == "auto":
+        scale = max(1.0, float(abs(windows.returns).max()))
+    model = dataclasses.replace(model, context_len=config.data.context_len, rtg_scale=float(scale))
+    return dataclasses.replace(config, model=model)
+
+
+def claim_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
+    """Make ``run_dir`` ready (rank 0 only): new, emptied (``force``), or kept (``resume``).
+
+    Raises:
+        FileExistsError: ``run_dir`` holds a run and neither ``resume`` nor ``force`` is set.
+        FileNotFoundError: ``resume`` of a directory that holds no run.
+    """
+    if resume:
+        if not (run_dir / RUN_CONFIG).is_file():
+            raise FileNotFoundError(f"--resume: {run_dir} holds no run to resume")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise FileExistsError(f"{run_dir} already holds a run; pass --resume or --force")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def save_or_check_config(run_dir: Path, config: ExperimentConfig, *, resume: bool) -> None:
+    """Save the resolved config of a new run; on resume, refuse a different one (naming the
+    keys that differ), since a step is only reproducible under the same config.
+
+    Raises:
+        ConfigError: resuming with a config other than the run's.
+    """
+    saved = run_dir / RUN_CONFIG
+    if not resume:
+        atomic_write_bytes(saved, yaml.safe_dump(config_to_dict(config), sort_keys=False).encode())
+        return
+    differences = _differences(config_to_dict(load_run_config(run_dir)), config_to_dict(config))
+    if differences:
+        raise ConfigError(
+            f"--resume: the config differs from {saved} at {', '.join(differences[:5])}; "
+            "resume with the run's own config"
+        )
+
+
+def load_run_config(run_dir: Path) -> ExperimentConfig:
+    """The resolved config a run was trained with.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a training run.
+    """
+    path = Path(run_dir) / RUN_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run (no {RUN_CONFIG})")
+    try:
+        return config_from_dict(ExperimentConfig, yaml.safe_load(path.read_text()))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _differences(a: Any, b: Any, where: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{where}{k}.")]
+    return [] if a == b else [f"{where.rstrip('.')} ({a!r} vs {b!r})"]

@@ -1,0 +1,262 @@
+"""The training loop: the original DT recipe (cross-entropy on actions at the state tokens,
+AdamW, warm-up + cosine, grad-clip), in one process or under torchrun DDP.
+
+A step is a pure function of ``(weights, optimiser state, seed, step)``: its global batch of
+window indices and its dropout masks are drawn from generators seeded by ``(seed, step)`` (the
+batch) and ``(seed, step, rank)`` (dropout), so a resumed run repeats an uninterrupted one bit
+for bit, and N ranks split exactly the batch one process would draw.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atari_dt.config import ExperimentConfig
+from atari_dt.training.distributed import Distributed
+from atari_dt.training.metrics import MetricsLog
+from atari_dt.training.optim import lr_at, make_optimizer
+from atari_dt.training.state import list_checkpoints, load_training_state, save_training_state
+
+
+@dataclass
+class TrainResult:
+    """What a call to ``train`` did."""
+
+    run_dir: Path
+    start_step: int
+    step: int
+    """Optimiser steps done when it returned (== max_steps unless interrupted)."""
+    checkpoint: Path | None
+    interrupted: bool
+    last_metrics: dict[str, float]
+
+
+class _TrainingForward(nn.Module):
+    """Logits and (optional) return predictions in one forward, so DDP sees a single call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        model = self.model
+        states = model.embed_states(batch["frames"])
+        final = model.transformer(
+            states, batch["actions"], batch["rtg"], batch["timesteps"], batch["mask"]
+        )
+        returns = model.return_predictions(final) if model.cfg.return_head else None
+        return model.action_logits(final), returns
+
+
+def step_seed(seed: int, step: int, *extra: int) -> int:
+    """An independent 63-bit seed for ``(seed, step, *extra)``."""
+    return int(np.random.SeedSequence([seed, step, *extra]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def batch_indices(windows: Any, seed: int, step: int, batch_size: int, dist: Distributed) -> np.ndarray:
+    """This rank's share of step ``step``'s global batch (the same global batch on any world)."""
+    global_batch = windows.sample_indices(np.random.default_rng(step_seed(seed, step)), batch_size)
+    return global_batch[dist.rank :: dist.world]
+
+
+def compute_loss(
+    logits: torch.Tensor,
+    returns: torch.Tensor | None,
+    batch: dict[str, torch.Tensor],
+    *,
+    total_valid: torch.Tensor,
+    world: int,
+    return_weight: float,
+    rtg_scale: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Cross-entropy on the real steps' actions, normalised by the real steps of the *global*
+    batch (times ``world``, as DDP averages gradients over ranks), plus the weighted MSE of
+    next-step RTG predictions. Returns the loss to backpropagate and per-rank sums to log."""
+    mask, actions = batch["mask"], batch["actions"]
+    ce = F.cross_entropy(logits[mask], actions[mask], reduction="sum")
+    correct = (logits[mask].argmax(-1) == actions[mask]).sum()
+    loss = ce * world / total_valid
+    sums = {"ce": ce.detach(), "correct": correct.float()}
+    if returns is not None and return_weight > 0:
+        both = mask[:, :-1] & mask[:, 1:]  # next step exists and is real
+        target = batch["rtg"][:, 1:] / rtg_scale
+        mse = ((returns[:, :-1] - target) ** 2)[both].sum()
+        loss = loss + return_weight * mse * world / total_valid
+        sums["return_mse"] = mse.detach()
+    return loss, sums
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between steps (never mid-update)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def train(
+    config: ExperimentConfig,
+    run_dir: Path,
+    windows: Any,
+    dist: Distributed,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    evaluate: Any = None,
+) -> TrainResult:
+    """Train ``config.model`` on ``windows`` (a ``ContextWindows``) into ``run_dir``.
+
+    ``config`` must be resolved (see ``atari_dt.training.run.prepare``). With ``resume`` the
+    newest checkpoint of ``run_dir`` is loaded first. ``evaluate(model, step) -> dict`` (rank 0)
+    runs every ``train.eval_every`` steps; its values are logged as metrics.
+    """
+    from atari_dt.model import HookedDecisionTransformer
+
+    cfg = config.train
+    torch.manual_seed(cfg.seed)  # the initial weights
+    model = HookedDecisionTransformer(config.model).to(dist.device).train()
+    optimizer = make_optimizer(model, cfg)
+    start_step = 0
+    if resume and (checkpoints := list_checkpoints(run_dir)):
+        start_step = load_training_state(checkpoints[-1][1], model, optimizer)["step"]
+    forward = _TrainingForward(model)
+    if dist.active:
+        forward = nn.parallel.DistributedDataParallel(forward)
+    metrics = MetricsLog(run_dir, start_step=start_step, enabled=dist.is_main)
+    try:
+        with _StopRequest() as stop:
+            return _loop(config, run_dir, windows, dist, model, forward, optimizer, metrics,
+                         start_step, stop, progress, evaluate)  # fmt: skip
+    finally:
+        metrics.close()
+
+
+def _loop(
+    config: ExperimentConfig,
+    run_dir: Path,
+    windows: Any,
+    dist: Distributed,
+    model: nn.Module,
+    forward: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    metrics: MetricsLog,
+    start_step: int,
+    stop: _StopRequest,
+    progress: bool,
+    evaluate: Any,
+) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    cfg = config.train
+    bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not (progress and dist.is_main),
+               unit="step", dynamic_ncols=True)  # fmt: skip
+    window = _LogWindow()
+    checkpoint, last, step = None, {}, start_step
+    trainer_state = {"metadata": {"data": windows.describe()}}
+    while step < cfg.max_steps:
+        sums, stop_all = _train_step(config, windows, dist, forward, optimizer, step, stop)
+        step += 1
+        window.add(sums, frames=cfg.batch_size * config.data.context_len)
+        if step % cfg.log_every == 0 or step == cfg.max_steps or stop_all:
+            last = window.flush(lr=lr_at(step - 1, cfg))
+            metrics.log(step, last)
+            bar.set_postfix(loss=f"{last['train/loss']:.3f}", fps=f"{last['perf/frames_per_s']:.0f}")
+        if evaluate is not None and cfg.eval_every and step % cfg.eval_every == 0 and dist.is_main:
+            metrics.log(step, evaluate(model, step))
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stop_all:
+            if dist.is_main:
+                checkpoint = save_training_state(
+                    run_dir, step, model, optimizer, trainer_state, keep=cfg.keep_checkpoints
+                )
+            dist.barrier()
+        if stop_all:
+            break
+    bar.close()
+    return TrainResult(run_dir, start_step, step, checkpoint, step < cfg.max_steps, last)
+
+
+def _train_step(
+    config: ExperimentConfig,
+    windows: Any,
+    dist: Distributed,
+    forward: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    stop: _StopRequest,
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """One optimiser step; returns the global sums to log and whether any rank asked to stop."""
+    cfg = config.train
+    indices = batch_indices(windows, cfg.seed, step, cfg.batch_size, dist)
+    batch = {k: v.to(dist.device, non_blocking=True) for k, v in windows.get_batch(indices).items()}
+    # One all-reduce carries the global count of real steps and any rank's stop request.
+    counts = torch.tensor([float(batch["mask"].sum()), float(stop.requested)])
+    shared = dist.sum(counts).cpu()
+    torch.manual_seed(step_seed(cfg.seed, step, dist.rank, 1))  # this step's dropout
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    logits, returns = forward(batch)
+    loss, sums = compute_loss(
+        logits, returns, batch, total_valid=shared[0].to(dist.device), world=dist.world,
+        return_weight=cfg.return_loss_weight, rtg_scale=config.model.rtg_scale,
+    )  # fmt: skip
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    grad_norm = nn.utils.clip_grad_norm_(forward.parameters(), clip)
+    optimizer.step()
+    sums = {k: dist.sum(v.float()).cpu() for k, v in sums.items()}
+    sums["valid"], sums["grad_norm"] = shared[0], grad_norm.detach().cpu()
+    return sums, bool(shared[1] > 0)
+
+
+class _LogWindow:
+    """Accumulates per-step sums between two log lines."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.steps, self.frames, self.started = 0, 0, time.perf_counter()
+
+    def add(self, sums: dict[str, torch.Tensor], *, frames: int) -> None:
+        for key, value in sums.items():
+            self.totals[key] = self.totals.get(key, 0.0) + float(value)
+        self.steps += 1
+        self.frames += frames
+
+    def flush(self, *, lr: float) -> dict[str, float]:
+        valid = max(self.totals["valid"], 1.0)
+        values = {
+            "train/loss": self.totals["ce"] / valid,
+            "train/action_accuracy": self.totals["correct"] / valid,
+            "train/grad_norm": self.totals["grad_norm"] / self.steps,
+            "train/lr": lr,
+            "perf/frames_per_s": self.frames / (time.perf_counter() - self.started),
+        }
+        if "return_mse" in self.totals:
+            values["train/return_mse"] = self.totals["return_mse"] / valid
+        self._reset()
+        return values
