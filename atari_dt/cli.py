@@ -49,9 +49,13 @@ def _add_train(stages: argparse._SubParsersAction) -> None:
         help="override a config value, e.g. model.n_layers=2 (repeatable)",
     )
     p.add_argument("--out", help="run directory (default: runs/<config name>)")
-    p.add_argument("--data", help="episode store (.h5) or replay_logs directory (default: data.path)")
+    p.add_argument(
+        "--data", help="episode store (.h5) or replay_logs directory (default: data.path)"
+    )
     p.add_argument("--max-steps", type=int, help="optimiser steps (default: train.max_steps)")
-    p.add_argument("--resume", action="store_true", help="continue from the run's newest checkpoint")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the run's newest checkpoint"
+    )
     p.add_argument("--force", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -71,6 +75,11 @@ def _add_import_original(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=8,
         help="attention heads (not stored in the state dict; default 8 as in the paper)",
+    )
+    p.add_argument(
+        "--behaviour-cloning",
+        action="store_true",
+        help="the checkpoint is the original's 'naive' (BC) model: tokens (s, a), no RTG",
     )
     p.add_argument("--force", action="store_true", help="replace an existing checkpoint")
 

@@ -95,8 +95,8 @@ class ReferenceAtariDT(nn.Module):
             nn.Linear(3136, n_embd),
             nn.Tanh(),
         )
-        if model_type == "reward_conditioned":
-            self.ret_emb = nn.Sequential(nn.Linear(1, n_embd), nn.Tanh())
+        # The original creates ret_emb for both model types (naive models never use it).
+        self.ret_emb = nn.Sequential(nn.Linear(1, n_embd), nn.Tanh())
         self.action_embeddings = nn.Sequential(nn.Embedding(vocab_size, n_embd), nn.Tanh())
 
     def forward(

@@ -19,7 +19,8 @@ from atari_dt.config import (
 )
 from atari_dt.datasets.config import DataConfig
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 DATA_KEYS = (
     "path, reward_units, context_len, stack_size, sampling, max_return_quantile, "
     "include_incomplete, frames_in_memory"
@@ -43,7 +44,7 @@ def test_the_repository_has_configs() -> None:
     assert CONFIGS
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT)) for p in CONFIGS])
 def test_every_shipped_config_loads(path: Path) -> None:
     """Every YAML under configs/ validates into an ExperimentConfig."""
     import yaml
@@ -53,7 +54,7 @@ def test_every_shipped_config_loads(path: Path) -> None:
     config = load_config(path)
     assert isinstance(config, ExperimentConfig) and isinstance(config.data, DataConfig)
     sections = set(yaml.safe_load(path.read_text()))
-    assert sections and sections <= {"data", "collect"}
+    assert sections and sections <= {"data", "collect", "model", "train", "eval"}
     if "data" in sections:
         assert config.data.path and config.data.path.endswith(".h5")
     if "collect" in sections:

@@ -43,7 +43,10 @@ def our_inputs(windows: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
 
 
 def converted(reference: ReferenceAtariDT) -> HookedDecisionTransformer:
-    ours, report = convert_original_state_dict(reference.state_dict(), n_heads=4)
+    naive = reference.model_type == "naive"
+    ours, report = convert_original_state_dict(
+        reference.state_dict(), n_heads=4, behaviour_cloning=naive
+    )
     model = HookedDecisionTransformer(report.config).eval()
     model.load_state_dict(ours, strict=True)
     return model
@@ -93,8 +96,8 @@ def test_report_says_what_was_inferred() -> None:
         "max_timestep": MAX_TIMESTEP + 1,
         "n_layers": 2,
         "n_actions": N_ACTIONS,
-        "behaviour_cloning": False,
     }
+    assert report.assumed["behaviour_cloning"] is False
     assert report.config.positional == "original"
     assert sorted(report.ignored) == ["blocks.0.attn.mask", "blocks.1.attn.mask", "tok_emb.weight"]
 
@@ -139,6 +142,11 @@ def test_nested_state_dict_is_accepted(tmp_path) -> None:
         (lambda sd: sd.update({"pos_emb": torch.zeros(1, 20, 32)}),
          r"pos_emb has shape \[1, 20, 32\]"),
         (lambda sd: sd.pop("blocks.1.ln2.bias"), r"'blocks.1.ln2.b' \[32\] is missing"),
+        (lambda sd: sd.pop("ret_emb.0.weight"), "import it with behaviour_cloning=True"),
+        (lambda sd: sd.update({"blocks.0.attn.query.weight": torch.zeros(16, 32)}),
+         r"'blocks.0.attn.query.weight' has shape \[16, 32\], which does not fit"),
+        (lambda sd: sd.update({"global_pos_emb": torch.zeros(401, 32)}),
+         r"global_pos_emb has shape \[401, 32\], expected \(1, max_timestep\+1, 32\)"),
     ],
 )  # fmt: skip
 def test_bad_state_dicts_error_clearly(tmp_path, edit, match) -> None:
@@ -167,3 +175,20 @@ def test_unreadable_checkpoints(tmp_path, capsys) -> None:
         main(["model", "import-original", str(tmp_path / "missing.pt"), str(tmp_path / "o")]) == 2
     )
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_naive_checkpoints_need_the_flag(tmp_path, seaquest_windows) -> None:
+    """The original's BC model carries an (unused) ret_emb, so only the flag can tell."""
+    reference = make_reference("naive")
+    path = tmp_path / "bc.pt"
+    torch.save(reference.state_dict(), path)
+    as_bc, as_dt = tmp_path / "bc", tmp_path / "dt"
+    assert main(["model", "import-original", str(path), str(as_bc), "--n-heads", "4",
+                 "--behaviour-cloning"]) == 0  # fmt: skip
+    import_original(path, as_dt, n_heads=4)
+    with torch.no_grad():
+        expected = reference(**original_inputs(seaquest_windows))
+        bc = HookedDecisionTransformer.from_pretrained(as_bc)(*our_inputs(seaquest_windows))
+        dt = HookedDecisionTransformer.from_pretrained(as_dt)(*our_inputs(seaquest_windows))
+    torch.testing.assert_close(bc, expected, rtol=0, atol=1e-5)
+    assert (dt - expected).abs().max() > 1e-3

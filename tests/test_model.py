@@ -114,9 +114,30 @@ def test_a_hook_edit_changes_the_output(model, seaquest_windows) -> None:
     assert not torch.allclose(plain, edited)
 
 
-@pytest.mark.parametrize("what", ["frames", "actions", "rtg", "timesteps"])
-@pytest.mark.parametrize("step", [0, 3, 7])
-def test_changing_step_t_changes_no_earlier_logit(model, seaquest_windows, what, step) -> None:
+@pytest.fixture(scope="module")
+def original_model() -> HookedDecisionTransformer:
+    model = make_model(dataclasses.replace(TINY, positional="original"))
+    with torch.no_grad():  # the original zero-initialises positions: make them matter
+        model.pos_embed.normal_()
+        model.global_pos_embed.normal_()
+    return model
+
+
+CAUSALITY_CASES = [
+    (positional, what, step)
+    for positional in ("timestep", "original")
+    for what in ("frames", "actions", "rtg", "timesteps")
+    for step in (0, 3, 7)
+    # the original scheme reads only the window's first timestep
+    if not (positional == "original" and what == "timesteps" and step > 0)
+]
+
+
+@pytest.mark.parametrize(("positional", "what", "step"), CAUSALITY_CASES)
+def test_changing_step_t_changes_no_earlier_logit(
+    model, original_model, seaquest_windows, positional, what, step
+) -> None:
+    model = original_model if positional == "original" else model
     args = list(inputs(seaquest_windows))
     index = ["frames", "actions", "rtg", "timesteps"].index(what)
     changed = args[index].clone()
@@ -246,6 +267,38 @@ def test_left_padding_is_invisible(seaquest_windows) -> None:
         )
     torch.testing.assert_close(padded[:, -real:], expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(junk[:, -real:], expected, rtol=0, atol=1e-5)
+
+
+def test_left_padding_with_original_positions(original_model, seaquest_windows) -> None:
+    """Positional ``original``: real tokens of a padded window keep the positions they have in
+    the unpadded short window (as the original feeds early-episode windows)."""
+    frames, actions, rtg, timesteps = inputs(seaquest_windows)
+    real = 3
+    short = [t[:, -real:] for t in (frames, actions, rtg, timesteps)]
+    mask = _steps_from(8 - real)
+    with torch.no_grad():
+        expected = original_model(*short)
+        padded = original_model(frames, actions, rtg, timesteps, mask=mask)
+    torch.testing.assert_close(padded[:, -real:], expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_other_float_dtypes_follow_the_model(model, seaquest_windows, dtype) -> None:
+    frames, actions, rtg, timesteps = inputs(seaquest_windows)
+    with torch.no_grad():
+        expected = model(frames, actions, rtg, timesteps)
+        other = model(frames.to(dtype), actions, rtg.to(dtype), timesteps)
+        double = make_model().double()(frames, actions, rtg, timesteps)
+    torch.testing.assert_close(other, expected, rtol=0, atol=1e-5)
+    assert double.dtype == torch.float64
+    torch.testing.assert_close(double.float(), expected, rtol=0, atol=1e-4)
+
+
+def test_misspelt_options_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"positional must be one of \['timestep', 'original'\]"):
+        dataclasses.replace(TINY, positional="timesteps")
+    with pytest.raises(ValueError, match="rtg_embedding must be one of"):
+        dataclasses.replace(TINY, rtg_embedding="Tanh")
 
 
 def test_rtg_scale_divides_the_rtg(seaquest_windows) -> None:

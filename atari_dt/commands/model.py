@@ -13,7 +13,13 @@ def import_original(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to replace it")
-    report = run_import(args.checkpoint, out, n_heads=args.n_heads, overwrite=args.force)
+    report = run_import(
+        args.checkpoint,
+        out,
+        n_heads=args.n_heads,
+        behaviour_cloning=args.behaviour_cloning,
+        overwrite=args.force,
+    )
     print(f"wrote {out} (positional: original)")
     print("inferred from the tensors:")
     for name, entry in report.inferred.items():

@@ -7,12 +7,12 @@ from collections.abc import Callable
 import torch
 
 
-def to_unit_range(frames: torch.Tensor) -> torch.Tensor:
+def to_unit_range(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Frames on the 0-255 scale (uint8, or float so that attribution can differentiate
-    through pixels) as float32 in [0, 1]."""
+    through pixels) in [0, 1], as ``dtype`` (the encoder's weights' dtype)."""
     if frames.dtype == torch.uint8:
-        return frames.float().div_(255.0)  # in place on the fresh float copy
-    return frames / 255.0
+        return frames.to(dtype).div_(255.0)  # in place on the fresh float copy
+    return frames.to(dtype) / 255.0
 
 
 def flat_size(

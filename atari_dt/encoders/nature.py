@@ -43,5 +43,5 @@ class NatureCNN(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames`` ``[N, C, H, W]``, uint8 or float on the 0-255 scale -> ``[N, d_model]``."""
-        features = self._features(to_unit_range(frames))
+        features = self._features(to_unit_range(frames, self.linear.weight.dtype))
         return self.hook_out(self.tanh(self.linear(features.flatten(1))))

@@ -101,8 +101,10 @@ def read_config(directory: str | Path) -> ModelConfig:
         raise CheckpointError(f"{path}: not an atari-dt model config (format {FORMAT!r} expected)")
     if header.get("version") != VERSION:
         raise CheckpointError(f"{path}: version {header.get('version')!r}, expected {VERSION}")
+    if not isinstance(header.get("config"), dict):
+        raise CheckpointError(f"{path}: no 'config' mapping (the model's settings)")
     try:
-        return config_from_dict(ModelConfig, header.get("config", {}), where="model")
+        return config_from_dict(ModelConfig, header["config"], where="model")
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
@@ -110,7 +112,12 @@ def read_config(directory: str | Path) -> ModelConfig:
 def read_metadata(directory: str | Path) -> dict[str, Any] | None:
     """The checkpoint's ``metadata.json``, or None when it has none."""
     path = Path(directory) / METADATA
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
 
 
 def load_pretrained(

@@ -76,6 +76,7 @@ class ModelConfig:
     act_fn: ClassVar[str] = "gelu"
 
     def __post_init__(self) -> None:
+        check_choices(self)
         for name in ("n_actions", "d_model", "n_layers", "n_heads", "context_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -120,6 +121,25 @@ class ModelConfig:
     def state_token_offset(self) -> int:
         """Index of the state token within a step's tokens (logits are read there)."""
         return 0 if self.behaviour_cloning else 1
+
+
+def check_choices(config: object) -> None:
+    """Every ``Literal`` field of a dataclass holds one of its values (a misspelt option built
+    in Python would otherwise fall through to some default branch).
+
+    Raises:
+        ValueError: naming the field, the value and the valid ones.
+    """
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):  # type: ignore[arg-type]
+        hint = hints[field.name]
+        options = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
+        value = getattr(config, field.name)
+        if options and value not in options:
+            raise ValueError(f"{field.name} must be one of {list(options)}, got {value!r}")
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:

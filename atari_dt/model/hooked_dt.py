@@ -66,8 +66,8 @@ class HookedDecisionTransformer(HookedRootModule):
 
     def _init_weights(self) -> None:
         for name, param in self.named_parameters():
-            if name.startswith("encoder.") and ".conv" in name:
-                continue  # convs keep torch's default init, as in the original
+            if name.startswith(("encoder.", "rtg_embed.", "action_embed.")):
+                continue  # torch's default init: the original creates these after its init
             if name.endswith(("W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U", ".weight")):
                 if param.ndim >= 2:
                     nn.init.normal_(param, std=INIT_STD)
@@ -120,6 +120,9 @@ class HookedDecisionTransformer(HookedRootModule):
         """The final normalised residual stream ``[B, P, d_model]`` (after ``ln_final``), at
         every token; ``action_logits`` and ``return_predictions`` read it."""
         check_sequence(self.cfg, state_embeddings, actions, rtg, timesteps, mask)
+        dtype = self.W_U.dtype  # inputs of another float dtype follow the model's
+        state_embeddings = state_embeddings.to(dtype)
+        rtg = None if rtg is None else rtg.to(dtype)
         tokens = self.hook_embed(self._token_embeddings(state_embeddings, actions, rtg))
         positions = self.hook_pos_embed(self._position_embeddings(timesteps, mask))
         key_mask = None
@@ -159,8 +162,11 @@ class HookedDecisionTransformer(HookedRootModule):
         start = timesteps.gather(1, first_real)[:, 0]  # [B]
         B, T = timesteps.shape
         time = self.hook_time_embed(self.global_pos_embed[start][:, None].expand(B, T, -1))
-        P = T * self.cfg.tokens_per_step
-        return time.repeat_interleave(self.cfg.tokens_per_step, dim=1) + self.pos_embed[:P]
+        k = self.cfg.tokens_per_step
+        token = torch.arange(T * k, device=timesteps.device) - first_real * k  # [B, P]
+        # Padding tokens take position 0; real ones count from the first real token, as in the
+        # original's unpadded windows.
+        return time.repeat_interleave(k, dim=1) + self.pos_embed[token.clamp(min=0)]
 
     def action_logits(self, final_resid: torch.Tensor) -> torch.Tensor:
         """``[B, P, d_model]`` (from ``transformer``) -> logits ``[B, T, n_actions]``."""

@@ -3,9 +3,10 @@
 ``positional: original``.
 
 Sizes come from the tensors: ``d_model`` and T from ``pos_emb (1, 3T+1, d)``, ``max_timestep``
-from ``global_pos_emb``, layers from ``blocks.{i}``, actions from ``head.weight``, behaviour
-cloning from a missing ``ret_emb``. The head count is not stored anywhere in the state dict
-(``query.weight`` is ``[d, d]`` for any split), so it is an argument (paper: 8).
+from ``global_pos_emb``, layers from ``blocks.{i}``, actions from ``head.weight``. Two settings
+are not in the state dict and are arguments: the head count (``query.weight`` is ``[d, d]`` for
+any split; paper: 8) and whether it is the ``naive`` behaviour-cloning model (the original
+creates ``ret_emb`` either way).
 """
 
 from __future__ import annotations
@@ -39,25 +40,41 @@ class ImportReport:
 
 
 def convert_original_state_dict(
-    state_dict: dict[str, torch.Tensor], *, n_heads: int = PAPER_N_HEADS, dropout: float = 0.1
+    state_dict: dict[str, torch.Tensor],
+    *,
+    n_heads: int = PAPER_N_HEADS,
+    behaviour_cloning: bool = False,
+    dropout: float = 0.1,
 ) -> tuple[dict[str, torch.Tensor], ImportReport]:
     """Our state dict and an ``ImportReport`` from an original DT state dict.
 
+    ``behaviour_cloning`` says the checkpoint is the original's ``naive`` model (tokens
+    ``(s, a)``): the state dict cannot tell, since the original creates ``ret_emb`` either way.
+
     Raises:
-        CheckpointError: a key the original model does not have, a missing key, or
-            inconsistent sizes (named).
+        CheckpointError: a key the original model does not have, a missing key, or a tensor
+            whose shape does not fit the inferred sizes (named).
     """
     original = _strip_prefix(state_dict)
-    cfg, inferred = _infer_config(original, n_heads=n_heads, dropout=dropout)
+    cfg, inferred = _infer_config(original, n_heads, behaviour_cloning, dropout)
     ours: dict[str, torch.Tensor] = {}
     ignored = []
     for key, tensor in original.items():
-        if key in IGNORED or key.endswith(".attn.mask"):
+        unused = behaviour_cloning and key.startswith("ret_emb.")
+        if key in IGNORED or key.endswith(".attn.mask") or unused:
             ignored.append(key)
             continue
-        for name, value in _convert_key(key, tensor.float(), cfg).items():
+        try:
+            converted = _convert_key(key, tensor.float(), cfg)
+        except RuntimeError as err:  # a reshape that does not fit the inferred sizes
+            raise CheckpointError(
+                f"original DT checkpoint: {key!r} has shape {list(tensor.shape)}, which does "
+                f"not fit d_model={cfg.d_model}, n_heads={cfg.n_heads} ({err})"
+            ) from err
+        for name, value in converted.items():
             ours[name] = value.contiguous()
-    assumed = {"n_heads": n_heads, "dropout": dropout, "rtg_scale": 1.0, "b_U": "zeros"}
+    assumed = {"n_heads": n_heads, "behaviour_cloning": behaviour_cloning, "dropout": dropout,
+               "rtg_scale": 1.0, "b_U": "zeros"}  # fmt: skip
     return ours, ImportReport(cfg, inferred, assumed, ignored)
 
 
@@ -87,6 +104,7 @@ def import_original(
     out_dir: str | Path,
     *,
     n_heads: int = PAPER_N_HEADS,
+    behaviour_cloning: bool = False,
     overwrite: bool = False,
 ) -> ImportReport:
     """Convert an original DT checkpoint file into a checkpoint directory of ours, after
@@ -98,7 +116,7 @@ def import_original(
     from atari_dt.model.hooked_dt import HookedDecisionTransformer
 
     ours, report = convert_original_state_dict(
-        load_original_checkpoint(checkpoint), n_heads=n_heads
+        load_original_checkpoint(checkpoint), n_heads=n_heads, behaviour_cloning=behaviour_cloning
     )
     model = HookedDecisionTransformer(report.config)
     check_state_dict(ours, model.state_dict(), source=f"{checkpoint} (converted)")
@@ -127,11 +145,22 @@ def _require(sd: dict[str, torch.Tensor], key: str) -> torch.Tensor:
 
 
 def _infer_config(
-    sd: dict[str, torch.Tensor], *, n_heads: int, dropout: float
+    sd: dict[str, torch.Tensor], n_heads: int, behaviour_cloning: bool, dropout: float
 ) -> tuple[ModelConfig, dict[str, Any]]:
     pos = _require(sd, "pos_emb")
     if pos.ndim != 3 or (pos.shape[1] - 1) % 3:
         raise CheckpointError(f"pos_emb has shape {list(pos.shape)}, expected (1, 3T+1, d)")
+    global_pos = _require(sd, "global_pos_emb")
+    if global_pos.ndim != 3 or global_pos.shape[2] != pos.shape[2]:
+        raise CheckpointError(
+            f"global_pos_emb has shape {list(global_pos.shape)}, expected "
+            f"(1, max_timestep+1, {pos.shape[2]})"
+        )
+    if not behaviour_cloning and "ret_emb.0.weight" not in sd:
+        raise CheckpointError(
+            "original DT checkpoint: 'ret_emb.0.weight' is missing; if it is a behaviour-cloning "
+            "('naive') model, import it with behaviour_cloning=True (--behaviour-cloning)"
+        )
     head = _require(sd, "head.weight")
     layers = {int(m.group(1)) for k in sd if (m := _BLOCK.match(k))}
     if layers != set(range(len(layers))) or not layers:
@@ -139,16 +168,14 @@ def _infer_config(
     inferred = {
         "d_model": (int(pos.shape[2]), "pos_emb"),
         "context_len": ((pos.shape[1] - 1) // 3, "pos_emb: 3T+1 rows"),
-        "max_timestep": (int(_require(sd, "global_pos_emb").shape[1]), "global_pos_emb rows"),
+        "max_timestep": (int(global_pos.shape[1]), "global_pos_emb rows"),
         "n_layers": (len(layers), "blocks.{i}"),
         "n_actions": (int(head.shape[0]), "head.weight"),
-        "behaviour_cloning": ("ret_emb.0.weight" not in sd, "ret_emb present?"),
     }
     values = {name: value for name, (value, _) in inferred.items()}
     try:
-        cfg = ModelConfig(
-            **values, n_heads=n_heads, dropout=dropout, positional="original", rtg_scale=1.0
-        )
+        cfg = ModelConfig(**values, n_heads=n_heads, dropout=dropout, positional="original",
+                          rtg_scale=1.0, behaviour_cloning=behaviour_cloning)  # fmt: skip
     except ValueError as err:
         raise CheckpointError(f"original DT checkpoint: {err}") from err
     return cfg, {name: {"value": v, "from": source} for name, (v, source) in inferred.items()}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from atari_dt.model.config import check_choices
+
 
 @dataclass
 class TrainConfig:
@@ -63,6 +65,7 @@ class TrainConfig:
     """torch intra-op threads (0: torch's default, one per core)."""
 
     def __post_init__(self) -> None:
+        check_choices(self)
         positive = ("max_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every")
         for name in positive:
             if getattr(self, name) < 1:
@@ -107,6 +110,7 @@ class EvalConfig:
     """Seeds environment resets and action sampling."""
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if not self.targets:
             raise ValueError("targets must not be empty")
         if self.episodes < 1 or self.envs < 1 or self.max_episode_steps < 1:

@@ -17,7 +17,9 @@ from atari_dt.io import atomic_write_bytes
 RUN_CONFIG = "config.yaml"
 
 
-def resolve_config(config: ExperimentConfig, windows: Any, n_actions: int | None) -> ExperimentConfig:
+def resolve_config(
+    config: ExperimentConfig, windows: Any, n_actions: int | None
+) -> ExperimentConfig:
     """The config with what the data decides filled in: ``model.context_len`` from
     ``data.context_len``, ``model.rtg_scale`` from ``train.rtg_scale`` (``auto``: the training
     episodes' max return), checked ``n_actions`` and ``max_timestep``.

@@ -87,7 +87,9 @@ def load_training_state(
     model.load_state_dict(weights)
     state = json.loads((directory / TRAINER_STATE).read_text())
     tensors = read_weights(directory / OPTIMIZER)
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"], optimizer, directory))
+    optimizer.load_state_dict(
+        _unflatten_optimizer(tensors, state["optimizer"], optimizer, directory)
+    )
     return state
 
 

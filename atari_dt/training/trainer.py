@@ -62,7 +62,9 @@ def step_seed(seed: int, step: int, *extra: int) -> int:
     return int(np.random.SeedSequence([seed, step, *extra]).generate_state(2, np.uint64)[0] >> 1)
 
 
-def batch_indices(windows: Any, seed: int, step: int, batch_size: int, dist: Distributed) -> np.ndarray:
+def batch_indices(
+    windows: Any, seed: int, step: int, batch_size: int, dist: Distributed
+) -> np.ndarray:
     """This rank's share of step ``step``'s global batch (the same global batch on any world)."""
     global_batch = windows.sample_indices(np.random.default_rng(step_seed(seed, step)), batch_size)
     return global_batch[dist.rank :: dist.world]
@@ -181,11 +183,14 @@ def _loop(
         if step % cfg.log_every == 0 or step == cfg.max_steps or stop_all:
             last = window.flush(lr=lr_at(step - 1, cfg))
             metrics.log(step, last)
-            bar.set_postfix(loss=f"{last['train/loss']:.3f}", fps=f"{last['perf/frames_per_s']:.0f}")
+            bar.set_postfix(
+                loss=f"{last['train/loss']:.3f}", fps=f"{last['perf/frames_per_s']:.0f}"
+            )
         if evaluate is not None and cfg.eval_every and step % cfg.eval_every == 0 and dist.is_main:
             metrics.log(step, evaluate(model, step))
         bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stop_all:
+            check_ranks_agree(model, dist)
             if dist.is_main:
                 checkpoint = save_training_state(
                     run_dir, step, model, optimizer, trainer_state, keep=cfg.keep_checkpoints
@@ -195,6 +200,27 @@ def _loop(
             break
     bar.close()
     return TrainResult(run_dir, start_step, step, checkpoint, step < cfg.max_steps, last)
+
+
+def check_ranks_agree(model: nn.Module, dist: Distributed) -> None:
+    """Under DDP, every rank must hold the same weights; compare a checksum of all of them.
+
+    Raises:
+        RuntimeError: the ranks' weights differ (a non-deterministic or unsynchronised step).
+    """
+    if not dist.active:
+        return
+    with torch.no_grad():
+        checksum = torch.stack([p.double().abs().sum() for p in model.parameters()]).sum()
+    low, high = dist.sum(-checksum.reshape(1)), dist.sum(checksum.reshape(1))
+    # sum over ranks of c and of -c cannot tell; gather min and max instead.
+    values = [torch.zeros_like(checksum.reshape(1)) for _ in range(dist.world)]
+    torch.distributed.all_gather(values, checksum.reshape(1).to(dist.device))
+    del low, high
+    if len({float(v) for v in values}) > 1:
+        raise RuntimeError(
+            f"DDP ranks hold different weights (checksums {[float(v) for v in values]})"
+        )
 
 
 def _train_step(
