@@ -90,6 +90,6 @@ def _describe(config, windows, run_dir: Path, dist) -> None:
         f"run {run_dir}: {info['episodes']} episodes, {info['transitions']} transitions "
         f"(returns {info['train_return_range']}, {info['reward_units']} rewards); model "
         f"{model.n_layers} layers x {model.n_heads} heads x {model.d_model}, "
-        f"T {model.context_len}, rtg_scale {model.rtg_scale:g}; {config.train.max_steps} steps of batch "
-        f"{config.train.batch_size} on {dist.world} x {dist.device}"
+        f"T {model.context_len}, rtg_scale {model.rtg_scale:g}; {config.train.max_steps} steps "
+        f"of batch {config.train.batch_size} on {dist.world} x {dist.device}"
     )
