@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -46,3 +48,15 @@ def seaquest_windows(seaquest_episodes) -> dict[str, np.ndarray]:
             }
         )
     return {key: np.stack([w[key] for w in windows]) for key in windows[0]}
+
+
+@pytest.fixture(scope="session")
+def seaquest_store_path(tmp_path_factory: pytest.TempPathFactory, seaquest_episodes) -> Path:
+    """The real episodes as an episode store (raw and clipped rewards), 18 actions."""
+    from atari_dt.datasets import EpisodeStoreWriter
+
+    path = tmp_path_factory.mktemp("store") / "seaquest.h5"
+    with EpisodeStoreWriter(path, game="Seaquest", n_actions=18, raw_rewards=True) as writer:
+        for e in seaquest_episodes:
+            writer.add_episode(e.frames, e.actions, e.rewards, raw_rewards=e.rewards)
+    return path

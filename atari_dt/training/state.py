@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from atari_dt.io import atomic_directory
+from atari_dt.io import atomic_directory, remove_stale_temporaries
 from atari_dt.model.checkpoint import (
     CheckpointError,
     check_state_dict,
@@ -46,6 +46,16 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
         if match and (path / TRAINER_STATE).is_file():
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def remove_stale_checkpoints(run_dir: Path) -> list[Path]:
+    """Delete half-written checkpoints left by a killed run (their writer no longer runs)."""
+    root = run_dir / CHECKPOINTS
+    removed: list[Path] = []
+    for temporary in root.glob(".step_*.tmp") if root.is_dir() else []:
+        name = temporary.name[1:].split(".", 1)[0]  # ".step_00000010.<pid>.tmp"
+        removed += remove_stale_temporaries(root / name)
+    return removed
 
 
 def save_training_state(

@@ -24,7 +24,12 @@ from atari_dt.config import ExperimentConfig
 from atari_dt.training.distributed import Distributed
 from atari_dt.training.metrics import MetricsLog
 from atari_dt.training.optim import lr_at, make_optimizer
-from atari_dt.training.state import list_checkpoints, load_training_state, save_training_state
+from atari_dt.training.state import (
+    list_checkpoints,
+    load_training_state,
+    remove_stale_checkpoints,
+    save_training_state,
+)
 
 
 @dataclass
@@ -140,6 +145,8 @@ def train(
     model = HookedDecisionTransformer(config.model).to(dist.device).train()
     optimizer = make_optimizer(model, cfg)
     start_step = 0
+    if dist.is_main:
+        remove_stale_checkpoints(run_dir)
     if resume and (checkpoints := list_checkpoints(run_dir)):
         start_step = load_training_state(checkpoints[-1][1], model, optimizer)["step"]
     forward = _TrainingForward(model)
@@ -175,7 +182,7 @@ def _loop(
                unit="step", dynamic_ncols=True)  # fmt: skip
     window = _LogWindow()
     checkpoint, last, step = None, {}, start_step
-    trainer_state = {"metadata": {"data": windows.describe()}}
+    trainer_state = {"world": dist.world, "metadata": {"data": windows.describe()}}
     while step < cfg.max_steps:
         sums, stop_all = _train_step(config, windows, dist, forward, optimizer, step, stop)
         step += 1
@@ -212,11 +219,9 @@ def check_ranks_agree(model: nn.Module, dist: Distributed) -> None:
         return
     with torch.no_grad():
         checksum = torch.stack([p.double().abs().sum() for p in model.parameters()]).sum()
-    low, high = dist.sum(-checksum.reshape(1)), dist.sum(checksum.reshape(1))
-    # sum over ranks of c and of -c cannot tell; gather min and max instead.
-    values = [torch.zeros_like(checksum.reshape(1)) for _ in range(dist.world)]
-    torch.distributed.all_gather(values, checksum.reshape(1).to(dist.device))
-    del low, high
+    checksum = checksum.reshape(1).to(dist.device)
+    values = [torch.zeros_like(checksum) for _ in range(dist.world)]
+    torch.distributed.all_gather(values, checksum)
     if len({float(v) for v in values}) > 1:
         raise RuntimeError(
             f"DDP ranks hold different weights (checksums {[float(v) for v in values]})"

@@ -1,0 +1,237 @@
+"""Training: the loss falls on real data, resume is exact after SIGKILL or SIGTERM, DDP on two
+CPU ranks matches one process, and bad runs fail clearly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from atari_dt.cli import main
+from atari_dt.config import ExperimentConfig
+from atari_dt.datasets import ContextWindows, DataConfig
+from atari_dt.model.checkpoint import read_weights
+from atari_dt.training.config import TrainConfig
+from atari_dt.training.metrics import read_metrics
+from atari_dt.training.optim import lr_at, param_groups
+from atari_dt.training.state import list_checkpoints
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def repeat_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real Seaquest play whose actions are learnable: random actions each repeated with
+    probability 0.8 (2,000 steps, 5 episodes)."""
+    path = tmp_path_factory.mktemp("train") / "repeat.h5"
+    policy = "collect.policy=[{policy: random, repeat: 0.8}]"
+    assert main(["collect", "--game", "Seaquest", "--set", policy, "--steps", "2000",
+                 "--max-episode-steps", "400", "--seed", "0", "--workers", "1",
+                 "--out", str(path)]) == 0  # fmt: skip
+    return path
+
+
+def write_config(tmp_path: Path, store: Path, **train: object) -> Path:
+    values = {
+        "data": {"path": str(store), "context_len": 4},
+        "model": {"n_actions": 18, "d_model": 32, "n_layers": 2, "n_heads": 2,
+                  "max_timestep": 512, "dropout": 0.1},
+        "train": {"max_steps": 30, "batch_size": 16, "lr": 1e-3, "warmup_steps": 5,
+                  "log_every": 5, "checkpoint_every": 5, "keep_checkpoints": 10, **train},
+    }  # fmt: skip
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    _, directory = list_checkpoints(run_dir)[-1]
+    tensors = read_weights(directory / "model.safetensors")
+    tensors.update(
+        {f"optim.{k}": v for k, v in read_weights(directory / "optimizer.safetensors").items()}
+    )
+    return tensors
+
+
+def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [name for name in a if not torch.equal(a[name], b[name])]
+    assert not different, f"differ: {different[:5]}"
+
+
+def test_loss_falls_on_real_data(tmp_path, repeat_store) -> None:
+    config = write_config(tmp_path, repeat_store, max_steps=120, log_every=20, lr=3e-3)
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
+    metrics = read_metrics(run)
+    assert [m["step"] for m in metrics] == list(range(20, 121, 20))
+    first, last = metrics[0], metrics[-1]
+    assert last["train/loss"] < first["train/loss"] - 0.3
+    assert last["train/action_accuracy"] > 0.4  # chance is 1/18
+    assert {"train/lr", "train/grad_norm", "perf/frames_per_s"} <= set(last)
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["context_len"] == 4 and saved["model"]["rtg_scale"] >= 1.0
+    assert [step for step, _ in list_checkpoints(run)] == list(range(75, 121, 5))  # keep 10
+
+
+def start_training(config: Path, run: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "atari_dt", "train", str(config), "--out", str(run),
+         "--no-progress", *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def wait_for_checkpoint(run: Path, step: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not any(s >= step for s, _ in list_checkpoints(run)):
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint within 2 minutes"
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, repeat_store) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The reference: 40 steps in one go (a subprocess, one thread, as the interrupted runs)."""
+    tmp = tmp_path_factory.mktemp("full")
+    config = write_config(tmp, repeat_store, max_steps=40)
+    run = tmp / "run"
+    process = start_training(config, run)
+    assert process.wait(timeout=300) == 0, process.stdout.read()
+    return config, final_weights(run)
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_resume_after_interruption_is_bitwise_exact(tmp_path, uninterrupted, how) -> None:
+    config, expected = uninterrupted
+    run = tmp_path / "run"
+    process = start_training(config, run)
+    wait_for_checkpoint(run, 10, process)
+    process.send_signal(how)
+    code = process.wait(timeout=120)
+    output = process.stdout.read()
+    steps = [s for s, _ in list_checkpoints(run)]
+    assert max(steps) < 40, "the run finished before it was interrupted"
+    if how == signal.SIGTERM:  # it saves the step it was in and says how to resume
+        assert code == 130 and "--resume" in output, output
+    else:
+        assert code == -signal.SIGKILL
+    resumed = start_training(config, run, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert_bitwise_equal(final_weights(run), expected)
+    logged = [m["step"] for m in read_metrics(run)]
+    assert logged == sorted(set(logged)) and logged[-1] == 40  # each step logged once
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_ranks_match_one_process(tmp_path, repeat_store) -> None:
+    """Two gloo ranks, each half of every global batch, against one process on the whole
+    batch. Dropout is off: its masks are drawn per rank, so they differ between the two."""
+    config = write_config(tmp_path, repeat_store, max_steps=20)
+    config.write_text(config.read_text().replace("dropout: 0.1", "dropout: 0.0"))
+    assert main(["train", str(config), "--out", str(tmp_path / "single"), "--no-progress"]) == 0
+    single = final_weights(tmp_path / "single")
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+               "-m", "atari_dt.training", str(config), "--out", str(run),
+               "--no-progress"]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    state = json.loads((list_checkpoints(run)[-1][1] / "trainer_state.json").read_text())
+    assert state["world"] == 2  # and every checkpoint checked that both ranks agree
+    ddp = final_weights(run)
+    for name, tensor in single.items():
+        if name.startswith("optim.") and name.endswith(".step"):
+            assert torch.equal(ddp[name], tensor)
+            continue
+        torch.testing.assert_close(ddp[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_optimizer_groups_follow_the_original() -> None:
+    from atari_dt.model import HookedDecisionTransformer, ModelConfig
+
+    model = HookedDecisionTransformer(ModelConfig(d_model=32, n_layers=1, n_heads=2))
+    decayed, plain = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed_names = sorted(names[id(p)] for p in decayed["params"])
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert "blocks.0.attn.W_Q" in decayed_names and "encoder.conv0.weight" in decayed_names
+    assert "rtg_embed.weight" in decayed_names and "W_U" in decayed_names
+    plain_names = {names[id(p)] for p in plain["params"]}
+    assert {"action_embed.weight", "time_embed.weight", "blocks.0.ln1.w", "b_U"} <= plain_names
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def test_learning_rate_schedule() -> None:
+    cfg = TrainConfig(max_steps=1000, warmup_steps=100, lr=1e-3, final_lr_fraction=0.1)
+    lrs = np.array([lr_at(step, cfg) for step in range(1000)])
+    assert lrs[0] == pytest.approx(1e-5) and lrs[99] == pytest.approx(1e-3)
+    assert np.all(np.diff(lrs[:100]) > 0) and np.all(np.diff(lrs[100:]) <= 1e-12)
+    assert lrs[-1] == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_global_batch_does_not_depend_on_the_world(repeat_store) -> None:
+    from atari_dt.training.distributed import Distributed
+    from atari_dt.training.trainer import batch_indices
+
+    windows = ContextWindows(repeat_store, DataConfig(context_len=4))
+    cpu = torch.device("cpu")
+    alone = batch_indices(windows, 0, 7, 8, Distributed(0, 1, cpu))
+    halves = [batch_indices(windows, 0, 7, 8, Distributed(r, 2, cpu)) for r in (0, 1)]
+    assert sorted(alone) == sorted(np.concatenate(halves))
+    assert not np.array_equal(alone, batch_indices(windows, 0, 8, 8, Distributed(0, 1, cpu)))
+
+
+def test_bad_runs_fail_clearly(tmp_path, repeat_store, capsys) -> None:
+    config = write_config(tmp_path, repeat_store, max_steps=5)
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    cases = [
+        ([], "already holds a run; pass --resume or --force"),
+        (["--resume", "--set", "train.lr=0.01"],
+         r"--resume: the config differs from .* at train.lr"),
+        (["--data", str(tmp_path / "nope.h5"), "--force"], "nope.h5 does not exist"),
+        (["--force", "--set", "model.n_actions=6"],
+         "the episode store has 18 actions but model.n_actions=6"),
+        (["--force", "--set", "model.max_timestep=100"], "set --set model.max_timestep=400"),
+        (["--force", "--set", "train.batch_size=0"], "batch_size must be >= 1"),
+        (["--force", "--set", "train.bogus=1"], "unknown config key 'train.bogus'"),
+    ]  # fmt: skip
+    for extra, message in cases:
+        assert main(["train", str(config), "--out", str(run), "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err
+        assert __import__("re").search(message, err), (extra, err)
+    assert main(["train", str(config), "--out", str(tmp_path / "fresh"), "--resume"]) == 2
+    assert "holds no run to resume" in capsys.readouterr().err
+
+
+def test_resolved_config_round_trips(tmp_path, repeat_store) -> None:
+    from atari_dt.training.run import load_run_config
+
+    config = write_config(tmp_path, repeat_store, max_steps=2)
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
+    loaded = load_run_config(run)
+    assert isinstance(loaded, ExperimentConfig) and loaded.train.max_steps == 2
+    with pytest.raises(FileNotFoundError, match="is not a training run"):
+        load_run_config(tmp_path)
