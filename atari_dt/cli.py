@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_show(commands)
     _add_collect(stages)
     _add_train(stages)
+    _add_eval(stages)
     model = stages.add_parser("model", help="model checkpoints: import, inspect")
     model_commands = model.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     _add_import_original(model_commands)
@@ -58,6 +59,45 @@ def _add_train(stages: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_eval(stages: argparse._SubParsersAction) -> None:
+    p = stages.add_parser(
+        "eval",
+        help="play a trained run at several target returns (sweep table, plot, videos)",
+        description="Defaults come from the run's eval section; flags override them. Writes "
+        "sweep.json, sweep.csv, sweep.png (and GIFs with --video) to --out (RUN_DIR/eval).",
+    )
+    p.add_argument("run_dir", help="training run directory")
+    p.add_argument("--targets", help="comma-separated target returns, e.g. 0,500,1000,2000")
+    p.add_argument("--episodes", type=int, help="episodes per target")
+    p.add_argument("--envs", type=int, help="environments stepped together")
+    p.add_argument("--argmax", action="store_true", help="take the argmax instead of sampling")
+    p.add_argument("--temperature", type=float, help="softmax temperature when sampling")
+    p.add_argument(
+        "--reward-units",
+        choices=["auto", "clipped", "raw"],
+        help="rewards the target is decremented by (auto: the training data's)",
+    )
+    p.add_argument("--max-episode-steps", type=int, help="cap on agent steps per episode")
+    p.add_argument("--seed", type=int, help="seeds resets and sampling")
+    p.add_argument("--game", help="ALE game, when the run does not record it")
+    p.add_argument(
+        "--video",
+        type=int,
+        default=0,
+        metavar="K",
+        help="save GIFs of the first K episodes of every target",
+    )
+    p.add_argument("--out", help="output directory (default: RUN_DIR/eval)")
+    p.add_argument("--json", action="store_true", help="print the sweep as JSON")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an eval setting, e.g. eval.preset=dt_original_eval",
+    )
 
 
 def _add_import_original(commands: argparse._SubParsersAction) -> None:

@@ -32,6 +32,10 @@ def run_command(args: argparse.Namespace) -> int:
             from atari_dt.commands import train
 
             return train.train(args)
+        if args.stage == "eval":
+            from atari_dt.commands import evaluate
+
+            return evaluate.evaluate(args)
         if args.stage == "model":
             from atari_dt.commands import model
 

@@ -78,6 +78,7 @@ class ContextWindows(Dataset):
             )
         self.config = config
         self.store_path = store.path
+        self.game = store.game
         self.episodes = select_episodes(
             store.returns,
             store.complete,
@@ -242,6 +243,7 @@ class ContextWindows(Dataset):
         and of all complete episodes in the store (for plots that mark them)."""
         return {
             "store": str(self.store_path),
+            "game": self.game,
             "episodes": len(self.episodes),
             "transitions": len(self),
             "context_len": self.config.context_len,

@@ -104,3 +104,24 @@ def _differences(a: Any, b: Any, where: str = "") -> list[str]:
         keys = sorted(set(a) | set(b))
         return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{where}{k}.")]
     return [] if a == b else [f"{where.rstrip('.')} ({a!r} vs {b!r})"]
+
+
+def load_run_model(run_dir: Path, *, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """The newest checkpoint's model of a run (in ``eval()``) and its metadata (``step`` and
+    ``data``: the training data's description, with its game and return ranges).
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a run or has no checkpoint yet.
+    """
+    from atari_dt.model.checkpoint import load_pretrained, read_metadata
+    from atari_dt.training.state import list_checkpoints
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run directory at {run_dir}")
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint (train it first: atari-dt train)")
+    step, directory = checkpoints[-1]
+    model = load_pretrained(directory, device=device)
+    return model, read_metadata(directory) or {"step": step}

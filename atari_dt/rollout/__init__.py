@@ -1,0 +1,1 @@
+"""Rollouts: a batched DT agent with cached state embeddings, evaluation, sweeps, videos."""
