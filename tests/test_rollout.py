@@ -1,0 +1,167 @@
+"""Rollouts: the cached agent equals the full model on the full window, sweeps summarise
+correctly, and ``atari-dt eval`` writes its table, plot, JSON and videos."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_model import TINY, make_model
+
+from atari_dt.cli import main
+from atari_dt.envs.make import make_env
+from atari_dt.rollout.agent import DTAgent, FrameStacker
+from atari_dt.rollout.evaluate import EpisodeResult, run_episodes
+from atari_dt.rollout.sweep import summarise, t_quantile_975
+
+
+def full_window_probs(model, frames, actions, rtg, timesteps, T) -> torch.Tensor:
+    """The original evaluation: re-encode the whole (unpadded) window at every step."""
+    start = max(0, len(frames) - T)
+    window = [
+        torch.as_tensor(np.asarray(x[start:]))[None] for x in (frames, actions, rtg, timesteps)
+    ]
+    window[1] = window[1].clone()
+    window[1][0, -1] = 0  # the current action is not known yet
+    with torch.no_grad():
+        return torch.softmax(model(*window)[0, -1], dim=-1)
+
+
+@pytest.mark.parametrize("positional", ["timestep", "original"])
+def test_cached_agent_equals_the_full_model(positional) -> None:
+    """Same episode, argmax: at every step the agent's action distribution equals the full
+    model's on the full window of frame stacks (shorter than T early in the episode)."""
+    model = make_model(TINY.__class__(**{**TINY.__dict__, "positional": positional}))
+    env = make_env("Seaquest", repeat_action_probability=0.0, max_episode_steps=40)
+    frame, _ = env.reset(seed=3)
+    agent = DTAgent(model, 1, sample=False)
+    stacker = FrameStacker(1, 4, (84, 84))
+    agent.start(0, target_return=20.0)
+    stacker.reset(0, frame)
+    stacks, actions, rtgs, steps, target = [], [], [], [], 20.0
+    for t in range(40):
+        stacks.append(stacker.stacks[0].copy())
+        rtgs.append(target)
+        steps.append(t)
+        decision = agent.act(np.array([0]), stacker.stacks[[0]], np.array([t]))
+        actions.append(int(decision.actions[0]))
+        history = (np.stack(stacks), np.array(actions), np.array(rtgs, np.float32), np.array(steps))
+        expected = full_window_probs(model, *history, TINY.context_len)
+        torch.testing.assert_close(decision.probs[0], expected, rtol=0, atol=1e-5)
+        assert decision.actions[0] == int(expected.argmax())
+        frame, _, terminated, truncated, info = env.step(decision.actions[0])
+        agent.observe(np.array([0]), np.array([info["clipped_reward"]]))
+        target -= info["clipped_reward"]
+        if terminated or truncated:
+            break
+        stacker.push(0, frame)
+    assert t >= 30  # the window filled and slid
+
+
+def test_episodes_at_several_targets() -> None:
+    model = make_model()
+    settings = {"reward_units": "clipped", "n_envs": 4, "max_episode_steps": 60, "seed": 1}
+    results = run_episodes(model, "Seaquest", [0.0, 5.0], 3, **settings, record={(1, 2)},
+                           progress=False)  # fmt: skip
+    assert [(r.target, r.episode) for r in results] == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+    ]
+    for r in results:
+        assert r.length == 60 and r.truncated  # random-ish play survives 60 steps
+        assert sum(r.action_counts) == r.length
+        assert r.return_clipped <= r.return_raw  # Seaquest rewards are >= 0
+    recorded = [r for r in results if r.frames is not None]
+    assert [(r.target, r.episode) for r in recorded] == [(5.0, 2)]
+    left = recorded[0].targets_left
+    assert recorded[0].frames.shape == (60, 84, 84) and left[0] == 5.0
+    assert np.all(np.diff(left) <= 0)  # decremented by the rewards received
+    assert left[-1] >= 5.0 - recorded[0].return_clipped
+    again = run_episodes(model, "Seaquest", [0.0, 5.0], 3, **settings, progress=False)
+    assert [r.action_counts for r in again] == [r.action_counts for r in results]
+
+
+def fake_result(target: float, episode: int, ret: float) -> EpisodeResult:
+    return EpisodeResult(target, episode, ret * 20, ret, 100 + episode, False, [1, 2, 97])
+
+
+def test_sweep_summary() -> None:
+    results = [
+        fake_result(t, e, r)
+        for t, rs in ((0.0, [1, 2, 3]), (10.0, [5, 9]))
+        for e, r in enumerate(rs)
+    ]
+    sweep = summarise(results, game="Seaquest", reward_units="clipped",
+                      data_return_range=(0.0, 8.0), sample=True, temperature=1.0)  # fmt: skip
+    first, second = sweep.targets
+    assert (first.target, first.returns, first.mean, first.min, first.max) == (
+        0.0,
+        [1, 2, 3],
+        2.0,
+        1,
+        3,
+    )
+    assert first.std == pytest.approx(1.0)
+    assert first.ci95 == pytest.approx((2 - 4.303 / 3**0.5, 2 + 4.303 / 3**0.5))
+    assert second.raw_returns == [100.0, 180.0] and second.action_counts == [2, 4, 194]
+    rows = sweep.to_csv().splitlines()
+    assert rows[0].startswith("target,episodes,mean") and len(rows) == 3
+    payload = json.loads(json.dumps(sweep.to_json()))
+    assert payload["targets"][1]["returns"] == [5.0, 9.0]
+    assert t_quantile_975(1) == 12.706 and t_quantile_975(500) == 1.96
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, seaquest_store_path):
+    import yaml
+
+    tmp = tmp_path_factory.mktemp("evalrun")
+    config = tmp / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"path": str(seaquest_store_path), "context_len": 4},
+        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_timestep": 512},
+        "train": {"max_steps": 3, "batch_size": 4, "checkpoint_every": 3},
+        "eval": {"envs": 2, "max_episode_steps": 30},
+    }))  # fmt: skip
+    run = tmp / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
+    return run
+
+
+def test_eval_cli(trained_run, tmp_path, capsys) -> None:
+    out = tmp_path / "eval"
+    args = ["eval", str(trained_run), "--targets", "0,3", "--episodes", "2", "--video", "1",
+            "--out", str(out), "--json"]  # fmt: skip
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [t["target"] for t in printed["targets"]] == [0.0, 3.0]
+    assert all(len(t["returns"]) == 2 for t in printed["targets"])
+    assert printed["reward_units"] == "clipped" and printed["game"] == "Seaquest"
+    assert printed["data_return_range"] is not None
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["episode_target0_0.gif", "episode_target3_0.gif", "sweep.csv",
+                     "sweep.json", "sweep.png"]  # fmt: skip
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    from PIL import Image
+
+    with Image.open(out / "episode_target0_0.gif") as gif:
+        assert gif.n_frames == 30
+
+
+def test_eval_errors(trained_run, tmp_path, capsys) -> None:
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert "is not a training run" in capsys.readouterr().err
+    assert main(["eval", str(trained_run), "--episodes", "0"]) == 2
+    assert "episodes, envs and max_episode_steps must be >= 1" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text((trained_run / "config.yaml").read_text())
+    assert main(["eval", str(tmp_path / "run")]) == 2
+    assert "has no checkpoint" in capsys.readouterr().err
+    assert main(["eval", str(trained_run), "--set", "eval.bogus=1"]) == 2
+    assert "unknown config key 'eval.bogus'" in capsys.readouterr().err
