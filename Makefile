@@ -18,17 +18,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The data pipeline end to end on a small real sample: real ALE Seaquest frames written as
-# DQN-replay logs, converted to an episode store, verified, summarised and plotted; then a small
-# collection with the expert-to-random policy mixture (RAM, object positions, behaviours).
+# End to end on a small real sample: real ALE Seaquest frames written as DQN-replay logs,
+# converted to an episode store, verified, summarised and plotted; a collection with the
+# expert-to-random policy mixture (RAM, object positions, behaviours); a small DT trained on it
+# (~4 min on 2 cores) and its target-return sweep (runs/demo/train/eval/sweep.png).
 demo: $(STAMP)
 	$(BIN)/atari-dt collect --game Seaquest --policy random --steps 4000 --format dqn-replay --capacity 1500 --seed 0 --out $(DEMO_DIR)/replay_logs --force
 	$(BIN)/atari-dt data convert $(DEMO_DIR)/replay_logs $(DEMO_DIR)/seaquest.h5 --game Seaquest --force
 	$(BIN)/atari-dt data verify $(DEMO_DIR)/seaquest.h5
 	$(BIN)/atari-dt data info $(DEMO_DIR)/seaquest.h5 --plot $(DEMO_DIR)/returns.png
 	$(BIN)/atari-dt data show $(DEMO_DIR)/seaquest.h5 --config configs/data/demo_seaquest.yaml --out $(DEMO_DIR)/window.png
-	$(BIN)/atari-dt collect --config configs/collect/seaquest.yaml --steps 6000 --out $(DEMO_DIR)/collect_seaquest.h5 --force
+	$(BIN)/atari-dt collect --config configs/collect/seaquest.yaml --steps 40000 --max-episode-steps 1000 --out $(DEMO_DIR)/collect_seaquest.h5 --force
 	$(BIN)/atari-dt data info $(DEMO_DIR)/collect_seaquest.h5 --reward-units raw --plot $(DEMO_DIR)/collect_returns.png
+	$(BIN)/atari-dt train configs/train/demo_seaquest.yaml --data $(DEMO_DIR)/collect_seaquest.h5 --out $(DEMO_DIR)/train --force
+	$(BIN)/atari-dt eval $(DEMO_DIR)/train --video 1
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -37,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_collect.py
 	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_train.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check atari_dt tests benchmarks

@@ -38,9 +38,11 @@ def train(args: argparse.Namespace) -> int:
         dist.barrier()
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
+        evaluate = _periodic_evaluation(config, windows) if config.train.eval_every else None
         result = run_training(
-            config, run_dir, windows, dist, resume=args.resume, progress=not args.no_progress
-        )
+            config, run_dir, windows, dist, resume=args.resume, progress=not args.no_progress,
+            evaluate=evaluate,
+        )  # fmt: skip
     finally:
         distributed.teardown(dist)
     if dist.is_main:
@@ -50,6 +52,31 @@ def train(args: argparse.Namespace) -> int:
         if result.interrupted:
             print(f"resume with: atari-dt train {args.config} --out {run_dir} --resume")
     return 130 if result.interrupted else 0
+
+
+def _periodic_evaluation(config, windows):
+    """``evaluate(model, step)`` for the trainer: the eval section's sweep, means logged as
+    ``eval/return@<target>`` (in the eval's reward units)."""
+    from atari_dt.rollout.evaluate import run_episodes
+
+    cfg = config.eval
+    units = config.data.reward_units if cfg.reward_units == "auto" else cfg.reward_units
+
+    def evaluate(model, step: int) -> dict[str, float]:
+        was_training = model.training
+        results = run_episodes(
+            model, windows.game, cfg.targets, cfg.episodes, reward_units=units, n_envs=cfg.envs,
+            sample=cfg.sample, temperature=cfg.temperature, preset=cfg.preset,
+            max_episode_steps=cfg.max_episode_steps, seed=cfg.seed + step, progress=False,
+        )  # fmt: skip
+        model.train(was_training)
+        values: dict[str, float] = {}
+        for target in cfg.targets:
+            achieved = [r.achieved(units) for r in results if r.target == target]
+            values[f"eval/return@{target:g}"] = sum(achieved) / len(achieved)
+        return values
+
+    return evaluate
 
 
 def _episode_store(path: str | None, run_dir: Path, dist) -> Path:

@@ -34,7 +34,7 @@ def plot_sweep(sweep: SweepResult, path: Path) -> Path:
                     np.where(np.isnan(high), means, high), color="#4477aa", alpha=0.25,
                     label="95% interval of the mean")  # fmt: skip
     ax.plot(targets, means, marker="o", color="#4477aa", label="achieved (mean)")
-    mode = f"sampled, T={sweep.temperature:g}" if sweep.sample else "argmax"
+    mode = f"sampled, temperature {sweep.temperature:g}" if sweep.sample else "argmax"
     ax.set_xlabel(f"target return ({sweep.reward_units} rewards)")
     ax.set_ylabel(f"achieved return ({sweep.reward_units} rewards)")
     n = len(sweep.targets[0].returns)
