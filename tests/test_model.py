@@ -80,15 +80,17 @@ def test_every_hook_fires_with_its_documented_shape(model, run, seaquest_windows
 
 def test_hooks_add_no_numerical_change(model, seaquest_windows) -> None:
     args = inputs(seaquest_windows)
-    not_scale = lambda name: not name.endswith("hook_scale")  # noqa: E731
+    # Hooks at a LayerNorm scale or the attention scores/pattern switch those modules from
+    # torch's fused kernels to the explicit form; every other hook leaves the bits alone.
+    switching = ("hook_scale", "hook_attn_scores", "hook_pattern")
+    not_scale = lambda name: not name.endswith(switching)  # noqa: E731
     with torch.no_grad():
         plain = model(*args)
         with model.hooks(fwd_hooks=[(not_scale, lambda t, hook: t.clone())]):
             hooked = model(*args)
         cached, _ = model.run_with_cache(*args)
     assert torch.equal(plain, hooked)
-    # A hook at a LayerNorm scale switches it from torch's fused kernel to the explicit form.
-    torch.testing.assert_close(plain, cached, rtol=0, atol=1e-6)
+    torch.testing.assert_close(plain, cached, rtol=0, atol=1e-5)
 
 
 def test_layer_norm_scale_is_on_the_path(model, seaquest_windows) -> None:

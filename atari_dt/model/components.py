@@ -56,7 +56,12 @@ def _is_hooked(module: nn.Module) -> bool:
 
 class Attention(nn.Module):
     """Causal multi-head self-attention. ``key_mask`` (``[B, P]`` bool) hides padding tokens
-    from every query; a padding query still sees itself so its softmax stays finite."""
+    from every query; a padding query still sees itself so its softmax stays finite.
+
+    While ``hook_attn_scores`` or ``hook_pattern`` is hooked, scores and pattern are computed
+    explicitly on their hooks' path; otherwise torch's fused ``scaled_dot_product_attention``
+    runs (2-5x faster on CPU). The two agree to float rounding.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -87,13 +92,28 @@ class Attention(nn.Module):
         # One matmul for q, k and v of every head: [d, 3*H*e], head-major within each third.
         weight = torch.cat([w.transpose(0, 1).reshape(-1, H * e) for w in self._qkv()], dim=1)
         bias = torch.cat([self.b_Q.flatten(), self.b_K.flatten(), self.b_V.flatten()])
-        q, k, v = (x @ weight + bias).view(B, P, 3, H, e).unbind(dim=2)  # each [B, P, H, e]
+        q, k, v = F.linear(x, weight.T, bias).view(B, P, 3, H, e).unbind(dim=2)  # [B, P, H, e]
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
-        scores = q.transpose(1, 2) @ k.permute(0, 2, 3, 1) / math.sqrt(e)  # [B, H, P, P]
-        scores = self.hook_attn_scores(scores.masked_fill(~self._allowed(x, key_mask), -math.inf))
+        if _is_hooked(self.hook_attn_scores) or _is_hooked(self.hook_pattern):
+            z = self._explicit(q, k, v, self._allowed(x, key_mask))
+        else:  # torch's fused kernel: nothing asks for the scores or the pattern
+            z = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                attn_mask=None if key_mask is None else self._allowed(x, key_mask),
+                dropout_p=self.pattern_dropout.p if self.training else 0.0,
+                is_causal=key_mask is None,
+            ).transpose(1, 2)  # fmt: skip
+        z = self.hook_z(z)  # [B, P, H, e]
+        return F.linear(z.reshape(B, P, H * e), self.W_O.reshape(H * e, -1).T, self.b_O)
+
+    def _explicit(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention with the scores and the pattern on the path of their hooks."""
+        scores = q.transpose(1, 2) @ k.permute(0, 2, 3, 1) / math.sqrt(q.shape[-1])  # [B,H,P,P]
+        scores = self.hook_attn_scores(scores.masked_fill(~allowed, -math.inf))
         pattern = self.pattern_dropout(self.hook_pattern(scores.softmax(dim=-1)))
-        z = self.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))  # [B, P, H, e]
-        return z.reshape(B, P, H * e) @ self.W_O.reshape(H * e, -1) + self.b_O
+        return (pattern @ v.transpose(1, 2)).transpose(1, 2)
 
     def _qkv(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.W_Q, self.W_K, self.W_V
@@ -121,8 +141,9 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()  # [B, P, d_mlp]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.hook_pre(x @ self.W_in + self.b_in)
-        return self.hook_post(F.gelu(pre)) @ self.W_out + self.b_out
+        # F.linear fuses the bias into the matmul (x @ W + b as one addmm).
+        pre = self.hook_pre(F.linear(x, self.W_in.T, self.b_in))
+        return F.linear(self.hook_post(F.gelu(pre)), self.W_out.T, self.b_out)
 
 
 class TransformerBlock(nn.Module):

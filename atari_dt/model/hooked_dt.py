@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
@@ -171,7 +172,7 @@ class HookedDecisionTransformer(HookedRootModule):
     def action_logits(self, final_resid: torch.Tensor) -> torch.Tensor:
         """``[B, P, d_model]`` (from ``transformer``) -> logits ``[B, T, n_actions]``."""
         k = self.cfg.tokens_per_step
-        return final_resid[:, self.cfg.state_token_offset :: k] @ self.W_U + self.b_U
+        return F.linear(final_resid[:, self.cfg.state_token_offset :: k], self.W_U.T, self.b_U)
 
     def return_predictions(self, final_resid: torch.Tensor) -> torch.Tensor:
         """Predicted next-step RTG (divided by ``rtg_scale``) at each action token, ``[B, T]``.
