@@ -86,13 +86,15 @@ def reference_steps_per_s(episodes: list, batch: int, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def our_steps_per_s(store: Path, batch: int, steps: int, workdir: Path) -> float:
+def our_steps_per_s(
+    store: Path, batch: int, steps: int, workdir: Path, precision: str = "float32"
+) -> float:
     """Our trainer on the same frames, timed by its own perf/frames_per_s over the last half."""
     config = ExperimentConfig(
         data=DataConfig(path=str(store), context_len=T),
         model=ModelConfig(n_actions=18, context_len=T, max_timestep=1500, rtg_scale=10.0),
         train=TrainConfig(max_steps=2 * steps, batch_size=batch, log_every=steps,
-                          checkpoint_every=10**6, warmup_steps=1),
+                          checkpoint_every=10**6, warmup_steps=1, precision=precision),
     )  # fmt: skip
     windows = ContextWindows(store, config.data)
     train(config, workdir, windows, Distributed(0, 1, torch.device("cpu")), progress=False)
@@ -169,11 +171,14 @@ def main() -> None:
         store = Path(tmp) / "seaquest.h5"
         episodes = real_store(store, 6000)
         ours = our_steps_per_s(store, batch, steps, Path(tmp) / "run")
+        bf16 = our_steps_per_s(store, batch, steps, Path(tmp) / "bf16", "bfloat16")
         reference = reference_steps_per_s(episodes, batch, steps)
     frames = batch * T
     print(f"1. training, paper model, batch {batch} x T {T}, {torch.get_num_threads()} threads:")
     print(f"   ours {ours * frames:7.0f} frames/s vs plain loop over the reference "
           f"{reference * frames:7.0f}: {ours / reference:.2f}x (target >= 1.5x)")  # fmt: skip
+    print(f"   ours with train.precision=bfloat16: {bf16 * frames:7.0f} frames/s, "
+          f"{bf16 / reference:.2f}x")  # fmt: skip
     flops, peak = step_flops(batch), matmul_flops_per_s()
     achieved = flops * ours
     print(f"2. training FLOP/s {achieved / 1e9:.1f} G = {achieved / peak:.0%} of the matmul peak "

@@ -10,9 +10,12 @@ import torch
 def to_unit_range(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Frames on the 0-255 scale (uint8, or float so that attribution can differentiate
     through pixels) in [0, 1], as ``dtype`` (the encoder's weights' dtype)."""
+    # channels_last: oneDNN's convolutions run ~1.3x faster on CPU in that layout; the layout
+    # change rides on the dtype conversion (one pass over the pixels).
+    channels_last = torch.channels_last
     if frames.dtype == torch.uint8:
-        return frames.to(dtype).div_(255.0)  # in place on the fresh float copy
-    return frames.to(dtype) / 255.0
+        return frames.to(dtype, memory_format=channels_last).div_(255.0)  # in place: a fresh copy
+    return frames.to(dtype, memory_format=channels_last) / 255.0
 
 
 def flat_size(

@@ -58,6 +58,10 @@ class TrainConfig:
     eval_every: int = 0
     """Run evaluation rollouts every this many steps (0: never during training)."""
 
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """``bfloat16`` runs forward and backward under autocast (weights and optimiser stay
+    float32): ~2x faster convolutions on CPUs with bf16 units, at bf16's precision."""
+
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
 

@@ -247,7 +247,10 @@ def _train_step(
     torch.manual_seed(step_seed(cfg.seed, step, dist.rank, 1))  # this step's dropout
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
-    logits, returns = forward(batch)
+    with torch.autocast(dist.device.type, torch.bfloat16, enabled=cfg.precision == "bfloat16"):
+        logits, returns = forward(batch)
+    logits = logits.float()
+    returns = None if returns is None else returns.float()
     loss, sums = compute_loss(
         logits, returns, batch, total_valid=shared[0].to(dist.device), world=dist.world,
         return_weight=cfg.return_loss_weight, rtg_scale=config.model.rtg_scale,
