@@ -28,16 +28,16 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_dt import ReferenceAtariDT  # noqa: E402
+from reference_dt import ReferenceAtariDT
 
-from atari_dt.config import ExperimentConfig  # noqa: E402
-from atari_dt.datasets import ContextWindows, DataConfig, EpisodeStoreWriter  # noqa: E402
-from atari_dt.envs.dqn_replay import record_random_episodes  # noqa: E402
-from atari_dt.model import HookedDecisionTransformer, ModelConfig  # noqa: E402
-from atari_dt.training.config import TrainConfig  # noqa: E402
-from atari_dt.training.distributed import Distributed  # noqa: E402
-from atari_dt.training.metrics import read_metrics  # noqa: E402
-from atari_dt.training.trainer import train  # noqa: E402
+from atari_dt.config import ExperimentConfig
+from atari_dt.datasets import ContextWindows, DataConfig, EpisodeStoreWriter
+from atari_dt.envs.dqn_replay import record_random_episodes
+from atari_dt.model import HookedDecisionTransformer, ModelConfig
+from atari_dt.training.config import TrainConfig
+from atari_dt.training.distributed import Distributed
+from atari_dt.training.metrics import read_metrics
+from atari_dt.training.trainer import train
 
 T = 30
 

@@ -235,3 +235,13 @@ def test_resolved_config_round_trips(tmp_path, repeat_store) -> None:
     assert isinstance(loaded, ExperimentConfig) and loaded.train.max_steps == 2
     with pytest.raises(FileNotFoundError, match="is not a training run"):
         load_run_config(tmp_path)
+
+
+def test_bfloat16_precision_trains(tmp_path, repeat_store) -> None:
+    """Autocast to bfloat16 trains (finite loss, float32 weights kept)."""
+    config = write_config(tmp_path, repeat_store, max_steps=4, log_every=2, precision="bfloat16")
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
+    assert all(np.isfinite(m["train/loss"]) for m in read_metrics(run))
+    weights = final_weights(run)
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
