@@ -123,7 +123,7 @@ def matmul_flops_per_s(n: int = 2048, reps: int = 10) -> float:
 
 
 def rollout_ratio(steps: int) -> tuple[float, float]:
-    """Agent steps/s: batched cached agent over 8 envs vs one env re-encoding its window."""
+    """Agent steps/s: our batched cached agent over 8 envs vs the original evaluation."""
     from atari_dt.rollout.evaluate import run_episodes
 
     model = HookedDecisionTransformer(ModelConfig(context_len=T, max_timestep=30000)).eval()
@@ -131,33 +131,36 @@ def rollout_ratio(steps: int) -> tuple[float, float]:
     run_episodes(model, "Seaquest", [0.0], 8, reward_units="clipped", n_envs=8,
                  max_episode_steps=steps, progress=False)  # fmt: skip
     ours = 8 * steps / (time.perf_counter() - start)  # episodes last >= steps (random play)
-    return ours, original_style_steps_per_s(model, steps // 4)
+    return ours, original_style_steps_per_s(steps // 2)
 
 
-def original_style_steps_per_s(model: HookedDecisionTransformer, steps: int) -> float:
+def original_style_steps_per_s(steps: int) -> float:
+    """The original evaluation loop: one env; every step the whole window of states (as
+    float32 / 255), the previous actions and the RTGs go through the reference model (its
+    3t-1-token evaluation form, window start's timestep), re-encoding every frame stack."""
     from atari_dt.envs.make import make_env
 
+    model = ReferenceAtariDT(18, T, 30000, n_layer=6, n_head=8, n_embd=128).eval()
     env = make_env("Seaquest")
     frame, _ = env.reset(seed=0)
-    stacks, actions, rtgs = [], [], []
+    stacks, actions = [], []
     stack = np.zeros((4, 84, 84), dtype=np.uint8)
     start = time.perf_counter()
-    for t in range(steps):
+    for _ in range(steps):
         stack = np.concatenate([stack[1:], frame[None]])
         stacks.append(stack)
-        rtgs.append(10.0)
-        window = slice(max(0, t + 1 - T), t + 1)
-        frames = torch.from_numpy(np.stack(stacks[window]))[None]  # the whole window, again
-        acts = torch.tensor([*actions[window][: frames.shape[1] - 1], 0])[None]
+        first = max(0, len(stacks) - T)
+        states = torch.from_numpy(np.stack(stacks[first:])).float().div(255).flatten(1)[None]
+        previous = torch.tensor(actions[first:], dtype=torch.long).reshape(1, -1, 1)
         with torch.no_grad():
-            logits = model(frames, acts, torch.tensor([rtgs[window]]),
-                           torch.arange(window.start, t + 1)[None])  # fmt: skip
+            logits = model(states, previous, torch.full((1, states.shape[1], 1), 10.0),
+                           torch.tensor([[[first]]]), training_shape=False)  # fmt: skip
         action = int(torch.multinomial(torch.softmax(logits[0, -1], -1), 1))
         actions.append(action)
         frame, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
             frame, _ = env.reset()
-            stack[:] = 0
+            stacks, actions, stack = [], [], np.zeros_like(stack)
     return steps / (time.perf_counter() - start)
 
 
