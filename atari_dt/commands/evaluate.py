@@ -61,7 +61,12 @@ def _flag_values(args: argparse.Namespace) -> dict:
     """The eval settings given as flags (they win over the config and --set)."""
     values = {}
     if args.targets is not None:
-        values["targets"] = [float(t) for t in args.targets.split(",") if t.strip()]
+        try:
+            values["targets"] = [float(t) for t in args.targets.split(",") if t.strip()]
+        except ValueError:
+            raise ValueError(
+                f"--targets {args.targets!r}: expected comma-separated numbers, e.g. 0,500,1000"
+            ) from None
     for flag, key in (("episodes", "episodes"), ("envs", "envs"), ("seed", "seed"),
                       ("temperature", "temperature"), ("max_episode_steps", "max_episode_steps"),
                       ("reward_units", "reward_units")):  # fmt: skip

@@ -56,7 +56,8 @@ class SweepResult:
     temperature: float
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON-able data; an undefined interval (one episode) becomes null."""
+        return _no_nan(asdict(self))
 
     def to_csv(self) -> str:
         """One row per target: target, n, mean, std, min, max, ci95_low, ci95_high, mean_length."""
@@ -68,6 +69,16 @@ class SweepResult:
             writer.writerow([s.target, len(s.returns), s.mean, s.std, s.min, s.max, *s.ci95,
                              float(np.mean(s.lengths)), self.reward_units])  # fmt: skip
         return out.getvalue()
+
+
+def _no_nan(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def summarise(

@@ -76,6 +76,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.eval_every < 0 or self.threads < 0:
             raise ValueError("lr must be > 0; warmup_steps, eval_every and threads >= 0")
+        for name in ("grad_clip", "weight_decay", "return_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.final_lr_fraction <= 1.0:
             raise ValueError(f"final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}")
         if self.rtg_scale != "auto" and not self.rtg_scale > 0:  # type: ignore[operator]

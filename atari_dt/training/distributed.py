@@ -3,6 +3,7 @@ environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); gloo on CPU, NCCL on GPU
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -38,13 +39,24 @@ class Distributed:
             dist.barrier()
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: this rank's CUDA device when there is one, else the CPU."""
+def resolve_device(name: str, local_rank: int = 0, world: int = 1) -> torch.device:
+    """``auto``: this rank's CUDA device when there is one, else the CPU. Under torchrun,
+    ``cuda`` means this rank's GPU (``cuda:LOCAL_RANK``).
+
+    Raises:
+        ValueError: CUDA asked for but absent, or a fixed GPU index with several ranks.
+    """
     if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={name!r} but CUDA is not available here; use cpu or auto")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    elif device.type == "cuda" and world > 1:
+        raise ValueError(
+            f"train.device={name!r} puts every rank on one GPU; use cuda (one GPU per rank)"
+        )
     return device
 
 
@@ -53,12 +65,14 @@ def setup(device_name: str) -> Distributed:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = resolve_device(device_name, local_rank, world)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        # A long timeout: rank 0 may run evaluation rollouts while the others wait.
+        dist.init_process_group(backend=backend, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(hours=2))  # fmt: skip
     return Distributed(rank=rank, world=world, device=device)
 
 

@@ -25,8 +25,9 @@ class MetricsLog:
         _truncate_after(self.path, start_step)
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step drops events a killed run wrote after the checkpoint we resume from.
-        self._tensorboard = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
+        # purge_step drops events at steps >= it: what a killed run wrote after the checkpoint
+        # we resume from (which itself stays, as it does in metrics.jsonl).
+        self._tensorboard = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:

@@ -46,10 +46,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
 
 def lr_at(step: int, config: TrainConfig) -> float:
     """Learning rate of optimiser step ``step`` (0-based): linear warm-up over
-    ``warmup_steps``, then cosine from ``lr`` down to ``final_lr_fraction * lr`` at the end."""
+    ``warmup_steps``, then the original's cosine ``max(floor, 0.5 (1 + cos(pi progress)))``
+    times ``lr``, which reaches the floor (``final_lr_fraction``) at ~80% of the decay."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     decay_steps = max(1, config.max_steps - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / decay_steps)
-    floor = config.final_lr_fraction
-    return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return config.lr * max(config.final_lr_fraction, 0.5 * (1 + math.cos(math.pi * progress)))

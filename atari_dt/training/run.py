@@ -34,6 +34,10 @@ def resolve_config(
             f"the episode store has {n_actions} actions but model.n_actions={model.n_actions}; "
             f"set --set model.n_actions={n_actions}"
         )
+    if config.train.return_loss_weight > 0 and not model.return_head:
+        raise ConfigError(
+            "train.return_loss_weight > 0 needs a return head: set --set model.return_head=true"
+        )
     longest = int(windows.lengths.max())
     if longest > model.max_timestep:
         raise ConfigError(

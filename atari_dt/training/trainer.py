@@ -46,11 +46,14 @@ class TrainResult:
 
 
 class _TrainingForward(nn.Module):
-    """Logits and (optional) return predictions in one forward, so DDP sees a single call."""
+    """Logits and (optional) return predictions in one forward, so DDP sees a single call.
+    Returns are predicted only when their loss is used (DDP needs every parameter it wraps to
+    get a gradient)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, predict_returns: bool) -> None:
         super().__init__()
         self.model = model
+        self.predict_returns = predict_returns
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         model = self.model
@@ -58,7 +61,7 @@ class _TrainingForward(nn.Module):
         final = model.transformer(
             states, batch["actions"], batch["rtg"], batch["timesteps"], batch["mask"]
         )
-        returns = model.return_predictions(final) if model.cfg.return_head else None
+        returns = model.return_predictions(final) if self.predict_returns else None
         return model.action_logits(final), returns
 
 
@@ -149,9 +152,11 @@ def train(
         remove_stale_checkpoints(run_dir)
     if resume and (checkpoints := list_checkpoints(run_dir)):
         start_step = load_training_state(checkpoints[-1][1], model, optimizer)["step"]
-    forward = _TrainingForward(model)
+    forward = _TrainingForward(model, predict_returns=cfg.return_loss_weight > 0)
     if dist.active:
-        forward = nn.parallel.DistributedDataParallel(forward)
+        # An untrained return head gets no gradient: DDP must be told to expect that.
+        unused = config.model.return_head and cfg.return_loss_weight == 0
+        forward = nn.parallel.DistributedDataParallel(forward, find_unused_parameters=unused)
     metrics = MetricsLog(run_dir, start_step=start_step, enabled=dist.is_main)
     try:
         with _StopRequest() as stop:
