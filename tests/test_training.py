@@ -158,6 +158,9 @@ def test_ddp_two_cpu_ranks_match_one_process(tmp_path, repeat_store) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     state = json.loads((list_checkpoints(run)[-1][1] / "trainer_state.json").read_text())
     assert state["world"] == 2  # and every checkpoint checked that both ranks agree
+    # A failure on rank 0 before training (the run exists) ends every rank, promptly.
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert again.returncode != 0 and "already holds a run" in again.stderr + again.stdout
     ddp = final_weights(run)
     for name, tensor in single.items():
         if name.startswith("optim.") and name.endswith(".step"):
@@ -268,3 +271,17 @@ def test_return_head_trains_under_ddp_with_and_without_its_loss(tmp_path, repeat
         assert result.returncode == 0, result.stderr[-3000:]
         metrics = read_metrics(run)
         assert ("train/return_mse" in metrics[-1]) == (weight > 0)
+
+
+def test_training_from_replay_logs(tmp_path) -> None:
+    """``--data`` may be a replay_logs directory: it is converted into the run first."""
+    logs = tmp_path / "Seaquest" / "1" / "replay_logs"
+    assert main(["collect", "--game", "Seaquest", "--policy", "random", "--steps", "700",
+                 "--format", "dqn-replay", "--capacity", "400", "--seed", "0",
+                 "--out", str(logs)]) == 0  # fmt: skip
+    config = write_config(tmp_path, tmp_path / "unused.h5", max_steps=2)
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--data", str(logs), "--out", str(run), "--no-progress",
+                 "--set", "model.max_timestep=4096"]) == 0  # fmt: skip
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["path"] == str(run / "episodes.h5") and (run / "episodes.h5").is_file()

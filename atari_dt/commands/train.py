@@ -23,19 +23,16 @@ def train(args: argparse.Namespace) -> int:
     run_dir = Path(args.out or Path("runs") / Path(args.config).stem)
     dist = distributed.setup(config.train.device)
     try:
-        if dist.is_main:
-            claim_run_dir(run_dir, resume=args.resume, force=args.force)
-        dist.barrier()
+        dist.on_main(lambda: claim_run_dir(run_dir, resume=args.resume, force=args.force))
         store_path = _episode_store(args.data or config.data.path, run_dir, dist)
         config = dataclasses.replace(
             config, data=dataclasses.replace(config.data, path=str(store_path))
         )
         windows, n_actions = _windows(config, dist)
         config = resolve_config(config, windows, n_actions)
+        dist.on_main(lambda: save_or_check_config(run_dir, config, resume=args.resume))
         if dist.is_main:
-            save_or_check_config(run_dir, config, resume=args.resume)
             _describe(config, windows, run_dir, dist)
-        dist.barrier()
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         evaluate = _periodic_evaluation(config, windows) if config.train.eval_every else None
@@ -90,15 +87,19 @@ def _episode_store(path: str | None, run_dir: Path, dist) -> Path:
     if source.is_file():
         return source
     store = run_dir / "episodes.h5"
-    if dist.is_main and not store.exists():
+
+    def convert() -> None:
         from atari_dt.commands.data import _game_and_actions
         from atari_dt.datasets import convert_replay_logs
         from atari_dt.datasets.convert import infer_game
 
+        if store.exists():
+            return
         game, n_actions = _game_and_actions(infer_game(source))
         print(f"converting replay logs {source} -> {store}")
         convert_replay_logs(source, store, game=game, n_actions=n_actions)
-    dist.barrier()
+
+    dist.on_main(convert)
     return store
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,23 @@ class Distributed:
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
+
+    def on_main(self, work: Callable[[], T]) -> T | None:
+        """Run ``work`` on rank 0 only, then let every rank know whether it failed: rank 0
+        re-raises its error, the others raise too instead of waiting forever."""
+        error: BaseException | None = None
+        result = None
+        if self.is_main:
+            try:
+                result = work()
+            except Exception as err:  # re-raised below, after telling the other ranks
+                error = err
+        failed = self.sum(torch.tensor([float(error is not None)]))
+        if error is not None:
+            raise error
+        if float(failed[0]) > 0:
+            raise RuntimeError("rank 0 failed while preparing the run (its error is above)")
+        return result
 
 
 def resolve_device(name: str, local_rank: int = 0, world: int = 1) -> torch.device:
