@@ -115,7 +115,8 @@ def test_sweep_summary() -> None:
     assert rows[0].startswith("target,episodes,mean") and len(rows) == 3
     payload = json.loads(json.dumps(sweep.to_json(), allow_nan=False))
     assert payload["targets"][1]["returns"] == [5.0, 9.0]
-    assert t_quantile_975(1) == 12.706 and t_quantile_975(500) == 1.96
+    assert t_quantile_975(1) == 12.706 and t_quantile_975(31) == pytest.approx(2.0395, abs=3e-4)
+    assert t_quantile_975(10**6) == pytest.approx(1.96, abs=1e-3)
     one = summarise([fake_result(0.0, 0, 3.0)], game="Seaquest", reward_units="clipped",
                     data_return_range=None, sample=False, temperature=1.0)  # fmt: skip
     assert json.loads(json.dumps(one.to_json(), allow_nan=False))["targets"][0]["ci95"] == [
@@ -172,3 +173,9 @@ def test_eval_errors(trained_run, tmp_path, capsys) -> None:
     assert "has no checkpoint" in capsys.readouterr().err
     assert main(["eval", str(trained_run), "--set", "eval.bogus=1"]) == 2
     assert "unknown config key 'eval.bogus'" in capsys.readouterr().err
+
+
+def test_a_model_for_another_game_is_refused() -> None:
+    model = make_model(TINY.__class__(**{**TINY.__dict__, "n_actions": 6}))
+    with pytest.raises(ValueError, match="Seaquest has 18 actions but the model chooses among 6"):
+        run_episodes(model, "Seaquest", [0.0], 1, reward_units="clipped", progress=False)

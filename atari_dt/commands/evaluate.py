@@ -32,7 +32,9 @@ def evaluate(args: argparse.Namespace) -> int:
         sample=cfg.sample, temperature=cfg.temperature, max_episode_steps=cfg.max_episode_steps,
         preset=cfg.preset, seed=cfg.seed, record=record, progress=not args.json,
     )  # fmt: skip
-    data_range = data.get("data_return_range") if units == config.data.reward_units else None
+    # The training episodes' returns (not every episode in the store: a return quantile may
+    # hold the best ones out, which is the point of an extrapolation study).
+    data_range = data.get("train_return_range") if units == config.data.reward_units else None
     sweep = summarise(results, game=game, reward_units=units, sample=cfg.sample,
                       temperature=cfg.temperature,
                       data_return_range=tuple(data_range) if data_range else None)  # fmt: skip

@@ -76,6 +76,12 @@ def run_episodes(
     n_envs = min(n_envs, len(jobs))
     env = make_vector_env(game, n_envs, preset, max_episode_steps=max_episode_steps)
     cfg = model.cfg
+    if int(env.single_action_space.n) != cfg.n_actions:
+        env.close()
+        raise ValueError(
+            f"{game} has {int(env.single_action_space.n)} actions but the model chooses among "
+            f"{cfg.n_actions}; evaluate it on the game it was trained on"
+        )
     agent = DTAgent(model, n_envs, sample=sample, temperature=temperature, seed=seed)
     stacker = FrameStacker(n_envs, cfg.stack_size, (cfg.frame_size, cfg.frame_size))
     running: dict[int, _Job] = {}

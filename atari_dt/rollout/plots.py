@@ -24,7 +24,7 @@ def plot_sweep(sweep: SweepResult, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     if sweep.data_return_range is not None:
         lo, hi = sweep.data_return_range
-        ax.axhspan(lo, hi, color="#dddddd", label="training data returns")
+        ax.axhspan(lo, hi, color="#dddddd", label="training episodes' returns")
         ax.axhline(hi, color="#888888", linestyle="--", linewidth=1, label=f"data max ({hi:g})")
     span = [min(targets.min(), 0.0), targets.max()]
     ax.plot(span, span, color="#999999", linestyle=":", label="y = x (target reached)")

@@ -21,8 +21,12 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 
 
 def t_quantile_975(dof: int) -> float:
-    """The two-sided 95% Student-t quantile for ``dof`` degrees of freedom."""
-    return _T975[dof - 1] if 1 <= dof <= len(_T975) else 1.96
+    """The two-sided 95% Student-t quantile for ``dof`` degrees of freedom (a table to 30,
+    then two Cornish-Fisher terms, within 0.0003)."""
+    if 1 <= dof <= len(_T975):
+        return _T975[dof - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class SweepResult:
     reward_units: str
     targets: list[TargetSummary]
     data_return_range: tuple[float, float] | None
-    """Min and max return of the training data's complete episodes (same units)."""
+    """Min and max return of the training episodes (same units), or None."""
     sample: bool
     temperature: float
 
