@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_collect(stages)
     _add_train(stages)
     _add_eval(stages)
+    _add_attribute(stages)
     model = stages.add_parser("model", help="model checkpoints: import, inspect")
     model_commands = model.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     _add_import_original(model_commands)
@@ -98,6 +99,34 @@ def _add_eval(stages: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override an eval setting, e.g. eval.preset=dt_original_eval",
     )
+
+
+def _add_attribute(stages: argparse._SubParsersAction) -> None:
+    p = stages.add_parser(
+        "attribute",
+        help="explain one decision of a trained run: pixels, tokens, objects (PNG + JSON)",
+        description="Writes overlay.png (each stacked frame with its signed attribution), "
+        "window.png (with --steps all), objects.png (games with RAM labels) and "
+        "attribution.json to --out.",
+    )
+    p.add_argument("run_dir", help="training run directory")
+    p.add_argument("--episode", type=int, required=True, help="episode number in the store")
+    p.add_argument("--step", type=int, required=True, help="step of that episode to explain")
+    p.add_argument("--method", default="ig", choices=["ig", "smoothgrad", "gradient_shap",
+                   "occlusion", "ablation_frames", "ablation_superpixels"])  # fmt: skip
+    p.add_argument("--baseline", default="black", choices=["black", "blur", "mean", "noise"])
+    p.add_argument("--action", type=int, help="action explained (default: the model's choice)")
+    p.add_argument("--kind", default="logit", choices=["logit", "log_prob", "logit_diff"])
+    p.add_argument("--other-action", type=int, help="the second action of --kind logit_diff")
+    p.add_argument(
+        "--steps",
+        default="current",
+        choices=["current", "all"],
+        help="attribute the current frame stack or every stack of the window",
+    )
+    p.add_argument("--n-steps", type=int, default=50, help="integration steps of IG")
+    p.add_argument("--data", help="episode store (default: the run's data.path)")
+    p.add_argument("--out", required=True, help="output directory")
 
 
 def _add_import_original(commands: argparse._SubParsersAction) -> None:

@@ -36,6 +36,10 @@ def run_command(args: argparse.Namespace) -> int:
             from atari_dt.commands import evaluate
 
             return evaluate.evaluate(args)
+        if args.stage == "attribute":
+            from atari_dt.commands import attribute
+
+            return attribute.attribute(args)
         if args.stage == "model":
             from atari_dt.commands import model
 

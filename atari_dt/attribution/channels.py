@@ -1,0 +1,62 @@
+"""Encoder channels: which CNN channels and locations carry the target, by layer integrated
+gradients at ``encoder.hook_conv{i}`` on the attributed frame stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from atari_dt.attribution.baselines import BaselineName, make_baseline
+from atari_dt.attribution.core import ContextWindow, FastForward, Target, eval_model
+
+
+@dataclass(frozen=True)
+class ChannelAttribution:
+    """``by_location`` float ``[C, h, w]`` at conv layer ``layer`` for the stack of window step
+    ``step``; ``by_channel`` ``[C]`` its sums (largest magnitude = the channels that matter)."""
+
+    layer: int
+    step: int
+    by_location: torch.Tensor
+    convergence_delta: float
+
+    @property
+    def by_channel(self) -> torch.Tensor:
+        return self.by_location.sum(dim=(1, 2))
+
+    def top_channels(self, k: int = 5) -> list[int]:
+        return self.by_channel.abs().argsort(descending=True)[:k].tolist()
+
+
+def attribute_channels(
+    model: Any,
+    window: ContextWindow,
+    target: Target,
+    *,
+    layer: int = 2,
+    baseline: BaselineName = "black",
+    n_steps: int = 50,
+) -> ChannelAttribution:
+    """Layer IG at ``encoder.hook_conv{layer}``. Only the target step's stack goes through the
+    CNN (the fast path), so the layer's batch is the input's batch, as Captum needs.
+
+    Raises:
+        ValueError: the encoder has no such conv hook.
+    """
+    from captum.attr import LayerIntegratedGradients
+
+    model = eval_model(model)
+    hook = getattr(model.encoder, f"hook_conv{layer}", None)
+    if hook is None:
+        raise ValueError(
+            f"the encoder has no hook_conv{layer} (layers 0..{model.encoder.n_conv_hooks - 1})"
+        )
+    step = window.step_index(target.step)
+    forward = FastForward(model, window, target, [step])
+    inputs = window.frames.float()[:, [step]]
+    baselines = make_baseline(baseline, inputs)
+    lig = LayerIntegratedGradients(forward, hook)
+    result, delta = lig.attribute(inputs, baselines, n_steps=n_steps, return_convergence_delta=True)
+    return ChannelAttribution(layer, step, result[0].detach(), float(delta[0]))

@@ -1,0 +1,124 @@
+"""What every attribution method shares: the context window explained, the scalar target read
+from the model's logits, and the forward functions Captum differentiates.
+
+A *fast* forward encodes the window's frames once, without gradients, and runs the CNN only on
+the frame stacks being attributed; the *full* forward runs the whole model on every frame, as
+plain Captum over the model would. Both compute the same function of the attributed frames.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+TargetKind = Literal["logit", "log_prob", "logit_diff"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """The scalar explained: at window step ``step`` (negative counts from the end), the
+    ``logit`` or ``log_prob`` of ``action``, or ``logit_diff`` = logit(action) -
+    logit(``other_action``)."""
+
+    action: int
+    step: int = -1
+    kind: TargetKind = "logit"
+    other_action: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("logit", "log_prob", "logit_diff"):
+            raise ValueError(f"kind must be logit, log_prob or logit_diff, got {self.kind!r}")
+        if (self.kind == "logit_diff") != (self.other_action is not None):
+            raise ValueError("other_action is needed by (and only by) kind='logit_diff'")
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` ``[n, T, n_actions]`` -> the target ``[n]``."""
+        at_step = logits[:, self.step]
+        if self.kind == "log_prob":
+            return torch.log_softmax(at_step, dim=-1)[:, self.action]
+        if self.kind == "logit_diff":
+            return at_step[:, self.action] - at_step[:, self.other_action]
+        return at_step[:, self.action]
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ContextWindow:
+    """One context window as the model takes it (batch of one): ``frames`` uint8
+    ``[1, T, S, H, W]``, ``actions``/``timesteps`` int64 ``[1, T]``, ``rtg`` float ``[1, T]``,
+    ``mask`` bool ``[1, T]``. ``ram`` uint8 ``[T, 128]`` when the store has it (object labels)."""
+
+    frames: torch.Tensor
+    actions: torch.Tensor
+    rtg: torch.Tensor
+    timesteps: torch.Tensor
+    mask: torch.Tensor
+    ram: np.ndarray | None = None
+    game: str = ""
+
+    @property
+    def length(self) -> int:
+        return int(self.frames.shape[1])
+
+    def step_index(self, step: int) -> int:
+        """A window step (negative from the end) as an index in ``[0, T)``."""
+        if not -self.length <= step < self.length:
+            raise ValueError(f"step {step} is outside the window of {self.length} steps")
+        return step % self.length
+
+    def rest(self, n: int = 1) -> tuple[torch.Tensor, ...]:
+        """``(actions, rtg, timesteps, mask)`` repeated for a batch of ``n``."""
+        return tuple(t.expand(n, -1) for t in (self.actions, self.rtg, self.timesteps, self.mask))
+
+
+def eval_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model in eval mode: dropout would make attributions random (Captum's IG assumes a
+    deterministic function). A model in train mode is switched, with a warning."""
+    if model.training:
+        warnings.warn(
+            "the model was in train mode; attribution switched it to eval() (dropout off)",
+            stacklevel=3,
+        )
+        model.eval()
+    return model
+
+
+class FastForward:
+    """``f(frames_at_steps)`` for Captum: ``frames_at_steps`` float ``[n, k, S, H, W]`` (the
+    stacks of window steps ``steps``) -> target ``[n]``, with every other step's state
+    embedding computed once and reused."""
+
+    def __init__(self, model: Any, window: ContextWindow, target: Target, steps: list[int]):
+        self.model, self.window, self.target = model, window, target
+        self.steps = torch.tensor(steps, device=window.frames.device)
+        with torch.no_grad():
+            self.states = model.embed_states(window.frames)  # [1, T, d]
+
+    def __call__(self, frames_at_steps: torch.Tensor) -> torch.Tensor:
+        n = frames_at_steps.shape[0]
+        new = self.model.embed_states(frames_at_steps)  # [n, k, d]: the CNN on k stacks only
+        states = self.states.expand(n, -1, -1).index_copy(1, self.steps, new)
+        logits = self.model.forward_from_state_embeddings(states, *self.window.rest(n))
+        return self.target(logits)
+
+
+class FullForward:
+    """``f(frames)`` for Captum: the whole model on float frames ``[n, T, S, H, W]``."""
+
+    def __init__(self, model: Any, window: ContextWindow, target: Target):
+        self.model, self.window, self.target = model, window, target
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.target(self.model(frames, *self.window.rest(frames.shape[0])))
+
+
+def target_value(model: Any, window: ContextWindow, target: Target) -> float:
+    """The target at the window itself."""
+    with torch.no_grad():
+        return float(FullForward(model, window, target)(window.frames.float())[0])

@@ -1,0 +1,100 @@
+"""Figures of attributions. They only draw what the attribution functions return."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atari_dt.datasets.plots import _pyplot
+from atari_dt.io import atomic_path
+
+
+def _symmetric_limit(values: np.ndarray) -> float:
+    limit = float(np.percentile(np.abs(values), 99.5))
+    return limit if limit > 0 else 1.0
+
+
+def _overlay(ax, frame: np.ndarray, attribution: np.ndarray, limit: float, title: str) -> None:
+    """A grayscale frame under a signed attribution map (red: raises the target, blue: lowers)."""
+    ax.imshow(frame, cmap="gray", vmin=0, vmax=255)
+    alpha = np.clip(np.abs(attribution) / limit, 0, 1) * 0.85
+    ax.imshow(attribution, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=alpha)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_stack_overlay(
+    frames: torch.Tensor,
+    attributions: torch.Tensor,
+    path: Path,
+    *,
+    title: str,
+    boxes: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Each frame of one stack (``frames`` ``[S, H, W]``) with its attribution (``[S, H, W]``),
+    and their sum over the stack on the newest frame, object boxes outlined (PNG)."""
+    plt = _pyplot()
+    frames_np, attr_np = frames.cpu().numpy(), attributions.detach().cpu().numpy()
+    S = frames_np.shape[0]
+    limit = _symmetric_limit(attr_np)
+    fig, axes = plt.subplots(1, S + 1, figsize=(2.3 * (S + 1), 2.7))
+    for i in range(S):
+        _overlay(axes[i], frames_np[i], attr_np[i], limit, f"frame t-{S - 1 - i}")
+    total = attr_np.sum(0)
+    _overlay(axes[S], frames_np[-1], total, _symmetric_limit(total), "sum over the stack")
+    for name, box in (boxes or {}).items():
+        if not np.isnan(box).any():
+            left, top, right, bottom = box
+            axes[S].add_patch(plt.Rectangle((left, top), right - left, bottom - top, fill=False,
+                                            edgecolor="#ffcc00", linewidth=0.8))  # fmt: skip
+            axes[S].text(left, top - 1, name, color="#ffcc00", fontsize=5)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_window_strip(frames: torch.Tensor, maps: torch.Tensor, steps: list[int], path: Path,
+                      *, title: str) -> Path:  # fmt: skip
+    """The newest frame of every attributed window step with its stack-summed map
+    (``frames`` ``[k, H, W]``, ``maps`` ``[k, H, W]``), one shared colour scale (PNG)."""
+    plt = _pyplot()
+    maps_np = maps.detach().cpu().numpy()
+    limit = _symmetric_limit(maps_np)
+    fig, axes = plt.subplots(1, len(steps), figsize=(1.6 * len(steps), 2.0), squeeze=False)
+    for ax, frame, attribution, step in zip(axes[0], frames.cpu().numpy(), maps_np, steps,
+                                            strict=True):  # fmt: skip
+        _overlay(ax, frame, attribution, limit, f"step {step}")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_object_masses(masses: dict[str, dict[str, float]], path: Path, *, title: str) -> Path:
+    """Attribution density inside each object's box relative to the background (bar chart)."""
+    plt = _pyplot()
+    names = [n for n in masses if n != "background"]
+    ratios = [masses[n]["density_ratio"] for n in names]
+    shares = [masses[n]["share"] for n in names]
+    fig, ax = plt.subplots(figsize=(max(4, 0.7 * len(names) + 2), 3))
+    bars = ax.bar(names, ratios, color="#4477aa")
+    ax.axhline(1.0, color="#888888", linestyle="--", linewidth=1, label="background density")
+    for bar, share in zip(bars, shares, strict=True):
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{share:.0%}",
+                ha="center", va="bottom", fontsize=7)  # fmt: skip
+    ax.set_ylabel("|attribution| per pixel / background's")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _pyplot()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
+    plt.close(fig)
+    return Path(path)

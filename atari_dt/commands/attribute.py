@@ -1,0 +1,95 @@
+"""``atari-dt attribute``: explain one decision of a trained run (images + attribution.json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def attribute(args: argparse.Namespace) -> int:
+    import torch
+
+    from atari_dt.attribution.core import Target
+    from atari_dt.attribution.objects import object_masses
+    from atari_dt.attribution.pixels import attribute_pixels
+    from atari_dt.attribution.plots import plot_object_masses, plot_stack_overlay, plot_window_strip
+    from atari_dt.attribution.tokens import attribute_tokens
+    from atari_dt.attribution.windows import window_at
+    from atari_dt.io import atomic_write_bytes
+    from atari_dt.training.run import load_run_config, load_run_model
+
+    config = load_run_config(Path(args.run_dir))
+    model, _ = load_run_model(Path(args.run_dir))
+    window = window_at(args.data or config.data.path, args.episode, args.step, config.data)
+    with torch.no_grad():
+        logits = model(window.frames, *window.rest())[0, -1]
+    action = int(logits.argmax()) if args.action is None else args.action
+    if not 0 <= action < model.cfg.n_actions:
+        raise ValueError(f"--action {action} is not in [0, {model.cfg.n_actions})")
+    target = Target(action=action, kind=args.kind, other_action=args.other_action)
+    steps = list(range(window.length)) if args.steps == "all" else None
+    mean_frame = _mean_frame(config.data.path) if args.baseline == "mean" else None
+    result = attribute_pixels(model, window, target, method=args.method, baseline=args.baseline,
+                              steps=steps, n_steps=args.n_steps, mean_frame=mean_frame)  # fmt: skip
+    tokens = attribute_tokens(model, window, target, n_steps=args.n_steps)
+    boxes = _boxes(window)
+    masses = object_masses(result.map(window.length - 1), boxes) if boxes else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    title = (f"{window.game} episode {args.episode} step {args.step}: {args.method} "
+             f"({args.baseline}) of {target.kind} of action {action}")  # fmt: skip
+    last = result.steps.index(window.length - 1) if window.length - 1 in result.steps else -1
+    plot_stack_overlay(window.frames[0, result.steps[last]], result.attributions[last],
+                       out / "overlay.png", title=title, boxes=boxes)  # fmt: skip
+    if len(result.steps) > 1:
+        plot_window_strip(window.frames[0, result.steps, -1], result.attributions.sum(1),
+                          result.steps, out / "window.png", title=title)  # fmt: skip
+    if masses:
+        plot_object_masses(masses, out / "objects.png", title=title)
+    report = {
+        "run": str(args.run_dir), "episode": args.episode, "step": args.step,
+        "method": result.method, "baseline": result.baseline, "target": target.describe(),
+        "probabilities": torch.softmax(logits, -1).tolist(),
+        "target_value": result.target_value, "baseline_value": result.baseline_value,
+        "attribution_sum": result.attribution_sum, "convergence_delta": result.convergence_delta,
+        "attributed_window_steps": result.steps,
+        "tokens": {"rtg": tokens.by_token[0].tolist(), "state": tokens.by_token[1].tolist(),
+                   "action": tokens.by_token[2].tolist(),
+                   "convergence_delta": tokens.convergence_delta},
+        "objects": masses,
+    }  # fmt: skip
+    atomic_write_bytes(out / "attribution.json", json.dumps(report, indent=2).encode())
+    print(title)
+    print(
+        f"  target {result.target_value:.4g} (baseline {result.baseline_value:.4g}), "
+        f"attribution sum {result.attribution_sum:.4g}, delta {result.convergence_delta}"
+    )
+    if masses:
+        ranked = sorted((n for n in masses if n != "background"),
+                        key=lambda n: -masses[n]["density_ratio"])  # fmt: skip
+        print("  densest objects: " + ", ".join(f"{n} {masses[n]['density_ratio']:.1f}x"
+                                                for n in ranked[:4]))  # fmt: skip
+    print(f"wrote {out}/attribution.json and images")
+    return 0
+
+
+def _boxes(window) -> dict | None:
+    from atari_dt.envs.objects import OBJECT_GAMES, object_boxes
+
+    if window.ram is None or window.game not in OBJECT_GAMES:
+        return None
+    return {name: boxes[-1] for name, boxes in object_boxes(window.game, window.ram).items()}
+
+
+def _mean_frame(path: str):
+    """The mean of up to 4,096 frames spread over the store (the ``mean`` baseline)."""
+    import numpy as np
+    import torch
+
+    from atari_dt.datasets.store import EpisodeStore
+
+    with EpisodeStore.open(path) as store:
+        picks = np.linspace(0, store.n_transitions - 1, min(4096, store.n_transitions)).astype(int)
+        frames = np.stack([store.frames[int(i)] for i in np.unique(picks)])
+    return torch.from_numpy(frames.astype(np.float32).mean(0))
