@@ -34,7 +34,7 @@ class PixelAttribution:
     """Attributions of ``target`` to the pixels of window ``steps``.
 
     ``attributions`` float ``[k, S, H, W]`` (k = len(steps)), signed, in target units: for IG
-    they sum to ``target_value - baseline_value - convergence_delta``.
+    they sum to ``target_value - baseline_value + convergence_delta`` (Captum's delta).
     """
 
     method: str

@@ -17,7 +17,7 @@ class TokenAttribution:
 
     ``by_token`` float ``[3, T]``: rows RTG, state, action tokens (RTG row zero for behaviour
     cloning); summed over ``d_model``. Completeness: ``by_token.sum()`` equals
-    ``target_value - baseline_value`` up to ``convergence_delta``.
+    ``target_value - baseline_value + convergence_delta``.
     """
 
     target: Target

@@ -1,0 +1,203 @@
+"""Attribution on a small model trained on real Seaquest play: completeness, fast == full,
+sanity checks that pass on the trained model and fail on an edge detector, object masks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from atari_dt.attribution.baselines import gaussian_blur, make_baseline
+from atari_dt.attribution.channels import attribute_channels
+from atari_dt.attribution.core import Target
+from atari_dt.attribution.objects import box_mask, object_masses
+from atari_dt.attribution.pixels import METHODS, attribute_pixels
+from atari_dt.attribution.sanity import deletion_curve, randomisation_test
+from atari_dt.attribution.tokens import attribute_tokens
+from atari_dt.attribution.windows import window_at
+from atari_dt.cli import main
+from atari_dt.envs.objects import object_boxes
+from atari_dt.training.run import load_run_config, load_run_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small DT trained on real expert-to-random Seaquest play (with RAM), its run config,
+    and a window where the submarine is on screen."""
+    tmp = tmp_path_factory.mktemp("attribution")
+    store = tmp / "seaquest.h5"
+    assert main(["collect", "--config", str(ROOT / "configs/collect/seaquest.yaml"), "--steps",
+                 "3000", "--max-episode-steps", "500", "--workers", "1", "--out",
+                 str(store)]) == 0  # fmt: skip
+    config = tmp / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"path": str(store), "reward_units": "raw", "context_len": 4},
+        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_timestep": 512},
+        "train": {"max_steps": 150, "batch_size": 16, "lr": 2e-3, "warmup_steps": 10,
+                  "checkpoint_every": 150, "log_every": 50},
+    }))  # fmt: skip
+    run = tmp / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
+    model, _ = load_run_model(run)
+    run_config = load_run_config(run)
+    window = window_at(store, 0, 120, run_config.data)
+    return model, run_config, window, run
+
+
+def chosen(model, window) -> Target:
+    with torch.no_grad():
+        return Target(action=int(model(window.frames, *window.rest())[0, -1].argmax()))
+
+
+def test_integrated_gradients_are_complete_and_fast_equals_full(trained) -> None:
+    model, _, window, _ = trained
+    target = chosen(model, window)
+    fast = attribute_pixels(model, window, target, baseline="blur", n_steps=64)
+    full = attribute_pixels(model, window, target, baseline="blur", n_steps=64, fast=False)
+    assert fast.attributions.shape == (1, 4, 84, 84) and fast.steps == [3]
+    change = fast.target_value - fast.baseline_value
+    assert abs(change) > 1e-3
+    assert fast.attribution_sum == pytest.approx(change + fast.convergence_delta, abs=1e-4)
+    assert abs(fast.convergence_delta) < 0.05 * abs(change)
+    torch.testing.assert_close(fast.attributions, full.attributions, rtol=1e-4, atol=1e-6)
+    assert fast.target_value == pytest.approx(full.target_value, abs=1e-5)
+
+
+def test_every_window_step_at_once(trained) -> None:
+    model, _, window, _ = trained
+    target = chosen(model, window)
+    result = attribute_pixels(model, window, target, steps=[0, 1, 2, 3], n_steps=32)
+    assert result.attributions.shape == (4, 4, 84, 84) and result.steps == [0, 1, 2, 3]
+    change = result.target_value - result.baseline_value
+    assert result.attribution_sum == pytest.approx(change + result.convergence_delta, abs=1e-4)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method(trained, method) -> None:
+    model, _, window, _ = trained
+    result = attribute_pixels(model, window, chosen(model, window), method=method,
+                              baseline="blur", n_steps=16, n_samples=4)  # fmt: skip
+    assert result.attributions.shape == (1, 4, 84, 84)
+    assert torch.isfinite(result.attributions).all() and result.attributions.abs().sum() > 0
+    assert result.map().shape == (84, 84)
+
+
+def test_unconverged_integration_warns_how_to_fix(trained) -> None:
+    model, _, window, _ = trained
+    with pytest.warns(UserWarning, match=r"raise n_steps \(now 1, e.g. 4\)"):
+        attribute_pixels(model, window, chosen(model, window), n_steps=1, baseline="noise")
+
+
+def test_train_mode_is_switched_to_eval(trained) -> None:
+    model, _, window, _ = trained
+    model.train()
+    with pytest.warns(UserWarning, match="switched it to eval"):
+        attribute_pixels(model, window, chosen(model, window), n_steps=8)
+    assert not model.training
+
+
+def test_token_attribution_is_complete(trained) -> None:
+    model, _, window, _ = trained
+    tokens = attribute_tokens(model, window, chosen(model, window), n_steps=64)
+    change = tokens.target_value - tokens.baseline_value
+    assert tokens.by_token.shape == (3, 4)
+    assert float(tokens.by_token.sum()) == pytest.approx(
+        change + tokens.convergence_delta, abs=1e-4
+    )
+    assert abs(tokens.convergence_delta) < 0.05 * max(abs(change), 1e-3)
+    assert tokens.rtg_inputs.shape == (4,) and abs(tokens.rtg_delta) < 1e-2
+
+
+def test_encoder_channels(trained) -> None:
+    model, _, window, _ = trained
+    target = chosen(model, window)
+    channels = attribute_channels(model, window, target, layer=1, n_steps=64)
+    assert channels.by_location.shape == (64, 9, 9) and channels.by_channel.shape == (64,)
+    pixels = attribute_pixels(model, window, target, n_steps=64)
+    # Same path (input to black baseline): the layer attributions are complete too.
+    change = pixels.target_value - pixels.baseline_value
+    assert float(channels.by_location.sum()) == pytest.approx(
+        change + channels.convergence_delta, abs=1e-3
+    )
+    assert len(set(channels.top_channels(5))) == 5
+    with pytest.raises(ValueError, match="no hook_conv7"):
+        attribute_channels(model, window, target, layer=7)
+
+
+def test_randomisation_check_passes_on_the_model_and_fails_on_an_edge_detector(trained) -> None:
+    model, _, window, _ = trained
+    target = chosen(model, window)
+    result = randomisation_test(
+        model, lambda m: attribute_pixels(m, window, target, baseline="blur", n_steps=32).map()
+    )
+    assert result.passed, result
+    frame = window.frames[0, -1, -1].float()
+    edges = randomisation_test(model, lambda m: (frame - gaussian_blur(frame)).abs())
+    assert edges.correlation == pytest.approx(1.0) and not edges.passed
+
+
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+def test_deletion_and_insertion_beat_random_order(trained, mode) -> None:
+    model, _, window, _ = trained
+    target = chosen(model, window)
+    result = attribute_pixels(model, window, target, n_steps=64)
+    curve = deletion_curve(model, window, target, result.attributions, result.steps, mode=mode)
+    assert curve.by_attribution.shape == curve.random_order.shape == (21,)
+    assert curve.by_attribution[0] == pytest.approx(
+        result.target_value if mode == "deletion" else result.baseline_value, abs=1e-4
+    )
+    assert curve.passed, (curve.auc_attribution, curve.auc_random)
+
+
+def test_object_boxes_line_up_with_objects(trained) -> None:
+    """On the real frame, the submarine's box is brighter than the water around it, and a map
+    that is 1 inside the box puts all mass there."""
+    _, _, window, _ = trained
+    boxes = {name: b[-1] for name, b in object_boxes(window.game, window.ram).items()}
+    player = box_mask(boxes["player"], 84, 84)
+    frame = window.frames[0, -1, -1].float()
+    grown = torch.nn.functional.max_pool2d(player[None, None].float(), 9, 1, 4)[0, 0] > 0
+    ring = grown & ~player
+    assert player.sum() > 4 and frame[player].mean() > frame[ring].mean() + 15
+    masses = object_masses(player.float(), boxes)
+    assert masses["player"]["share"] == pytest.approx(1.0)
+    assert masses["background"]["mass"] == 0.0
+
+
+def test_targets() -> None:
+    logits = torch.tensor([[[1.0, 3.0, 0.0]]])
+    assert float(Target(action=1)(logits)[0]) == 3.0
+    assert float(Target(action=1, kind="logit_diff", other_action=0)(logits)[0]) == 2.0
+    expected = float(torch.log_softmax(logits[0, 0], -1)[1])
+    assert float(Target(action=1, kind="log_prob")(logits)[0]) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="other_action is needed"):
+        Target(action=1, kind="logit_diff")
+    with pytest.raises(ValueError, match="unknown baseline 'grey'"):
+        make_baseline("grey", torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="needs mean_frame"):
+        make_baseline("mean", torch.zeros(2, 2))
+
+
+def test_cli_attribute(trained, tmp_path, capsys) -> None:
+    _, _, _, run = trained
+    out = tmp_path / "explained"
+    assert main(["attribute", str(run), "--episode", "0", "--step", "120", "--baseline", "mean",
+                 "--steps", "all", "--n-steps", "16", "--out", str(out)]) == 0  # fmt: skip
+    report = json.loads((out / "attribution.json").read_text())
+    for key in ("method", "baseline", "target", "target_value", "baseline_value",
+                "attribution_sum", "convergence_delta", "objects", "tokens"):  # fmt: skip
+        assert key in report, key
+    assert report["baseline"] == "mean" and report["attributed_window_steps"] == [0, 1, 2, 3]
+    assert "player" in report["objects"] and np.isfinite(report["objects"]["player"]["mass"])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "attribution.json", "objects.png", "overlay.png", "window.png"
+    ]  # fmt: skip
+    assert main(["attribute", str(run), "--episode", "99", "--step", "0", "--out",
+                 str(out)]) == 2  # fmt: skip
+    assert "episode 99 is not in" in capsys.readouterr().err
