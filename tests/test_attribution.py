@@ -201,3 +201,14 @@ def test_cli_attribute(trained, tmp_path, capsys) -> None:
     assert main(["attribute", str(run), "--episode", "99", "--step", "0", "--out",
                  str(out)]) == 2  # fmt: skip
     assert "episode 99 is not in" in capsys.readouterr().err
+
+
+def test_earlier_target_and_later_frames(trained) -> None:
+    """A target at step 1 cannot depend on the stack of step 3 (causal): zero attribution
+    there, and the fast path still equals the full one."""
+    model, _, window, _ = trained
+    target = Target(action=2, step=1)
+    fast = attribute_pixels(model, window, target, steps=[1, 3], n_steps=32)
+    full = attribute_pixels(model, window, target, steps=[1, 3], n_steps=32, fast=False)
+    assert fast.attributions[1].abs().max() == 0 and fast.attributions[0].abs().max() > 0
+    torch.testing.assert_close(fast.attributions, full.attributions, rtol=1e-4, atol=1e-6)

@@ -9,7 +9,7 @@ plain Captum over the model would. Both compute the same function of the attribu
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -91,21 +91,35 @@ def eval_model(model: torch.nn.Module) -> torch.nn.Module:
 
 class FastForward:
     """``f(frames_at_steps)`` for Captum: ``frames_at_steps`` float ``[n, k, S, H, W]`` (the
-    stacks of window steps ``steps``) -> target ``[n]``, with every other step's state
-    embedding computed once and reused."""
+    stacks of window steps ``steps``) -> target ``[n]``. Every other step's state embedding is
+    computed once, and so are the keys and values of every token before the first attributed
+    state token; each call runs the CNN on the k stacks and the transformer only on the tokens
+    from the first attributed state token to the target's."""
 
     def __init__(self, model: Any, window: ContextWindow, target: Target, steps: list[int]):
-        self.model, self.window, self.target = model, window, target
+        from atari_dt.model.prefix import build_prefix_cache
+
+        self.model, self.window = model, window
         self.steps = torch.tensor(steps, device=window.frames.device)
+        cfg = model.cfg
+        k, offset = cfg.tokens_per_step, cfg.state_token_offset
+        end = k * window.step_index(target.step) + offset + 1  # through the target's state token
+        start = min(k * min(steps) + offset, end - 1)
+        # The target's logits are the last suffix token's: read them as a one-step window.
+        self.target = replace(target, step=-1)
         with torch.no_grad():
             self.states = model.embed_states(window.frames)  # [1, T, d]
+            self.prefix = build_prefix_cache(model, self.states, *window.rest(), start=start,
+                                             end=end)  # fmt: skip
 
     def __call__(self, frames_at_steps: torch.Tensor) -> torch.Tensor:
+        from atari_dt.model.prefix import forward_suffix
+
         n = frames_at_steps.shape[0]
         new = self.model.embed_states(frames_at_steps)  # [n, k, d]: the CNN on k stacks only
         states = self.states.expand(n, -1, -1).index_copy(1, self.steps, new)
-        logits = self.model.forward_from_state_embeddings(states, *self.window.rest(n))
-        return self.target(logits)
+        final = forward_suffix(self.model, self.prefix, states, *self.window.rest(n))
+        return self.target(self.model.action_logits_at(final[:, -1:]))
 
 
 class FullForward:

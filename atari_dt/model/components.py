@@ -87,12 +87,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``[B, P, d_model]`` -> attention output ``[B, P, d_model]``."""
-        B, P, _ = x.shape
-        H, e = self.W_Q.shape[0], self.W_Q.shape[2]
-        # One matmul for q, k and v of every head: [d, 3*H*e], head-major within each third.
-        weight = torch.cat([w.transpose(0, 1).reshape(-1, H * e) for w in self._qkv()], dim=1)
-        bias = torch.cat([self.b_Q.flatten(), self.b_K.flatten(), self.b_V.flatten()])
-        q, k, v = F.linear(x, weight.T, bias).view(B, P, 3, H, e).unbind(dim=2)  # [B, P, H, e]
+        q, k, v = self.project(x)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         if _is_hooked(self.hook_attn_scores) or _is_hooked(self.hook_pattern):
             z = self._explicit(q, k, v, self._allowed(x, key_mask))
@@ -103,8 +98,7 @@ class Attention(nn.Module):
                 dropout_p=self.pattern_dropout.p if self.training else 0.0,
                 is_causal=key_mask is None,
             ).transpose(1, 2)  # fmt: skip
-        z = self.hook_z(z)  # [B, P, H, e]
-        return F.linear(z.reshape(B, P, H * e), self.W_O.reshape(H * e, -1).T, self.b_O)
+        return self.output(self.hook_z(z))  # z: [B, P, H, e]
 
     def _explicit(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
@@ -114,6 +108,20 @@ class Attention(nn.Module):
         scores = self.hook_attn_scores(scores.masked_fill(~allowed, -math.inf))
         pattern = self.pattern_dropout(self.hook_pattern(scores.softmax(dim=-1)))
         return (pattern @ v.transpose(1, 2)).transpose(1, 2)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v ``[B, P, H, d_head]`` of ``x`` (before their hooks), from one matmul."""
+        B, P, _ = x.shape
+        H, e = self.W_Q.shape[0], self.W_Q.shape[2]
+        # [d, 3*H*e], head-major within each third
+        weight = torch.cat([w.transpose(0, 1).reshape(-1, H * e) for w in self._qkv()], dim=1)
+        bias = torch.cat([self.b_Q.flatten(), self.b_K.flatten(), self.b_V.flatten()])
+        return F.linear(x, weight.T, bias).view(B, P, 3, H, e).unbind(dim=2)
+
+    def output(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` ``[B, P, H, d_head]`` -> what the attention adds to the residual."""
+        B, P, H, e = z.shape
+        return F.linear(z.reshape(B, P, H * e), self.W_O.reshape(H * e, -1).T, self.b_O)
 
     def _qkv(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.W_Q, self.W_K, self.W_V

@@ -127,7 +127,7 @@ class HookedDecisionTransformer(HookedRootModule):
         tokens = self.hook_embed(self._token_embeddings(state_embeddings, actions, rtg))
         positions = self.hook_pos_embed(self._position_embeddings(timesteps, mask))
         key_mask = None
-        if mask is not None:
+        if mask is not None and not bool(mask.all()):  # no padding: the plain causal kernel
             key_mask = mask.repeat_interleave(self.cfg.tokens_per_step, dim=1)  # [B, P]
         resid = self.embed_dropout(tokens + positions)
         for block in self.blocks:
@@ -173,6 +173,10 @@ class HookedDecisionTransformer(HookedRootModule):
         """``[B, P, d_model]`` (from ``transformer``) -> logits ``[B, T, n_actions]``."""
         k = self.cfg.tokens_per_step
         return F.linear(final_resid[:, self.cfg.state_token_offset :: k], self.W_U.T, self.b_U)
+
+    def action_logits_at(self, state_resid: torch.Tensor) -> torch.Tensor:
+        """Logits ``[..., n_actions]`` of final residuals already taken at state tokens."""
+        return F.linear(state_resid, self.W_U.T, self.b_U)
 
     def return_predictions(self, final_resid: torch.Tensor) -> torch.Tensor:
         """Predicted next-step RTG (divided by ``rtg_scale``) at each action token, ``[B, T]``.
