@@ -67,8 +67,10 @@ def main() -> None:
           f"{torch.get_num_threads()} threads:")  # fmt: skip
     print(f"  fast path {fast_s:.2f} s vs plain Captum over the full model {full_s:.2f} s: "
           f"{full_s / fast_s:.1f}x (target >= 5x)")  # fmt: skip
-    print(f"  max |difference| {difference:.2e} (largest attribution {scale:.2e}); "
-          f"convergence delta {fast.convergence_delta:.2e} vs {full.convergence_delta:.2e}")
+    print(
+        f"  max |difference| {difference:.2e} (largest attribution {scale:.2e}); "
+        f"convergence delta {fast.convergence_delta:.2e} vs {full.convergence_delta:.2e}"
+    )
 
 
 if __name__ == "__main__":
