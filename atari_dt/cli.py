@@ -125,6 +125,9 @@ def _add_attribute(stages: argparse._SubParsersAction) -> None:
         help="attribute the current frame stack or every stack of the window",
     )
     p.add_argument("--n-steps", type=int, default=50, help="integration steps of IG")
+    p.add_argument("--gif", type=int, default=0, metavar="N",
+                   help="also write episode.gif: IG (with --baseline) of the model's choice at N "
+                   "steps from --step")  # fmt: skip
     p.add_argument("--data", help="episode store (default: the run's data.path)")
     p.add_argument("--out", required=True, help="output directory")
 

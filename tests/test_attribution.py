@@ -188,7 +188,8 @@ def test_cli_attribute(trained, tmp_path, capsys) -> None:
     _, _, _, run = trained
     out = tmp_path / "explained"
     assert main(["attribute", str(run), "--episode", "0", "--step", "120", "--baseline", "mean",
-                 "--steps", "all", "--n-steps", "16", "--out", str(out)]) == 0  # fmt: skip
+                 "--steps", "all", "--n-steps", "16", "--gif", "3",
+                 "--out", str(out)]) == 0  # fmt: skip
     report = json.loads((out / "attribution.json").read_text())
     for key in ("method", "baseline", "target", "target_value", "baseline_value",
                 "attribution_sum", "convergence_delta", "objects", "tokens"):  # fmt: skip
@@ -196,8 +197,12 @@ def test_cli_attribute(trained, tmp_path, capsys) -> None:
     assert report["baseline"] == "mean" and report["attributed_window_steps"] == [0, 1, 2, 3]
     assert "player" in report["objects"] and np.isfinite(report["objects"]["player"]["mass"])
     assert sorted(p.name for p in out.iterdir()) == [
-        "attribution.json", "objects.png", "overlay.png", "window.png"
+        "attribution.json", "episode.gif", "objects.png", "overlay.png", "window.png"
     ]  # fmt: skip
+    from PIL import Image
+
+    with Image.open(out / "episode.gif") as gif:
+        assert gif.n_frames == 3
     assert main(["attribute", str(run), "--episode", "99", "--step", "0", "--out",
                  str(out)]) == 2  # fmt: skip
     assert "episode 99 is not in" in capsys.readouterr().err

@@ -98,3 +98,34 @@ def _save(fig, path: Path) -> Path:
         fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def save_attribution_gif(
+    frames: list[np.ndarray], maps: list[np.ndarray], captions: list[str], path: Path,
+    *, scale: int = 3, fps: int = 6,
+) -> Path:  # fmt: skip
+    """An animated GIF along an episode: each newest frame (``[H, W]`` uint8) with its signed
+    attribution map (``[H, W]``; red raises the target, blue lowers it), one colour scale for
+    the whole GIF, and a caption per frame."""
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw
+
+    limit = _symmetric_limit(np.concatenate([m.ravel() for m in maps]))
+    colormap = colormaps["RdBu_r"]
+    images = []
+    for frame, attribution, caption in zip(frames, maps, captions, strict=True):
+        gray = np.repeat(frame[..., None].astype(np.float32) / 255, 3, axis=2)
+        colour = colormap(np.clip(attribution / (2 * limit) + 0.5, 0, 1))[..., :3]
+        alpha = np.clip(np.abs(attribution) / limit, 0, 1)[..., None] * 0.85
+        blended = (gray * (1 - alpha) + colour * alpha) * 255
+        image = Image.fromarray(blended.astype(np.uint8)).resize(
+            (frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST
+        )
+        canvas = Image.new("RGB", (image.width, image.height + 18), "black")
+        canvas.paste(image, (0, 18))
+        ImageDraw.Draw(canvas).text((4, 3), caption, fill="white")
+        images.append(canvas)
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                       duration=int(1000 / fps), loop=0)  # fmt: skip
+    return Path(path)

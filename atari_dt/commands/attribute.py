@@ -70,8 +70,37 @@ def attribute(args: argparse.Namespace) -> int:
                         key=lambda n: -masses[n]["density_ratio"])  # fmt: skip
         print("  densest objects: " + ", ".join(f"{n} {masses[n]['density_ratio']:.1f}x"
                                                 for n in ranked[:4]))  # fmt: skip
+    if args.gif:
+        _episode_gif(args, model, config, out / "episode.gif", mean_frame)
     print(f"wrote {out}/attribution.json and images")
     return 0
+
+
+def _episode_gif(args: argparse.Namespace, model, config, path: Path, mean_frame) -> None:
+    """IG of the model's own choice at ``--gif`` consecutive steps from ``--step``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from atari_dt.attribution.core import Target
+    from atari_dt.attribution.pixels import attribute_pixels
+    from atari_dt.attribution.plots import save_attribution_gif
+    from atari_dt.attribution.windows import window_at
+
+    frames, maps, captions = [], [], []
+    for step in tqdm(range(args.step, args.step + args.gif), desc="attribution GIF", unit="step"):
+        try:
+            window = window_at(args.data or config.data.path, args.episode, step, config.data)
+        except IndexError:
+            break  # the episode ended
+        with torch.no_grad():
+            action = int(model(window.frames, *window.rest())[0, -1].argmax())
+        result = attribute_pixels(model, window, Target(action=action), method="ig",
+                                  baseline=args.baseline, n_steps=args.n_steps,
+                                  mean_frame=mean_frame)  # fmt: skip
+        frames.append(window.frames[0, -1, -1].cpu().numpy())
+        maps.append(result.map().cpu().numpy())
+        captions.append(f"step {step}  action {action}  RTG {float(window.rtg[0, -1]):.4g}")
+    save_attribution_gif(frames, maps, captions, path)
 
 
 def _boxes(window) -> dict | None:
