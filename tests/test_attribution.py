@@ -98,7 +98,7 @@ def test_train_mode_is_switched_to_eval(trained) -> None:
     model, _, window, _ = trained
     model.train()
     with pytest.warns(UserWarning, match="switched it to eval"):
-        attribute_pixels(model, window, chosen(model, window), n_steps=8)
+        attribute_pixels(model, window, chosen(model, window), n_steps=64)
     assert not model.training
 
 
