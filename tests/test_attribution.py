@@ -217,3 +217,40 @@ def test_earlier_target_and_later_frames(trained) -> None:
     full = attribute_pixels(model, window, target, steps=[1, 3], n_steps=32, fast=False)
     assert fast.attributions[1].abs().max() == 0 and fast.attributions[0].abs().max() > 0
     torch.testing.assert_close(fast.attributions, full.attributions, rtol=1e-4, atol=1e-6)
+
+
+def test_padded_window_fast_equals_full(trained) -> None:
+    """Step 1 of an episode: two padding steps; the prefix reuse handles the padding."""
+    model, run_config, _, _ = trained
+    window = window_at(run_config.data.path, 0, 1, run_config.data)
+    assert window.mask.tolist() == [[False, False, True, True]]
+    target = Target(action=3, kind="log_prob")
+    fast = attribute_pixels(model, window, target, steps=[2, 3], n_steps=32)
+    full = attribute_pixels(model, window, target, steps=[2, 3], n_steps=32, fast=False)
+    torch.testing.assert_close(fast.attributions, full.attributions, rtol=1e-4, atol=1e-6)
+
+
+def test_rank_correlation_handles_ties_and_constant_maps() -> None:
+    from atari_dt.attribution.sanity import rank_correlation
+
+    generator = torch.Generator().manual_seed(0)
+    zeros = torch.rand(1000, generator=generator) < 0.7  # a shared 70% zero mask
+    a = torch.where(zeros, 0.0, torch.randn(1000, generator=generator))
+    b = torch.where(zeros, 0.0, torch.randn(1000, generator=generator))
+    # Signed maps whose non-zero values are independent: the shared zeros sit at the middle
+    # rank in both and add nothing; ties broken by position would rank them alike (~0.7).
+    assert abs(rank_correlation(a, b)) < 0.15
+    assert rank_correlation(a, a) == pytest.approx(1.0)
+    assert np.isnan(rank_correlation(torch.zeros(5), torch.arange(5.0)))
+
+
+def test_bad_targets_error_clearly(trained) -> None:
+    model, _, window, _ = trained
+    with pytest.raises(
+        ValueError, match=r"target action 40 is not an action of the model \(0..17\)"
+    ):
+        attribute_pixels(model, window, Target(action=40))
+    with pytest.raises(ValueError, match="step 9 is outside the window of 4 steps"):
+        attribute_pixels(model, window, Target(action=1, step=9), fast=False)
+    masses = object_masses(torch.ones(84, 84), {"all": np.array([-1, -1, 90, 90], np.float32)})
+    assert masses["all"]["density_ratio"] is None  # no background mass: undefined, not inf

@@ -9,7 +9,13 @@ from typing import Any
 import torch
 
 from atari_dt.attribution.baselines import BaselineName, make_baseline
-from atari_dt.attribution.core import ContextWindow, FastForward, Target, eval_model
+from atari_dt.attribution.core import (
+    ContextWindow,
+    FastForward,
+    Target,
+    eval_model,
+    warn_if_unconverged,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ def attribute_channels(
     layer: int = 2,
     baseline: BaselineName = "black",
     n_steps: int = 50,
+    mean_frame: torch.Tensor | None = None,
 ) -> ChannelAttribution:
     """Layer IG at ``encoder.hook_conv{layer}``. Only the target step's stack goes through the
     CNN (the fast path), so the layer's batch is the input's batch, as Captum needs.
@@ -56,7 +63,10 @@ def attribute_channels(
     step = window.step_index(target.step)
     forward = FastForward(model, window, target, [step])
     inputs = window.frames.float()[:, [step]]
-    baselines = make_baseline(baseline, inputs)
+    baselines = make_baseline(baseline, inputs, mean_frame=mean_frame)
     lig = LayerIntegratedGradients(forward, hook)
     result, delta = lig.attribute(inputs, baselines, n_steps=n_steps, return_convergence_delta=True)
+    with torch.no_grad():
+        change = float(forward(inputs)[0] - forward(baselines)[0])
+    warn_if_unconverged(float(delta[0]), change, n_steps)
     return ChannelAttribution(layer, step, result[0].detach(), float(delta[0]))

@@ -77,6 +77,35 @@ class ContextWindow:
         return tuple(t.expand(n, -1) for t in (self.actions, self.rtg, self.timesteps, self.mask))
 
 
+DELTA_TOLERANCE = 0.05  # |convergence delta| / max(|f(x) - f(baseline)|, 1e-3) beyond this warns
+
+
+def warn_if_unconverged(delta: float, change: float, n_steps: int) -> None:
+    """Warn, with the fix, when integrated gradients' delta is large for its change."""
+    relative = abs(delta) / max(abs(change), 1e-3)
+    if relative > DELTA_TOLERANCE:
+        warnings.warn(
+            f"integrated gradients did not converge: |delta| = {abs(delta):.3g} is "
+            f"{relative:.0%} of f(x) - f(baseline) = {change:.3g}; raise n_steps (now {n_steps}, "
+            f"e.g. {n_steps * 4}) until it falls below {DELTA_TOLERANCE:.0%}",
+            stacklevel=3,
+        )
+
+
+def check_target(model: Any, window: ContextWindow, target: Target) -> None:
+    """The target's actions exist and its step is in the window.
+
+    Raises:
+        ValueError: naming the bad action or step.
+    """
+    window.step_index(target.step)
+    n = model.cfg.n_actions
+    for name in ("action", "other_action"):
+        value = getattr(target, name)
+        if value is not None and not 0 <= value < n:
+            raise ValueError(f"target {name} {value} is not an action of the model (0..{n - 1})")
+
+
 def eval_model(model: torch.nn.Module) -> torch.nn.Module:
     """The model in eval mode: dropout would make attributions random (Captum's IG assumes a
     deterministic function). A model in train mode is switched, with a warning."""
@@ -99,6 +128,8 @@ class FastForward:
     def __init__(self, model: Any, window: ContextWindow, target: Target, steps: list[int]):
         from atari_dt.model.prefix import build_prefix_cache
 
+        check_target(model, window, target)
+        steps = [window.step_index(s) for s in steps]
         self.model, self.window = model, window
         self.steps = torch.tensor(steps, device=window.frames.device)
         cfg = model.cfg
@@ -126,6 +157,7 @@ class FullForward:
     """``f(frames)`` for Captum: the whole model on float frames ``[n, T, S, H, W]``."""
 
     def __init__(self, model: Any, window: ContextWindow, target: Target):
+        check_target(model, window, target)
         self.model, self.window, self.target = model, window, target
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ def object_masses(
     attribution_map: torch.Tensor, boxes: dict[str, np.ndarray]
 ) -> dict[str, dict[str, float]]:
     """Per object: ``mass`` (sum of |attribution| inside its box), ``share`` (of the total),
-    ``density`` (mass per pixel) and ``density_ratio`` (density / the background's density);
+    ``density`` (mass per pixel) and ``density_ratio`` (density / the background's density,
+    None when the background has none); boxes may overlap, so shares can sum past 1;
     plus ``background`` (everything outside every box).
 
     Args:
@@ -55,6 +56,6 @@ def _entry(
     mass = float(magnitude[mask].sum())
     density = mass / max(pixels, 1)
     entry = {"mass": mass, "share": mass / total, "pixels": pixels, "density": density}
-    if reference is not None:
-        entry["density_ratio"] = density / reference if reference > 0 else float("inf")
+    if reference is not None:  # undefined (None) when the background holds no attribution
+        entry["density_ratio"] = density / reference if reference > 0 else None
     return entry

@@ -7,7 +7,6 @@ of the attributed frames, ``[k, S, H, W]`` for the ``k`` attributed window steps
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,13 +19,13 @@ from atari_dt.attribution.core import (
     FullForward,
     Target,
     eval_model,
+    warn_if_unconverged,
 )
 
 Method = Literal["ig", "smoothgrad", "gradient_shap", "occlusion", "ablation_frames",
                  "ablation_superpixels"]  # fmt: skip
 METHODS: tuple[str, ...] = ("ig", "smoothgrad", "gradient_shap", "occlusion", "ablation_frames",
                             "ablation_superpixels")  # fmt: skip
-DELTA_TOLERANCE = 0.05  # |convergence delta| / max(|f(x) - f(baseline)|, 1e-3) beyond this warns
 
 
 @dataclass(frozen=True)
@@ -114,22 +113,32 @@ def attribute_pixels(
         result, delta_t = ig.attribute(inputs, base, n_steps=n_steps, return_convergence_delta=True,
                                        internal_batch_size=internal_batch_size)  # fmt: skip
         delta = float(delta_t[0])
-        _warn_if_unconverged(delta, at_input - at_baseline, n_steps)
-    elif method == "smoothgrad":
-        tunnel = attr.NoiseTunnel(attr.Saliency(forward))
-        result = tunnel.attribute(inputs, nt_type="smoothgrad", nt_samples=n_samples,
-                                  stdevs=noise_std * 255, abs=False)  # fmt: skip
-    elif method == "gradient_shap":
-        shap = attr.GradientShap(forward)
-        result, delta_t = shap.attribute(inputs, torch.cat([base, inputs * 0]), n_samples=n_samples,
-                                         return_convergence_delta=True)  # fmt: skip
-        delta = float(delta_t.mean())
+        warn_if_unconverged(delta, at_input - at_baseline, n_steps)
+    elif method in ("smoothgrad", "gradient_shap"):
+        with torch.random.fork_rng():  # their random draws follow `seed`, nothing else's
+            torch.manual_seed(seed)
+            result, delta = _sampled(method, forward, inputs, base, n_samples, noise_std)
     else:
         result = _perturbation(method, forward, inputs, base)
     if not fast:
         result = result[:, steps]
     return PixelAttribution(method, baseline, target, steps, result[0].detach(), at_input,
                             at_baseline, delta)  # fmt: skip
+
+
+def _sampled(method: str, forward: Any, inputs: torch.Tensor, base: torch.Tensor, n_samples: int,
+             noise_std: float) -> tuple[torch.Tensor, float | None]:  # fmt: skip
+    from captum import attr
+
+    if method == "smoothgrad":
+        tunnel = attr.NoiseTunnel(attr.Saliency(forward))
+        return tunnel.attribute(inputs, nt_type="smoothgrad", nt_samples=n_samples,
+                                stdevs=noise_std * 255, abs=False), None  # fmt: skip
+    # Expected gradients between the input and the one baseline (its f is baseline_value).
+    shap = attr.GradientShap(forward)
+    result, delta = shap.attribute(inputs, base, n_samples=n_samples,
+                                   return_convergence_delta=True)  # fmt: skip
+    return result, float(delta.mean())
 
 
 def _perturbation(method: str, forward: Any, inputs: torch.Tensor, base: torch.Tensor) -> Any:
@@ -154,14 +163,3 @@ def _feature_mask(method: str, inputs: torch.Tensor) -> torch.Tensor:
         return frame_id.expand(1, k, S, H, W).contiguous()
     cell = (torch.arange(H) // 12)[:, None] * ((W + 11) // 12) + (torch.arange(W) // 12)[None]
     return (frame_id * cell.numel() + cell.view(1, 1, 1, H, W)).contiguous()
-
-
-def _warn_if_unconverged(delta: float, change: float, n_steps: int) -> None:
-    relative = abs(delta) / max(abs(change), 1e-3)
-    if relative > DELTA_TOLERANCE:
-        warnings.warn(
-            f"integrated gradients did not converge: |delta| = {abs(delta):.3g} is "
-            f"{relative:.0%} of f(x) - f(baseline) = {change:.3g}; raise n_steps (now {n_steps}, "
-            f"e.g. {n_steps * 4}) until it falls below {DELTA_TOLERANCE:.0%}",
-            stacklevel=3,
-        )

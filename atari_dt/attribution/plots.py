@@ -76,7 +76,7 @@ def plot_object_masses(masses: dict[str, dict[str, float]], path: Path, *, title
     """Attribution density inside each object's box relative to the background (bar chart)."""
     plt = _pyplot()
     names = [n for n in masses if n != "background"]
-    ratios = [masses[n]["density_ratio"] for n in names]
+    ratios = [masses[n]["density_ratio"] or 0.0 for n in names]  # None: no background mass
     shares = [masses[n]["share"] for n in names]
     fig, ax = plt.subplots(figsize=(max(4, 0.7 * len(names) + 2), 3))
     bars = ax.bar(names, ratios, color="#4477aa")

@@ -23,15 +23,20 @@ RANDOMISATION_THRESHOLD = 0.5  # |Spearman| of trained vs random-weight maps bel
 
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two maps (flattened; ties broken by position)."""
-    ranks = [_ranks(x.detach().cpu().float().flatten()) for x in (a, b)]
+    """Spearman rank correlation of two maps (flattened; tied values share their average rank,
+    so e.g. common zeros do not inflate it). NaN when a map is constant (undefined)."""
+    ranks = [_ranks(x.detach().cpu().double().flatten()) for x in (a, b)]
+    if any(float(r.std()) == 0 for r in ranks):
+        return float("nan")
     return float(torch.corrcoef(torch.stack(ranks))[0, 1])
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
-    ranks = torch.empty(values.numel())
-    ranks[values.argsort()] = torch.arange(values.numel(), dtype=torch.float32)
-    return ranks
+    """Average ranks (0-based) of ``values``."""
+    _, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts  # rank of each distinct value's first copy
+    average = first.double() + (counts.double() - 1) / 2
+    return average[inverse]
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,8 @@ class RandomisationResult:
 
     @property
     def passed(self) -> bool:
-        return abs(self.correlation) < self.threshold
+        """False also when the correlation is undefined (a constant map)."""
+        return bool(abs(self.correlation) < self.threshold)
 
 
 def randomisation_test(
@@ -63,8 +69,10 @@ def randomisation_test(
     from atari_dt.model import HookedDecisionTransformer
 
     trained = explain(eval_model(model))
-    torch.manual_seed(seed)
-    random_model = HookedDecisionTransformer(model.cfg).to(next(model.parameters()).device).eval()
+    with torch.random.fork_rng():  # the random weights follow `seed` only
+        torch.manual_seed(seed)
+        random_model = HookedDecisionTransformer(model.cfg)
+    random_model = random_model.to(next(model.parameters()).device).eval()
     randomised = explain(random_model)
     return RandomisationResult(
         rank_correlation(trained, randomised),
@@ -122,6 +130,7 @@ def deletion_curve(
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be deletion or insertion, got {mode!r}")
     model = eval_model(model)
+    steps = [window.step_index(s) for s in steps]
     fractions = np.linspace(0, 1, 21) if fractions is None else np.asarray(fractions)
     forward = FastForward(model, window, target, steps)
     inputs = window.frames.float()[:, steps][0]  # [k, S, H, W]

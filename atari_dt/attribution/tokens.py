@@ -8,7 +8,13 @@ from typing import Any
 
 import torch
 
-from atari_dt.attribution.core import ContextWindow, Target, eval_model
+from atari_dt.attribution.core import (
+    ContextWindow,
+    Target,
+    check_target,
+    eval_model,
+    warn_if_unconverged,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ def attribute_tokens(
     from captum.attr import IntegratedGradients
 
     model = eval_model(model)
+    check_target(model, window, target)
     with torch.no_grad():
         states = model.embed_states(window.frames)
         _, cache = model.run_with_cache(
@@ -55,6 +62,7 @@ def attribute_tokens(
         by_token[_EMBEDS.index(name)] = values[0].sum(-1).detach()
     with torch.no_grad():
         at_input, at_base = float(forward(*inputs)[0]), float(forward(*baselines)[0])
+    warn_if_unconverged(float(delta[0]), at_input - at_base, n_steps)
     rtg_inputs, rtg_delta = None, None
     if not bc:
         rtg_inputs, rtg_delta = _rtg_inputs(model, window, target, states, n_steps)

@@ -22,6 +22,8 @@ def attribute(args: argparse.Namespace) -> int:
     config = load_run_config(Path(args.run_dir))
     model, _ = load_run_model(Path(args.run_dir))
     window = window_at(args.data or config.data.path, args.episode, args.step, config.data)
+    if args.other_action is not None and args.kind != "logit_diff":
+        raise ValueError("--other-action is only used with --kind logit_diff")
     with torch.no_grad():
         logits = model(window.frames, *window.rest())[0, -1]
     action = int(logits.argmax()) if args.action is None else args.action
@@ -29,12 +31,20 @@ def attribute(args: argparse.Namespace) -> int:
         raise ValueError(f"--action {action} is not in [0, {model.cfg.n_actions})")
     target = Target(action=action, kind=args.kind, other_action=args.other_action)
     steps = list(range(window.length)) if args.steps == "all" else None
-    mean_frame = _mean_frame(config.data.path) if args.baseline == "mean" else None
+    store_path = args.data or config.data.path
+    mean_frame = _mean_frame(store_path) if args.baseline == "mean" else None
     result = attribute_pixels(model, window, target, method=args.method, baseline=args.baseline,
                               steps=steps, n_steps=args.n_steps, mean_frame=mean_frame)  # fmt: skip
     tokens = attribute_tokens(model, window, target, n_steps=args.n_steps)
     boxes = _boxes(window)
-    masses = object_masses(result.map(window.length - 1), boxes) if boxes else None
+    # The boxes describe the newest frame: weigh that frame's attribution against them.
+    last_step = window.length - 1
+    newest = (
+        result.attributions[result.steps.index(last_step), -1]
+        if last_step in result.steps
+        else None
+    )
+    masses = object_masses(newest, boxes) if boxes and newest is not None else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     title = (f"{window.game} episode {args.episode} step {args.step}: {args.method} "
@@ -59,7 +69,9 @@ def attribute(args: argparse.Namespace) -> int:
                    "convergence_delta": tokens.convergence_delta},
         "objects": masses,
     }  # fmt: skip
-    atomic_write_bytes(out / "attribution.json", json.dumps(report, indent=2).encode())
+    atomic_write_bytes(
+        out / "attribution.json", json.dumps(report, indent=2, allow_nan=False).encode()
+    )
     print(title)
     print(
         f"  target {result.target_value:.4g} (baseline {result.baseline_value:.4g}), "
@@ -67,9 +79,9 @@ def attribute(args: argparse.Namespace) -> int:
     )
     if masses:
         ranked = sorted((n for n in masses if n != "background"),
-                        key=lambda n: -masses[n]["density_ratio"])  # fmt: skip
-        print("  densest objects: " + ", ".join(f"{n} {masses[n]['density_ratio']:.1f}x"
-                                                for n in ranked[:4]))  # fmt: skip
+                        key=lambda n: -(masses[n]["density_ratio"] or 0))  # fmt: skip
+        print("  densest objects (newest frame): " + ", ".join(
+            f"{n} {masses[n]['density_ratio'] or 0:.1f}x" for n in ranked[:4]))  # fmt: skip
     if args.gif:
         _episode_gif(args, model, config, out / "episode.gif", mean_frame)
     print(f"wrote {out}/attribution.json and images")
