@@ -254,3 +254,49 @@ def test_bad_targets_error_clearly(trained) -> None:
         attribute_pixels(model, window, Target(action=1, step=9), fast=False)
     masses = object_masses(torch.ones(84, 84), {"all": np.array([-1, -1, 90, 90], np.float32)})
     assert masses["all"]["density_ratio"] is None  # no background mass: undefined, not inf
+
+
+def test_occlusion_cross_checks_integrated_gradients(trained) -> None:
+    """Blur occlusion and IG agree on where the decision comes from (magnitudes)."""
+    from atari_dt.attribution.sanity import agreement
+
+    model, _, window, _ = trained
+    target = chosen(model, window)
+    ig = attribute_pixels(model, window, target, baseline="blur", n_steps=64).map()
+    occlusion = attribute_pixels(model, window, target, method="occlusion", baseline="blur").map()
+    result = agreement(ig, occlusion)
+    assert result["abs_rank_correlation"] > 0.2, result
+    assert 0 <= result["top_overlap"] <= 1
+
+
+def test_window_from_a_live_rollout(trained) -> None:
+    """A window built from a rollout's history explains what the agent saw (its probabilities
+    match the agent's)."""
+    import numpy as np
+
+    from atari_dt.attribution.core import ContextWindow
+    from atari_dt.envs.make import make_env
+    from atari_dt.rollout.agent import DTAgent, FrameStacker
+
+    model, _, _, _ = trained
+    env = make_env("Seaquest", repeat_action_probability=0.0)
+    frame, _ = env.reset(seed=5)
+    agent, stacker = DTAgent(model, 1, sample=False), FrameStacker(1, 4, (84, 84))
+    agent.start(0, 100.0)
+    stacker.reset(0, frame)
+    stacks, actions, rtgs = [], [], []
+    for t in range(6):
+        stacks.append(stacker.stacks[0].copy())
+        rtgs.append(agent.target_left(0))
+        decision = agent.act(np.array([0]), stacker.stacks[[0]], np.array([t]))
+        actions.append(int(decision.actions[0]))
+        frame, reward, *_ = env.step(actions[-1])
+        agent.observe(np.array([0]), np.array([reward]))
+        stacker.push(0, frame)
+    window = ContextWindow.from_history(np.stack(stacks), np.array(actions), np.array(rtgs),
+                                        np.arange(6), context_len=4, game="Seaquest")  # fmt: skip
+    with torch.no_grad():
+        probs = torch.softmax(model(window.frames, *window.rest())[0, -1], -1)
+    torch.testing.assert_close(probs, decision.probs[0], rtol=0, atol=1e-5)
+    result = attribute_pixels(model, window, Target(action=actions[-1]), n_steps=16)
+    assert result.attributions.shape == (1, 4, 84, 84)

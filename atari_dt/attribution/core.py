@@ -62,6 +62,27 @@ class ContextWindow:
     ram: np.ndarray | None = None
     game: str = ""
 
+    @classmethod
+    def from_history(
+        cls, stacks: np.ndarray, actions: np.ndarray, rtg: np.ndarray, timesteps: np.ndarray,
+        *, context_len: int, game: str = "", ram: np.ndarray | None = None,
+    ) -> ContextWindow:  # fmt: skip
+        """The window of the last ``context_len`` steps of a live rollout's history:
+        ``stacks`` uint8 ``[L, S, H, W]`` (each step's frame stack), ``actions``, ``rtg``
+        (the return still asked for at each step) and ``timesteps`` ``[L]``. The current
+        step's action may be anything (its logits never see it)."""
+        steps = slice(max(0, len(stacks) - context_len), len(stacks))
+        n = steps.stop - steps.start
+        return cls(
+            frames=torch.as_tensor(np.asarray(stacks[steps]), dtype=torch.uint8)[None],
+            actions=torch.as_tensor(np.asarray(actions[steps]), dtype=torch.long)[None],
+            rtg=torch.as_tensor(np.asarray(rtg[steps]), dtype=torch.float32)[None],
+            timesteps=torch.as_tensor(np.asarray(timesteps[steps]), dtype=torch.long)[None],
+            mask=torch.ones(1, n, dtype=torch.bool),
+            ram=None if ram is None else np.asarray(ram[steps]),
+            game=game,
+        )
+
     @property
     def length(self) -> int:
         return int(self.frames.shape[1])

@@ -152,3 +152,17 @@ def _curve(forward: FastForward, inputs: torch.Tensor, base: torch.Tensor, order
         batch.append(image.view(inputs.shape))
     with torch.no_grad():
         return forward(torch.stack(batch)).cpu().numpy()
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor, *, top_fraction: float = 0.1) -> dict[str, float]:
+    """How two maps of the same decision agree (e.g. IG cross-checked by blur occlusion):
+    Spearman of the signed maps, of their magnitudes, and the overlap (intersection over
+    union) of their ``top_fraction`` largest-magnitude pixels."""
+    k = max(1, round(top_fraction * a.numel()))
+    top_a = set(a.detach().abs().flatten().topk(k).indices.tolist())
+    top_b = set(b.detach().abs().flatten().topk(k).indices.tolist())
+    return {
+        "rank_correlation": rank_correlation(a, b),
+        "abs_rank_correlation": rank_correlation(a.abs(), b.abs()),
+        "top_overlap": len(top_a & top_b) / len(top_a | top_b),
+    }
