@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(stages)
     _add_eval(stages)
     _add_attribute(stages)
+    _add_scan(stages)
     model = stages.add_parser("model", help="model checkpoints: import, inspect")
     model_commands = model.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     _add_import_original(model_commands)
@@ -130,6 +131,24 @@ def _add_attribute(stages: argparse._SubParsersAction) -> None:
                    "steps from --step")  # fmt: skip
     p.add_argument("--data", help="episode store (default: the run's data.path)")
     p.add_argument("--out", required=True, help="output directory")
+
+
+def _add_scan(stages: argparse._SubParsersAction) -> None:
+    p = stages.add_parser(
+        "scan",
+        help="RTG scan of a trained run: the policy on real contexts as the asked return sweeps",
+        description="Writes scan.json, scan.png and attention_to_rtg.png to --out (RUN/scan).",
+    )
+    p.add_argument("run_dir", help="training run directory")
+    p.add_argument("--rtg", required=True, help="grid: start:stop:count (0:3000:31) or 0,10,20")
+    p.add_argument("--contexts", type=int, default=256, help="context windows from the data")
+    p.add_argument("--mode", choices=["constant", "decremented"], default="constant",
+                   help="RTG constant over the window, or decremented by its rewards")  # fmt: skip
+    p.add_argument("--reference", type=float,
+                   help="RTG the divergences are measured from (default: data median return)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="which contexts are sampled")
+    p.add_argument("--data", help="episode store (default: the run's data.path)")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/scan)")
 
 
 def _add_import_original(commands: argparse._SubParsersAction) -> None:

@@ -40,6 +40,10 @@ def run_command(args: argparse.Namespace) -> int:
             from atari_dt.commands import attribute
 
             return attribute.attribute(args)
+        if args.stage == "scan":
+            from atari_dt.commands import scan
+
+            return scan.scan(args)
         if args.stage == "model":
             from atari_dt.commands import model
 

@@ -1,0 +1,74 @@
+"""Mean ablation of heads and MLPs: each component's output replaced by its mean over a
+dataset of contexts (not over positions of one vector), and the effect on the policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from atari_dt.analysis.scan import Batch
+
+
+@torch.no_grad()
+def component_means(model, batch: Batch) -> dict[str, torch.Tensor]:
+    """Mean over the contexts of every head's ``hook_z`` (``[P, H, e]``) and every
+    ``hook_mlp_out`` (``[P, d]``), per position; padded steps excluded."""
+    names = lambda n: n.endswith(("attn.hook_z", "hook_mlp_out"))  # noqa: E731
+    inputs = (batch["frames"], batch["actions"], batch["rtg"], batch["timesteps"], batch["mask"])
+    _, cache = model.run_with_cache(*inputs, names_filter=names)
+    real = batch["mask"].repeat_interleave(model.cfg.tokens_per_step, dim=1).float()  # [N, P]
+    means = {}
+    for name, value in cache.items():
+        weight = real.view(*real.shape, *([1] * (value.ndim - 2)))
+        means[name] = (value * weight).sum(0) / weight.sum(0).clamp(min=1)
+    return means
+
+
+@contextmanager
+def mean_ablated(model, means: dict[str, torch.Tensor], heads: list[tuple[int, int]] = (),
+                 mlps: list[int] = ()) -> Iterator[None]:  # fmt: skip
+    """Inside, the given heads ``(layer, head)`` and MLPs output their dataset means (any
+    forward: evaluation rollouts too)."""
+    hooks = []
+    for layer, head in heads:
+        name = f"blocks.{layer}.attn.hook_z"
+
+        def replace_head(z, hook, head=head, mean=means[name]):
+            z = z.clone()
+            z[:, :, head] = mean[: z.shape[1], head]
+            return z
+
+        hooks.append((name, replace_head))
+    for layer in mlps:
+        name = f"blocks.{layer}.hook_mlp_out"
+        hooks.append(
+            (name, lambda out, hook, mean=means[name]: mean[: out.shape[1]].expand_as(out))
+        )
+    with model.hooks(fwd_hooks=hooks):
+        yield
+
+
+@torch.no_grad()
+def ablation_effects(
+    model, batch: Batch, means: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Mean KL divergence (nats) of the last step's policy from the clean one when each head
+    (``heads`` ``[n_layers, n_heads]``) or MLP (``mlps`` ``[n_layers]``) is mean-ablated."""
+    inputs = (batch["frames"], batch["actions"], batch["rtg"], batch["timesteps"], batch["mask"])
+    clean = torch.log_softmax(model(*inputs)[:, -1], -1)
+
+    def kl() -> float:
+        ablated = torch.log_softmax(model(*inputs)[:, -1], -1)
+        return float((clean.exp() * (clean - ablated)).sum(-1).mean())
+
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    heads, mlps = torch.zeros(L, H), torch.zeros(L)
+    for layer in range(L):
+        for head in range(H):
+            with mean_ablated(model, means, heads=[(layer, head)]):
+                heads[layer, head] = kl()
+        with mean_ablated(model, means, mlps=[layer]):
+            mlps[layer] = kl()
+    return {"heads": heads, "mlps": mlps}

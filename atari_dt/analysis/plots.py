@@ -1,0 +1,71 @@
+"""Figures of the analysis results. They only draw what the analysis functions return."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from atari_dt.analysis.saturation import Saturation
+from atari_dt.analysis.scan import RtgScan
+from atari_dt.datasets.plots import _pyplot
+from atari_dt.io import atomic_path
+
+
+def _mark_data(ax, scan: RtgScan) -> None:
+    if scan.data_return_range is not None:
+        lo, hi = scan.data_return_range
+        ax.axvspan(lo, hi, color="#dddddd", label="training returns")
+        ax.axvline(hi, color="#888888", linestyle="--", linewidth=1)
+
+
+def plot_scan(scan: RtgScan, sat: Saturation, path: Path, *, title: str, top: int = 6) -> Path:
+    """Action probabilities (the ``top`` most used), entropy and divergence to the reference,
+    and RTG-embedding saturation against the RTG, the training returns shaded (PNG)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    probs = scan.action_probs
+    for action in np.argsort(-probs.mean(0))[:top]:
+        axes[0].plot(scan.rtg, probs[:, action], label=f"action {action}")
+    axes[0].set_ylabel("mean probability")
+    axes[1].plot(scan.rtg, scan.entropy, color="#4477aa", label="entropy (nats)")
+    axes[1].plot(scan.rtg, scan.js_to_reference, color="#cc6677",
+                 label=f"JS to RTG {scan.reference_rtg:g}")  # fmt: skip
+    axes[2].plot(scan.rtg, sat.saturated_fraction, color="#228833", label="saturated RTG units")
+    axes[2].plot(scan.rtg, sat.policy_change / max(sat.policy_change.max(), 1e-12),
+                 color="#aa3377", label="policy change (scaled)")  # fmt: skip
+    if sat.saturation_rtg is not None:
+        for ax in axes:
+            ax.axvline(sat.saturation_rtg, color="#aa3377", linestyle=":", linewidth=1)
+    for ax in axes:
+        _mark_data(ax, scan)
+        ax.set_xlabel(f"RTG ({scan.mode} over the window)")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_heatmap(values: np.ndarray, path: Path, *, title: str, xlabel: str, ylabel: str,
+                 xticks: list[str] | None = None) -> Path:  # fmt: skip
+    """A signed matrix (layer x head, layer x position, ...) with a diverging colour map."""
+    plt = _pyplot()
+    limit = float(np.abs(values).max()) or 1.0
+    fig, ax = plt.subplots(figsize=(max(4, 0.25 * values.shape[1] + 2), 0.5 * values.shape[0] + 2))
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    if xticks is not None:
+        ax.set_xticks(range(len(xticks)), xticks, rotation=90, fontsize=6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _pyplot()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return Path(path)
