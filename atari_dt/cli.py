@@ -144,8 +144,11 @@ def _add_scan(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--contexts", type=int, default=256, help="context windows from the data")
     p.add_argument("--mode", choices=["constant", "decremented"], default="constant",
                    help="RTG constant over the window, or decremented by its rewards")  # fmt: skip
-    p.add_argument("--reference", type=float,
-                   help="RTG the divergences are measured from (default: data median return)")  # fmt: skip
+    p.add_argument(
+        "--reference",
+        type=float,
+        help="RTG divergences are measured from (default: the data's median return)",
+    )
     p.add_argument("--seed", type=int, default=0, help="which contexts are sampled")
     p.add_argument("--data", help="episode store (default: the run's data.path)")
     p.add_argument("--out", help="output directory (default: RUN_DIR/scan)")
