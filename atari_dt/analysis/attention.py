@@ -18,13 +18,14 @@ def token_labels(cfg, T: int) -> list[str]:
 @torch.no_grad()
 def mean_patterns(model, batch: Batch) -> tuple[torch.Tensor, list[str]]:
     """Every head's attention pattern averaged over the contexts: ``[n_layers, n_heads, P, P]``
-    (query, key) and the token labels. Padded contexts count only where both tokens are real."""
+    (query, key) and the token labels. A padded context counts only in the rows of its real
+    queries (which never attend to padding), so every row still sums to 1."""
     _, cache = model.run_with_cache(batch["frames"], batch["actions"], batch["rtg"],
                                     batch["timesteps"], batch["mask"],
                                     names_filter=lambda n: n.endswith("hook_pattern"))  # fmt: skip
     k = model.cfg.tokens_per_step
     real = batch["mask"].repeat_interleave(k, dim=1).float()  # [N, P]
-    weight = (real[:, :, None] * real[:, None, :])[:, None]  # [N, 1, P, P]
+    weight = real[:, None, :, None]  # [N, 1, P_query, 1]
     patterns = torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"]
                             for layer in range(model.cfg.n_layers)], dim=1)  # fmt: skip
     mean = (patterns * weight[:, None]).sum(0) / weight.sum(0).clamp(min=1)

@@ -1,0 +1,220 @@
+"""Transformer analysis: every identity the analysis relies on, on real Seaquest windows."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_model import TINY, inputs, make_model
+
+from atari_dt.analysis.ablation import ablation_effects, component_means, mean_ablated
+from atari_dt.analysis.attention import attention_to_rtg, mean_patterns, token_labels
+from atari_dt.analysis.dla import direct_logit_attribution, logit_lens
+from atari_dt.analysis.patching import patch_heads, patch_residual, run_patched
+from atari_dt.analysis.probes import probe
+from atari_dt.analysis.saturation import SATURATED, saturation
+from atari_dt.analysis.scan import parse_grid, rtg_scan, scanned_rtg
+from atari_dt.cli import main
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model()
+
+
+@pytest.fixture(scope="module")
+def batch(seaquest_windows) -> dict[str, torch.Tensor]:
+    frames, actions, rtg, timesteps = inputs(seaquest_windows)
+    mask = torch.ones(actions.shape, dtype=torch.bool)
+    mask[0, :3] = False  # one padded context
+    return {"frames": frames, "actions": actions, "rtg": rtg, "timesteps": timesteps, "mask": mask}
+
+
+def as_inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return tuple(batch[k] for k in ("frames", "actions", "rtg", "timesteps", "mask"))
+
+
+def test_scan_at_the_contexts_own_rtg_reproduces_the_forward_pass(model, batch) -> None:
+    """Decremented mode at each window's own first RTG gives back its RTG, hence its logits."""
+    with torch.no_grad():
+        expected = model(*as_inputs(batch))[:, -1]
+    first = batch["rtg"].gather(1, batch["mask"].long().argmax(1, keepdim=True))[:, 0]
+    for row in range(len(first)):
+        one = {k: v[row : row + 1] for k, v in batch.items()}
+        own = float(first[row])
+        torch.testing.assert_close(scanned_rtg(one, own, "decremented")[one["mask"]],
+                                   one["rtg"][one["mask"]])  # fmt: skip
+        scan = rtg_scan(model, one, np.array([own]), mode="decremented", reference_rtg=own)
+        torch.testing.assert_close(scan.logits[0, 0], expected[row], rtol=0, atol=1e-5)
+        assert scan.kl_to_reference[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_scan_outputs(model, batch) -> None:
+    returns = np.array([0.0, 5.0, 10.0, 20.0])
+    scan = rtg_scan(model, batch, np.linspace(-5, 60, 14), data_returns=returns)
+    assert scan.logits.shape == (14, 6, 18) and scan.action_probs.shape == (14, 18)
+    np.testing.assert_allclose(scan.action_probs.sum(1), 1.0, atol=1e-5)
+    assert np.all(scan.entropy > 0) and np.all(scan.js_to_reference >= -1e-7)
+    assert np.all(scan.js_to_reference <= math.log(2) + 1e-6)
+    assert scan.reference_rtg == 7.5 and scan.data_return_range == (0.0, 20.0)
+    assert scan.data_return_percentiles[50] == 7.5
+    assert list(parse_grid("0:30:4")) == [0, 10, 20, 30] and list(parse_grid("1,2")) == [1, 2]
+    with pytest.raises(ValueError, match="expected start:stop:count"):
+        parse_grid("0:x")
+
+
+def test_saturation_matches_the_analytic_answer(model, batch) -> None:
+    """Hand-set RTG embedding: unit i has weight (i + 1) / 8 and no bias, so it saturates
+    (|tanh| > 0.99) exactly when (i + 1) R / 8 > atanh(0.99)."""
+    d = model.cfg.d_model
+    saturating = dataclasses.replace(TINY, rtg_scale=1.0)
+    hand = make_model(saturating)
+    with torch.no_grad():
+        hand.rtg_embed.weight.copy_((torch.arange(d, dtype=torch.float32) + 1)[:, None] / 8)
+        hand.rtg_embed.bias.zero_()
+    grid = np.array([0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 40.0])
+    result = saturation(hand, rtg_scan(hand, batch, grid))
+    expected = [np.mean((np.arange(d) + 1) * r / 8 > math.atanh(SATURATED)) for r in grid]
+    np.testing.assert_allclose(result.saturated_fraction, expected)
+    assert result.saturated_fraction[-1] == 1.0
+    # Once every unit is saturated the policy cannot move: it settles at or before R = 40.
+    assert result.saturation_rtg is not None and result.saturation_rtg <= 40
+    assert d == 32
+
+
+def test_direct_logit_attribution_sums_to_the_logit(model, batch) -> None:
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(*as_inputs(batch))
+    values, labels = direct_logit_attribution(model, cache, action=4)
+    assert labels[:3] == ["embed", "pos_embed", "L0H0"] and labels[-1] == "bias"
+    assert values.shape == (len(labels), 6)
+    torch.testing.assert_close(values.sum(0), logits[:, -1, 4], rtol=0, atol=1e-4)
+    diff, _ = direct_logit_attribution(model, cache, action=4, other_action=7, step=2)
+    torch.testing.assert_close(diff.sum(0), logits[:, 2, 4] - logits[:, 2, 7], rtol=0, atol=1e-4)
+
+
+def test_logit_lens_ends_at_the_output(model, batch) -> None:
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(*as_inputs(batch))
+    lens, labels = logit_lens(model, cache)
+    assert lens.shape == (3, 6, 18) and labels[-1] == "final_post"
+    torch.testing.assert_close(lens[-1], torch.softmax(logits[:, -1], -1), rtol=0, atol=1e-5)
+
+
+def corrupted_pair(batch):
+    clean = tuple(t[1:2] for t in as_inputs(batch))
+    corrupted = list(clean)
+    corrupted[2] = clean[2] + 50.0  # out-of-distribution RTG
+    return clean, tuple(corrupted)
+
+
+def test_patching_identities(model, batch) -> None:
+    clean, corrupted = corrupted_pair(batch)
+    with torch.no_grad():
+        clean_logits, clean_cache = model.run_with_cache(*clean)
+        corrupted_logits, corrupted_cache = model.run_with_cache(*corrupted)
+    for layer in range(model.cfg.n_layers):
+        name = [f"blocks.{layer}.hook_resid_pre"]
+        # A run patched with its own clean activations is restored exactly...
+        same = run_patched(model, clean, clean_cache.cache_dict, name)
+        torch.testing.assert_close(same, clean_logits, rtol=0, atol=1e-5)
+        # ...and the clean run with a whole layer from the corrupted run is the corrupted run.
+        swapped = run_patched(model, clean, corrupted_cache.cache_dict, name)
+        torch.testing.assert_close(swapped, corrupted_logits, rtol=0, atol=1e-5)
+
+
+def test_patching_maps(model, batch) -> None:
+    clean, corrupted = corrupted_pair(batch)
+    with torch.no_grad():
+        action = int(model(*clean)[0, -1].argmax())
+        other = int(model(*clean)[0, -1].argmin())
+    residual = patch_residual(model, clean, corrupted, action, other)
+    assert residual.restored.shape == (2, 24)
+    # Only RTG tokens differ: at layer 0 patching a state or action token restores nothing.
+    assert (
+        residual.restored[0, 1::3].abs().max() < 1e-4
+        and residual.restored[0, 2::3].abs().max() < 1e-4
+    )
+    assert residual.restored[0].sum() != 0
+    heads = patch_heads(model, clean, corrupted, action, other)
+    patterns = patch_heads(model, clean, corrupted, action, other, what="pattern")
+    noising = patch_heads(model, clean, corrupted, action, other, direction="noising")
+    assert heads.restored.shape == patterns.restored.shape == noising.restored.shape == (2, 4)
+    assert torch.isfinite(heads.restored).all() and len(heads.labels) == 8
+    with pytest.raises(ValueError, match="same logit difference"):
+        patch_residual(model, clean, clean, action, other)
+
+
+def test_attention(model, batch) -> None:
+    mean, labels = mean_patterns(model, batch)
+    assert mean.shape == (2, 4, 24, 24) and labels[:4] == ["R_1", "s_1", "a_1", "R_2"]
+    torch.testing.assert_close(mean.sum(-1), torch.ones(2, 4, 24), rtol=0, atol=1e-5)
+    assert mean.triu(diagonal=1).abs().max() == 0
+    to_rtg = attention_to_rtg(model, batch, np.array([0.0, 10.0, 100.0]))
+    assert to_rtg.shape == (3, 2, 4) and torch.all((to_rtg >= 0) & (to_rtg <= 1 + 1e-6))
+    assert token_labels(dataclasses.replace(TINY, behaviour_cloning=True), 2) == [
+        "s_1",
+        "a_1",
+        "s_2",
+        "a_2",
+    ]
+
+
+def test_probes_recover_a_planted_signal_and_score_chance_on_shuffled_labels() -> None:
+    generator = np.random.default_rng(0)
+    layers = generator.normal(size=(3, 400, 16))
+    direction = generator.normal(size=16)
+    target = layers[1] @ direction + 0.05 * generator.normal(size=400)
+    result = probe(layers, target, ["0", "1", "2"])
+    assert result.scores[1] > 0.95 and result.scores[0] < 0.2 and result.scores[2] < 0.2
+    shuffled = probe(layers, generator.permutation(target), ["0", "1", "2"])
+    assert np.all(shuffled.scores < 0.1)
+    classes = (layers[2] @ direction > 0).astype(int)
+    classified = probe(layers, classes, ["0", "1", "2"], kind="classification")
+    assert classified.scores[2] > 0.9 and classified.chance < 0.7
+    chance = probe(layers, generator.permutation(classes), ["0", "1", "2"], kind="classification")
+    assert np.all(np.abs(chance.scores - 0.5) < 0.15)
+
+
+def test_mean_ablation(model, batch) -> None:
+    one = {k: v[1:2] for k, v in batch.items()}
+    means = component_means(model, one)
+    # The mean over a single context is that context's activation: ablating changes nothing.
+    effects = ablation_effects(model, one, means)
+    assert effects["heads"].abs().max() < 1e-6 and effects["mlps"].abs().max() < 1e-6
+    means = component_means(model, batch)
+    effects = ablation_effects(model, batch, means)
+    assert effects["heads"].shape == (2, 4) and (effects["heads"] > 0).all()
+    inputs_ = as_inputs(batch)
+    with torch.no_grad():
+        before = model(*inputs_)
+        with mean_ablated(model, means, mlps=[1]):
+            during = model(*inputs_)
+        after = model(*inputs_)
+    assert not torch.allclose(before, during) and torch.equal(before, after)
+
+
+def test_cli_scan(tmp_path, seaquest_store_path, capsys) -> None:
+    import yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"path": str(seaquest_store_path), "context_len": 4},
+        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_timestep": 512},
+        "train": {"max_steps": 2, "batch_size": 4, "checkpoint_every": 2},
+    }))  # fmt: skip
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
+    assert main(["scan", str(run), "--rtg", "0:20:5", "--contexts", "16"]) == 0
+    report = json.loads((run / "scan" / "scan.json").read_text())
+    for key in ("rtg", "action_probs", "entropy", "divergence_to_reference", "reference_rtg",
+                "data_return_range", "saturation_rtg"):  # fmt: skip
+        assert key in report, key
+    assert report["rtg"] == [0, 5, 10, 15, 20] and np.shape(report["action_probs"]) == (5, 18)
+    assert (run / "scan" / "scan.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["scan", str(run), "--rtg", "zero"]) == 2
+    assert "expected start:stop:count" in capsys.readouterr().err
