@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(stages)
     _add_attribute(stages)
     _add_scan(stages)
+    _add_analyze(stages)
     model = stages.add_parser("model", help="model checkpoints: import, inspect")
     model_commands = model.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     _add_import_original(model_commands)
@@ -152,6 +153,32 @@ def _add_scan(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="which contexts are sampled")
     p.add_argument("--data", help="episode store (default: the run's data.path)")
     p.add_argument("--out", help="output directory (default: RUN_DIR/scan)")
+
+
+def _add_analyze(stages: argparse._SubParsersAction) -> None:
+    p = stages.add_parser(
+        "analyze",
+        help="DLA, logit lens, RTG patching, attention, probes, mean ablation of a trained run",
+        description="Writes analysis.json and plots (dla, logit_lens, patching_*, attention, "
+        "probes, ablation_heads) to --out.",
+    )
+    p.add_argument("run_dir", help="training run directory")
+    p.add_argument("--episode", type=int, required=True, help="episode number in the store")
+    p.add_argument("--step", type=int, required=True, help="step of that episode to explain")
+    p.add_argument("--contexts", type=int, default=256, help="contexts for attention and probes")
+    p.add_argument(
+        "--corrupt-rtg",
+        type=float,
+        help="RTG of the corrupted run in patching (default: 3x the data's max)",
+    )
+    p.add_argument(
+        "--other-action",
+        type=int,
+        help="second action of the patched logit difference (default: the least likely)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="which contexts are sampled")
+    p.add_argument("--data", help="episode store (default: the run's data.path)")
+    p.add_argument("--out", required=True, help="output directory")
 
 
 def _add_import_original(commands: argparse._SubParsersAction) -> None:

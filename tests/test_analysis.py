@@ -218,3 +218,43 @@ def test_cli_scan(tmp_path, seaquest_store_path, capsys) -> None:
     assert (run / "scan" / "scan.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["scan", str(run), "--rtg", "zero"]) == 2
     assert "expected start:stop:count" in capsys.readouterr().err
+
+
+def test_mean_ablation_reaches_rollouts(model, batch) -> None:
+    """Ablation hooks stay on for any forward inside the context: the rollout agent's too."""
+    from atari_dt.rollout.agent import DTAgent
+
+    means = component_means(model, batch)
+    stacks = batch["frames"][1, -1:].numpy()  # one real frame stack
+
+    def decide():
+        agent = DTAgent(model, 1, sample=False)
+        agent.start(0, 10.0)
+        return agent.act(np.array([0]), stacks, np.array([5])).probs
+
+    plain = decide()
+    with mean_ablated(model, means, mlps=[0, 1]):
+        ablated = decide()
+    assert not torch.allclose(plain, ablated)
+    torch.testing.assert_close(decide(), plain)  # hooks removed on exit
+
+
+def test_cli_analyze(tmp_path, seaquest_store_path, capsys) -> None:
+    import yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"path": str(seaquest_store_path), "context_len": 4},
+        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_timestep": 512},
+        "train": {"max_steps": 3, "batch_size": 4, "checkpoint_every": 3},
+    }))  # fmt: skip
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(run), "--episode", "1", "--step", "50", "--contexts", "24",
+                 "--out", str(out)]) == 0  # fmt: skip
+    report = json.loads((out / "analysis.json").read_text())
+    assert {"dla", "logit_lens", "patching", "probes", "mean_ablation_kl"} <= set(report)
+    assert np.shape(report["mean_ablation_kl"]["heads"]) == (2, 2)
+    assert {p.name for p in out.glob("*.png")} >= {"dla.png", "logit_lens.png", "attention.png",
+                                                   "probes.png", "ablation_heads.png"}  # fmt: skip

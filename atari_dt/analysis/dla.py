@@ -53,3 +53,34 @@ def logit_lens(model, cache: ActivationCache, *, step: int = -1) -> tuple[torch.
     T = accumulated.shape[2] // k
     at_state = accumulated[:, :, k * (step % T) + offset]  # [L + 1, B, d]
     return torch.softmax(model.action_logits_at(at_state), dim=-1).detach(), labels
+
+
+@torch.no_grad()
+def dla_along_scan(
+    model, batch: dict[str, torch.Tensor], rtg_grid, action: int, *, mode: str = "constant"
+) -> tuple[torch.Tensor, list[str]]:
+    """Direct logit attribution of ``action`` at the last step, averaged over the contexts,
+    at each grid RTG: ``[G, n_components + 1]`` (components as ``direct_logit_attribution``)."""
+    from atari_dt.analysis.scan import scanned_rtg
+
+    rows, labels = [], []
+    for value in rtg_grid:
+        rtg = scanned_rtg(batch, float(value), mode)  # type: ignore[arg-type]
+        _, cache = model.run_with_cache(batch["frames"], batch["actions"], rtg,
+                                        batch["timesteps"], batch["mask"])  # fmt: skip
+        values, labels = direct_logit_attribution(model, cache, action)
+        rows.append(values.mean(1))
+    return torch.stack(rows), labels
+
+
+@torch.no_grad()
+def residual_by_layer(model, batch: dict[str, torch.Tensor], *, step: int = -1) -> torch.Tensor:
+    """The residual stream at window ``step``'s state token before each layer and after the
+    last: ``[n_layers + 1, N, d]`` (probe features)."""
+    _, cache = model.run_with_cache(batch["frames"], batch["actions"], batch["rtg"],
+                                    batch["timesteps"], batch["mask"],
+                                    names_filter=lambda n: "resid" in n)  # fmt: skip
+    accumulated = cache.accumulated_resid()
+    k, offset = model.cfg.tokens_per_step, model.cfg.state_token_offset
+    T = accumulated.shape[2] // k
+    return accumulated[:, :, k * (step % T) + offset]

@@ -55,6 +55,7 @@ def plot_heatmap(values: np.ndarray, path: Path, *, title: str, xlabel: str, yla
     image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
     if xticks is not None:
         ax.set_xticks(range(len(xticks)), xticks, rotation=90, fontsize=6)
+    ax.set_yticks(range(values.shape[0]))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
@@ -69,3 +70,52 @@ def _save(fig, path: Path) -> Path:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def plot_bars(
+    values: np.ndarray, labels: list[str], path: Path, *, title: str, ylabel: str
+) -> Path:
+    """Signed bars, one per component (e.g. direct logit attribution)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5, 0.22 * len(labels) + 2), 3.2))
+    ax.bar(range(len(labels)), values, color=np.where(values >= 0, "#cc6677", "#4477aa"))
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+    ax.axhline(0, color="#888888", linewidth=0.8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_attention_grid(patterns: np.ndarray, labels: list[str], path: Path, *, title: str) -> Path:
+    """Every head's mean attention pattern (``[L, H, P, P]``), rows layers, columns heads,
+    queries down and keys across, labelled by token (R_t / s_t / a_t)."""
+    plt = _pyplot()
+    L, H, P, _ = patterns.shape
+    fig, axes = plt.subplots(L, H, figsize=(2.6 * H, 2.6 * L), squeeze=False)
+    step = max(1, P // 12)
+    for layer in range(L):
+        for head in range(H):
+            ax = axes[layer, head]
+            ax.imshow(patterns[layer, head], cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"L{layer}H{head}", fontsize=8)
+            ax.set_xticks(range(0, P, step), labels[::step], rotation=90, fontsize=5)
+            ax.set_yticks(range(0, P, step), labels[::step], fontsize=5)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_probe_scores(results: dict, path: Path, *, title: str) -> Path:
+    """Held-out probe score by layer for each probed quantity, with its chance level."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, result in results.items():
+        line = ax.plot(result.labels, result.scores, marker="o", label=f"{name} ({result.kind})")
+        ax.axhline(result.chance, color=line[0].get_color(), linestyle=":", linewidth=0.8)
+    ax.set_ylabel("held-out R^2 / accuracy")
+    ax.set_xlabel("residual stream before layer ... / final")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

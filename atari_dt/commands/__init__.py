@@ -44,6 +44,10 @@ def run_command(args: argparse.Namespace) -> int:
             from atari_dt.commands import scan
 
             return scan.scan(args)
+        if args.stage == "analyze":
+            from atari_dt.commands import analyze
+
+            return analyze.analyze(args)
         if args.stage == "model":
             from atari_dt.commands import model
 
