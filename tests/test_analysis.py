@@ -258,3 +258,23 @@ def test_cli_analyze(tmp_path, seaquest_store_path, capsys) -> None:
     assert np.shape(report["mean_ablation_kl"]["heads"]) == (2, 2)
     assert {p.name for p in out.glob("*.png")} >= {"dla.png", "logit_lens.png", "attention.png",
                                                    "probes.png", "ablation_heads.png"}  # fmt: skip
+
+
+def test_dla_along_the_scan_sums_to_the_scanned_logits(model, batch) -> None:
+    from atari_dt.analysis.dla import dla_along_scan
+
+    grid = np.array([0.0, 10.0, 80.0])
+    values, labels = dla_along_scan(model, batch, grid, action=5)
+    scan = rtg_scan(model, batch, grid)
+    assert values.shape == (3, len(labels))
+    torch.testing.assert_close(values.sum(1), scan.logits[:, :, 5].mean(1), rtol=0, atol=1e-4)
+
+
+def test_sample_contexts(seaquest_store_path) -> None:
+    from atari_dt.analysis.contexts import sample_contexts
+    from atari_dt.datasets import DataConfig
+
+    contexts = sample_contexts(str(seaquest_store_path), DataConfig(context_len=4), 12, seed=1)
+    assert contexts.batch["frames"].shape == (12, 4, 4, 84, 84)
+    assert len(contexts.rows) == 12 and np.all(np.diff(contexts.rows) >= 0)
+    assert contexts.behaviour == [None] * 12 and contexts.objects == {}
