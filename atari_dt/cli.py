@@ -167,6 +167,12 @@ def _add_analyze(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--step", type=int, required=True, help="step of that episode to explain")
     p.add_argument("--contexts", type=int, default=256, help="contexts for attention and probes")
     p.add_argument(
+        "--corrupt",
+        choices=["rtg", "frame"],
+        default="rtg",
+        help="what the corrupted run of patching changes: the RTG or the current frames",
+    )
+    p.add_argument(
         "--corrupt-rtg",
         type=float,
         help="RTG of the corrupted run in patching (default: 3x the data's max)",

@@ -65,14 +65,16 @@ def test_scan_outputs(model, batch) -> None:
     assert list(parse_grid("0:30:4")) == [0, 10, 20, 30] and list(parse_grid("1,2")) == [1, 2]
     with pytest.raises(ValueError, match="expected start:stop:count"):
         parse_grid("0:x")
+    for bad in ("0:3000:0", "5", "3000:0:31"):
+        with pytest.raises(ValueError, match="needs at least 2 increasing values"):
+            parse_grid(bad)
 
 
 def test_saturation_matches_the_analytic_answer(model, batch) -> None:
     """Hand-set RTG embedding: unit i has weight (i + 1) / 8 and no bias, so it saturates
     (|tanh| > 0.99) exactly when (i + 1) R / 8 > atanh(0.99)."""
     d = model.cfg.d_model
-    saturating = dataclasses.replace(TINY, rtg_scale=1.0)
-    hand = make_model(saturating)
+    hand = make_model(dataclasses.replace(TINY, rtg_scale=1.0))
     with torch.no_grad():
         hand.rtg_embed.weight.copy_((torch.arange(d, dtype=torch.float32) + 1)[:, None] / 8)
         hand.rtg_embed.bias.zero_()
@@ -81,9 +83,22 @@ def test_saturation_matches_the_analytic_answer(model, batch) -> None:
     expected = [np.mean((np.arange(d) + 1) * r / 8 > math.atanh(SATURATED)) for r in grid]
     np.testing.assert_allclose(result.saturated_fraction, expected)
     assert result.saturated_fraction[-1] == 1.0
-    # Once every unit is saturated the policy cannot move: it settles at or before R = 40.
-    assert result.saturation_rtg is not None and result.saturation_rtg <= 40
-    assert d == 32
+
+
+def test_saturation_rtg_is_where_the_policy_stops_moving(model, batch) -> None:
+    """A scan whose policy moves until RTG 30 and is constant after: it settles at 30."""
+    from atari_dt.analysis.scan import RtgScan
+
+    grid = np.arange(0.0, 100.0, 10.0)
+    logits = torch.zeros(10, 3, 4)
+    logits[:, :, 0] = torch.from_numpy(np.minimum(grid, 30.0) / 10).float()[:, None]
+    scan = RtgScan(rtg=grid, mode="constant", logits=logits, action_probs=np.zeros((10, 4)),
+                   entropy=np.zeros(10), kl_to_reference=np.zeros(10), js_to_reference=np.zeros(10),
+                   reference_rtg=0.0, state_resid=torch.zeros(10, 3, 32),
+                   data_return_range=(0.0, 20.0), data_return_percentiles=None)  # fmt: skip
+    result = saturation(model, scan, tolerance=1e-6)
+    assert result.saturation_rtg == 30.0 and result.relative_to_data_max == 1.5
+    assert np.all(result.policy_change[3:] == 0) and np.all(result.policy_change[:3] > 0)
 
 
 def test_direct_logit_attribution_sums_to_the_logit(model, batch) -> None:
@@ -143,6 +158,11 @@ def test_patching_maps(model, batch) -> None:
     heads = patch_heads(model, clean, corrupted, action, other)
     patterns = patch_heads(model, clean, corrupted, action, other, what="pattern")
     noising = patch_heads(model, clean, corrupted, action, other, direction="noising")
+    noised = patch_residual(model, clean, corrupted, action, other, direction="noising")
+    # Noising a token that is the same in both runs leaves the clean run as it is: 1.
+    torch.testing.assert_close(noised.restored[0, 1::3], torch.ones(8), rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="patching takes one context"):
+        patch_residual(model, as_inputs(batch), as_inputs(batch), action, other)
     assert heads.restored.shape == patterns.restored.shape == noising.restored.shape == (2, 4)
     assert torch.isfinite(heads.restored).all() and len(heads.labels) == 8
     with pytest.raises(ValueError, match="same logit difference"):
@@ -178,6 +198,40 @@ def test_probes_recover_a_planted_signal_and_score_chance_on_shuffled_labels() -
     assert classified.scores[2] > 0.9 and classified.chance < 0.7
     chance = probe(layers, generator.permutation(classes), ["0", "1", "2"], kind="classification")
     assert np.all(np.abs(chance.scores - 0.5) < 0.15)
+
+
+def test_probes_hold_out_whole_groups() -> None:
+    """A label that identifies the episode is learnable from held-out windows of seen
+    episodes, but not from unseen episodes: grouping removes that leak."""
+    generator = np.random.default_rng(1)
+    episodes = np.repeat(np.arange(80), 4)
+    features = generator.normal(size=(80, 6))[episodes] + 0.05 * generator.normal(size=(320, 6))
+    labels = generator.integers(0, 2, size=80)[episodes]
+    grouped = probe(features[None], labels, ["0"], kind="classification", alpha=1e-3,
+                    groups=episodes)  # fmt: skip
+    nearest = probe(np.eye(80)[episodes][None], labels, ["0"], kind="classification", alpha=1e-3)
+    grouped_nearest = probe(np.eye(80)[episodes][None], labels, ["0"], kind="classification",
+                            alpha=1e-3, groups=episodes)  # fmt: skip
+    # With an episode-identity feature, seen episodes leak their labels; unseen ones cannot.
+    assert nearest.scores[0] > 0.95 and grouped_nearest.scores[0] < 0.75
+    assert grouped.scores[0] < 0.75
+
+
+def test_ablation_effect_on_returns(batch) -> None:
+    from atari_dt.analysis.ablation import rollout_effect
+
+    model = make_model()
+    with torch.no_grad():  # MLPs that matter, so ablating them changes what the agent does
+        for block in model.blocks:
+            block.mlp.W_out.mul_(30)
+    means = component_means(model, batch)
+    settings = {"reward_units": "clipped", "n_envs": 2, "max_episode_steps": 25,
+                "progress": False, "sample": True, "seed": 4}  # fmt: skip
+    effect = rollout_effect(model, means, "Seaquest", [0.0], 2, mlps=[0, 1], **settings)
+    assert len(effect["plain"]) == len(effect["ablated"]) == 2
+    assert [r.action_counts for r in effect["plain"]] != [
+        r.action_counts for r in effect["ablated"]
+    ]
 
 
 def test_mean_ablation(model, batch) -> None:
@@ -252,12 +306,13 @@ def test_cli_analyze(tmp_path, seaquest_store_path, capsys) -> None:
     assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
     out = tmp_path / "analysis"
     assert main(["analyze", str(run), "--episode", "1", "--step", "50", "--contexts", "24",
-                 "--out", str(out)]) == 0  # fmt: skip
+                 "--corrupt", "frame", "--out", str(out)]) == 0  # fmt: skip
     report = json.loads((out / "analysis.json").read_text())
     assert {"dla", "logit_lens", "patching", "probes", "mean_ablation_kl"} <= set(report)
     assert np.shape(report["mean_ablation_kl"]["heads"]) == (2, 2)
-    assert {p.name for p in out.glob("*.png")} >= {"dla.png", "logit_lens.png", "attention.png",
-                                                   "probes.png", "ablation_heads.png"}  # fmt: skip
+    assert {p.name for p in out.glob("*.png")} >= {"dla.png", "dla_heads.png", "logit_lens.png",
+                                                   "attention.png", "probes.png",
+                                                   "ablation_heads.png"}  # fmt: skip
 
 
 def test_dla_along_the_scan_sums_to_the_scanned_logits(model, batch) -> None:

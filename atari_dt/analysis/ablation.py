@@ -37,14 +37,14 @@ def mean_ablated(model, means: dict[str, torch.Tensor], heads: list[tuple[int, i
 
         def replace_head(z, hook, head=head, mean=means[name]):
             z = z.clone()
-            z[:, :, head] = mean[: z.shape[1], head]
+            z[:, :, head] = mean[-z.shape[1] :, head]  # windows are right-aligned
             return z
 
         hooks.append((name, replace_head))
     for layer in mlps:
         name = f"blocks.{layer}.hook_mlp_out"
         hooks.append(
-            (name, lambda out, hook, mean=means[name]: mean[: out.shape[1]].expand_as(out))
+            (name, lambda out, hook, mean=means[name]: mean[-out.shape[1] :].expand_as(out))
         )
     with model.hooks(fwd_hooks=hooks):
         yield
@@ -72,3 +72,19 @@ def ablation_effects(
         with mean_ablated(model, means, mlps=[layer]):
             mlps[layer] = kl()
     return {"heads": heads, "mlps": mlps}
+
+
+def rollout_effect(
+    model, means: dict[str, torch.Tensor], game: str, targets: list[float], episodes: int, *,
+    heads: list[tuple[int, int]] = (), mlps: list[int] = (), **rollout: object,
+) -> dict[str, list]:  # fmt: skip
+    """Evaluation episodes with and without the mean ablation (same seeds): the effect of the
+    ablated components on achieved returns. ``rollout`` goes to ``run_episodes`` (reward_units,
+    n_envs, max_episode_steps, seed, ...). Returns ``{"plain": [...], "ablated": [...]}`` of
+    ``EpisodeResult``, ordered by target then episode."""
+    from atari_dt.rollout.evaluate import run_episodes
+
+    plain = run_episodes(model, game, targets, episodes, **rollout)
+    with mean_ablated(model, means, heads=heads, mlps=mlps):
+        ablated = run_episodes(model, game, targets, episodes, **rollout)
+    return {"plain": plain, "ablated": ablated}

@@ -22,6 +22,8 @@ class Contexts:
     rows: np.ndarray
     behaviour: list[str | None]
     objects: dict[str, np.ndarray]
+    episodes: np.ndarray
+    """The store episode of each window ``[N]`` (group held-out splits by it)."""
     returns: np.ndarray
     """Returns of the training episodes (for scans and plots)."""
 
@@ -40,16 +42,21 @@ def sample_contexts(store_path: str, data: DataConfig, n: int, *, seed: int = 0)
         behaviour = [_behaviour_label(store.behaviours[int(e)]) for e in episode_of_row]
         objects = {name.split("/", 1)[1]: store.h5[name][:][rows]
                    for name in _object_columns(store)}  # fmt: skip
-    return Contexts(windows.get_batch(indices), rows, behaviour, objects, windows.returns)
+    return Contexts(windows.get_batch(indices), rows, behaviour, objects, episode_of_row,
+                    windows.returns)  # fmt: skip
 
 
 def _behaviour_label(spec: dict | None) -> str | None:
-    """The mixture component that played the episode (e.g. ``component 2: expert_seaquest``)."""
+    """The policy that played the episode, e.g. ``component 2: epsilon 0.3 of expert_seaquest``."""
     if not spec:
         return None
-    if "component" in spec:
-        return f"component {spec['component']}: {spec.get('name', '?')}"
-    return str(spec.get("name", spec))
+    label = str(spec.get("name", "?"))
+    if "epsilon" in spec:
+        label += f" {spec['epsilon']:g}"
+    base = spec.get("base")
+    if isinstance(base, dict) and "name" in base:
+        label += f" of {base['name']}"
+    return f"component {spec['component']}: {label}" if "component" in spec else label
 
 
 def _object_columns(store) -> list[str]:

@@ -1,6 +1,8 @@
-"""Activation patching between two runs of the same contexts that differ in one input (the RTG
-in vs out of distribution, or one frame). The metric is the fraction of the logit difference
-restored: 0 = the run being patched, 1 = the run the activations come from."""
+"""Activation patching between two runs of one context that differ in one input (the RTG in vs
+out of distribution, or one frame). The metric is ``(patched - corrupted) / (clean - corrupted)``
+of a logit difference: denoising (clean activations into the corrupted run) reads 0 for no
+effect and 1 for full restoration; noising (corrupted activations into the clean run) reads 1
+for no effect and 0 when the patch destroys the clean behaviour."""
 
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ def _metric(action: int, other: int) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _runs(model, clean: Inputs, corrupted: Inputs, direction: Direction):
+    for name, run in (("clean", clean), ("corrupted", corrupted)):
+        if run[0].shape[0] != 1:
+            raise ValueError(f"patching takes one context: the {name} inputs have a batch of "
+                             f"{run[0].shape[0]}; pass [1, T, ...] tensors")  # fmt: skip
     source, target = (clean, corrupted) if direction == "denoising" else (corrupted, clean)
     with torch.no_grad():
         _, cache = model.run_with_cache(*source)

@@ -46,8 +46,10 @@ def plot_scan(scan: RtgScan, sat: Saturation, path: Path, *, title: str, top: in
     return _save(fig, path)
 
 
-def plot_heatmap(values: np.ndarray, path: Path, *, title: str, xlabel: str, ylabel: str,
-                 xticks: list[str] | None = None) -> Path:  # fmt: skip
+def plot_heatmap(
+    values: np.ndarray, path: Path, *, title: str, xlabel: str, ylabel: str,
+    xticks: list[str] | None = None, yticks: list[str] | None = None,
+) -> Path:  # fmt: skip
     """A signed matrix (layer x head, layer x position, ...) with a diverging colour map."""
     plt = _pyplot()
     limit = float(np.abs(values).max()) or 1.0
@@ -55,7 +57,10 @@ def plot_heatmap(values: np.ndarray, path: Path, *, title: str, xlabel: str, yla
     image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
     if xticks is not None:
         ax.set_xticks(range(len(xticks)), xticks, rotation=90, fontsize=6)
-    ax.set_yticks(range(values.shape[0]))
+    if yticks is not None:
+        ax.set_yticks(range(len(yticks)), yticks, fontsize=6)
+    else:
+        ax.set_yticks(range(values.shape[0]))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)

@@ -21,10 +21,20 @@ class ProbeResult:
     chance: float
 
 
-def _split(n: int, held_out: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(seed).permutation(n)
-    cut = round(n * (1 - held_out))
-    return order[:cut], order[cut:]
+def _split(
+    n: int, held_out: float, seed: int, groups: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and held-out indices; with ``groups`` (e.g. episodes) whole groups are held out,
+    so windows of one episode never sit on both sides."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        order = rng.permutation(n)
+        cut = round(n * (1 - held_out))
+        return order[:cut], order[cut:]
+    names = rng.permutation(np.unique(groups))
+    test_names = names[: max(1, round(len(names) * held_out))]
+    test = np.isin(groups, test_names)
+    return np.flatnonzero(~test), np.flatnonzero(test)
 
 
 def ridge_fit(features: np.ndarray, targets: np.ndarray, alpha: float) -> np.ndarray:
@@ -42,10 +52,11 @@ def ridge_predict(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def probe(
     layers: torch.Tensor | np.ndarray, targets: np.ndarray, labels: list[str], *,
     kind: str = "regression", alpha: float = 1.0, held_out: float = 0.3, seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> ProbeResult:  # fmt: skip
     """Fit one probe per layer on ``layers`` ``[n_layers + 1, N, d]`` (e.g. the accumulated
     residual at a token) to ``targets`` ``[N]`` (or ``[N, k]`` for regression), score it on a
-    held-out ``held_out`` share of the contexts.
+    held-out ``held_out`` share of the contexts (of the ``groups``, when given).
 
     Raises:
         ValueError: unknown kind, or fewer than 4 contexts.
@@ -54,7 +65,11 @@ def probe(
     n = features.shape[1]
     if n < 4:
         raise ValueError(f"probes need at least 4 contexts, got {n}")
-    train, test = _split(n, held_out, seed)
+    train, test = _split(n, held_out, seed, None if groups is None else np.asarray(groups))
+    if len(train) < 2 or len(test) < 1:
+        raise ValueError(
+            f"probes need contexts on both sides of the split (got {len(train)}, {len(test)})"
+        )
     scores = []
     if kind == "regression":
         y = np.asarray(targets, dtype=np.float64).reshape(n, -1)

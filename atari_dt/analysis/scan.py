@@ -127,9 +127,15 @@ def parse_grid(text: str) -> np.ndarray:
     try:
         if ":" in text:
             start, stop, count = text.split(":")
-            return np.linspace(float(start), float(stop), int(count))
-        return np.array([float(v) for v in text.split(",") if v.strip()])
+            grid = np.linspace(float(start), float(stop), int(count))
+        else:
+            grid = np.array([float(v) for v in text.split(",") if v.strip()])
     except ValueError:
         raise ValueError(
             f"RTG grid {text!r}: expected start:stop:count (0:3000:31) or 0,10,20"
         ) from None
+    if len(grid) < 2 or np.any(np.diff(grid) <= 0):
+        raise ValueError(
+            f"RTG grid {text!r}: needs at least 2 increasing values, got {grid.tolist()}"
+        )
+    return grid

@@ -38,33 +38,44 @@ def analyze(args: argparse.Namespace) -> int:
     other = int(logits[0, -1].argmin()) if args.other_action is None else args.other_action
     dla, dla_labels = direct_logit_attribution(model, cache, action)
     lens, lens_labels = logit_lens(model, cache)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    head_dla = dla[2 : 2 + L * H, 0].reshape(L, H).numpy()  # rows after embed, pos_embed
     title = f"{window.game} episode {args.episode} step {args.step}, action {action}"
     plots.plot_bars(dla[:, 0].numpy(), dla_labels, out / "dla.png",
                     title=f"{title}: direct logit attribution", ylabel="logit")  # fmt: skip
+    plots.plot_heatmap(head_dla, out / "dla_heads.png", title=f"{title}: DLA per head",
+                       xlabel="head", ylabel="layer")  # fmt: skip
     plots.plot_heatmap(lens[:, 0].numpy(), out / "logit_lens.png", title=f"{title}: logit lens",
                        xlabel="action", ylabel="layer")  # fmt: skip
     report = {"episode": args.episode, "step": args.step, "action": action,
               "dla": dict(zip(dla_labels, dla[:, 0].tolist(), strict=True)),
               "logit_lens": {"labels": lens_labels, "probs": lens[:, 0].tolist()}}  # fmt: skip
-    if not model.cfg.behaviour_cloning:
-        high = (
-            args.corrupt_rtg if args.corrupt_rtg is not None else 3 * float(contexts.returns.max())
-        )
+    top = float(np.abs(contexts.returns).max()) if len(contexts.returns) else 1.0
+    high = args.corrupt_rtg if args.corrupt_rtg is not None else 3 * max(top, 1.0)
+    if args.corrupt == "frame":  # the current frame stack blurred: what did the pixels add?
+        from atari_dt.attribution.baselines import gaussian_blur
+
+        frames = window.frames.clone()
+        frames[:, -1] = gaussian_blur(frames[:, -1]).round().clamp(0, 255).to(torch.uint8)
+        corrupted, what = (frames, *clean[1:]), "blurred current frames"
+    else:
         corrupted = (*clean[:2], torch.full_like(window.rtg, high), *clean[3:])
+        what = f"RTG {high:g}"
+    if args.corrupt == "frame" or not model.cfg.behaviour_cloning:
         try:
             residual = patch_residual(model, clean, corrupted, action, other)
             heads = patch_heads(model, clean, corrupted, action, other)
-        except ValueError as err:  # the RTG change does not move this decision
+        except ValueError as err:  # the change does not move this decision
             report["patching"] = str(err)
         else:
             labels = token_labels(model.cfg, window.length)
             plots.plot_heatmap(residual.restored.numpy(), out / "patching_residual.png",
-                               title=f"{title}: restored by clean resid_pre (corrupt RTG {high:g})",
+                               title=f"{title}: restored by clean resid_pre (corrupt: {what})",
                                xlabel="token", ylabel="layer", xticks=labels)  # fmt: skip
             plots.plot_heatmap(heads.restored.numpy(), out / "patching_heads.png",
                                title=f"{title}: restored by clean head outputs",
                                xlabel="head", ylabel="layer")  # fmt: skip
-            report["patching"] = {"corrupt_rtg": high, "other_action": other,
+            report["patching"] = {"corrupted": what, "other_action": other,
                                   "residual": residual.restored.tolist(),
                                   "heads": heads.restored.tolist()}  # fmt: skip
     patterns, labels = mean_patterns(model, contexts.batch)
@@ -72,15 +83,18 @@ def analyze(args: argparse.Namespace) -> int:
                               title=f"mean attention over {args.contexts} contexts")  # fmt: skip
     features = residual_by_layer(model, contexts.batch).numpy()
     layer_labels = [f"{i}" for i in range(model.cfg.n_layers)] + ["final"]
-    probes = {"rtg": probe(features, contexts.batch["rtg"][:, -1].numpy(), layer_labels)}
+    groups = contexts.episodes  # held-out episodes, not just held-out windows
+    probes = {"rtg": probe(features, contexts.batch["rtg"][:, -1].numpy(), layer_labels,
+                           groups=groups)}  # fmt: skip
     known = [b for b in contexts.behaviour if b is not None]
     if len(known) == len(contexts.behaviour) and len(set(known)) > 1:
-        probes["behaviour"] = probe(features, np.array(known), layer_labels, kind="classification")
-    for name in ("player", "ball", "paddle"):
-        positions = contexts.objects.get(name)
-        visible = np.isfinite(positions).all(1) if positions is not None else np.zeros(0, bool)
-        if visible.sum() >= 8:  # only contexts where the object is on screen
-            probes[f"{name}_xy"] = probe(features[:, visible], positions[visible], layer_labels)
+        probes["behaviour"] = probe(features, np.array(known), layer_labels, kind="classification",
+                                    groups=groups)  # fmt: skip
+    for name, positions in contexts.objects.items():
+        visible = np.isfinite(positions).all(1)  # only contexts where the object is on screen
+        if len(np.unique(contexts.episodes[visible])) >= 4:
+            probes[f"{name}_xy"] = probe(features[:, visible], positions[visible], layer_labels,
+                                         groups=contexts.episodes[visible])  # fmt: skip
     plots.plot_probe_scores(probes, out / "probes.png", title="linear probes (held-out)")
     means = component_means(model, contexts.batch)
     effects = ablation_effects(model, contexts.batch, means)

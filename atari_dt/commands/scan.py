@@ -13,6 +13,7 @@ def scan(args: argparse.Namespace) -> int:
     import numpy as np
 
     from atari_dt.analysis.attention import attention_to_rtg
+    from atari_dt.analysis.dla import dla_along_scan
     from atari_dt.analysis.plots import plot_heatmap, plot_scan
     from atari_dt.analysis.saturation import saturation
     from atari_dt.analysis.scan import parse_grid, rtg_scan
@@ -35,6 +36,10 @@ def scan(args: argparse.Namespace) -> int:
                       reference_rtg=args.reference)  # fmt: skip
     sat = saturation(model, result)
     to_rtg = attention_to_rtg(model, batch, grid, args.mode).numpy()  # [G, L, H]
+    reference_action = int(
+        np.argmax(result.action_probs[np.argmin(np.abs(grid - result.reference_rtg))])
+    )
+    dla, dla_labels = dla_along_scan(model, batch, grid, reference_action, mode=args.mode)
     out = Path(args.out or run / "scan")
     out.mkdir(parents=True, exist_ok=True)
     title = (f"{windows.game}: RTG scan over {args.contexts} contexts "
@@ -46,6 +51,9 @@ def scan(args: argparse.Namespace) -> int:
     plot_heatmap(to_rtg.reshape(len(grid), -1).T, out / "attention_to_rtg.png",
                  title="attention from the last state token to the RTG tokens",
                  xlabel="grid RTG index", ylabel="head (L{layer}H{head} rows)")  # fmt: skip
+    plot_heatmap(dla.numpy().T, out / "dla_along_scan.png",
+                 title=f"direct logit attribution of action {reference_action} along the scan",
+                 xlabel="grid RTG index", ylabel="component", yticks=dla_labels)  # fmt: skip
     report = {
         "rtg": result.rtg.tolist(), "mode": result.mode, "reward_units": data.reward_units,
         "contexts": args.contexts, "action_probs": result.action_probs.tolist(),
@@ -60,6 +68,8 @@ def scan(args: argparse.Namespace) -> int:
         "saturated_fraction": sat.saturated_fraction.tolist(),
         "policy_change_per_unit_rtg": sat.policy_change.tolist(),
         "attention_to_rtg": {"labels": labels, "values": to_rtg.reshape(len(grid), -1).tolist()},
+        "dla_along_scan": {"action": reference_action, "labels": dla_labels,
+                           "values": dla.tolist()},
     }  # fmt: skip
     atomic_write_bytes(out / "scan.json", json.dumps(report, indent=2, allow_nan=False).encode())
     print(title)
@@ -67,5 +77,5 @@ def scan(args: argparse.Namespace) -> int:
     print(f"  policy settles from RTG {sat.saturation_rtg} "
           f"({sat.relative_to_data_max and round(sat.relative_to_data_max, 2)}x the data max); "
           f"saturated RTG units at the grid's end: {sat.saturated_fraction[-1]:.0%}")  # fmt: skip
-    print(f"wrote {out}/scan.json, scan.png, attention_to_rtg.png")
+    print(f"wrote {out}/scan.json, scan.png, attention_to_rtg.png, dla_along_scan.png")
     return 0
