@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml
 # End to end on a small real sample: real ALE Seaquest frames written as DQN-replay logs,
 # converted to an episode store, verified, summarised and plotted; a collection with the
 # expert-to-random policy mixture (RAM, object positions, behaviours); a small DT trained on it
-# (~4 min on 2 cores) and its target-return sweep (runs/demo/train/eval/sweep.png).
+# (~4 min on 2 cores), its target-return sweep (runs/demo/train/eval/sweep.png), RTG scan
+# (runs/demo/train/scan/), pixel attribution (runs/demo/explain/) and transformer analysis
+# (runs/demo/analysis/).
 demo: $(STAMP)
 	$(BIN)/atari-dt collect --game Seaquest --policy random --steps 4000 --format dqn-replay --capacity 1500 --seed 0 --out $(DEMO_DIR)/replay_logs --force
 	$(BIN)/atari-dt data convert $(DEMO_DIR)/replay_logs $(DEMO_DIR)/seaquest.h5 --game Seaquest --force
@@ -32,6 +34,9 @@ demo: $(STAMP)
 	$(BIN)/atari-dt data info $(DEMO_DIR)/collect_seaquest.h5 --reward-units raw --plot $(DEMO_DIR)/collect_returns.png
 	$(BIN)/atari-dt train configs/train/demo_seaquest.yaml --data $(DEMO_DIR)/collect_seaquest.h5 --out $(DEMO_DIR)/train --force
 	$(BIN)/atari-dt eval $(DEMO_DIR)/train --video 1
+	$(BIN)/atari-dt scan $(DEMO_DIR)/train --rtg 0:1600:33 --contexts 128
+	$(BIN)/atari-dt attribute $(DEMO_DIR)/train --episode 3 --step 200 --baseline blur --gif 20 --out $(DEMO_DIR)/explain
+	$(BIN)/atari-dt analyze $(DEMO_DIR)/train --episode 3 --step 200 --contexts 128 --out $(DEMO_DIR)/analysis
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

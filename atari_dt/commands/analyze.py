@@ -113,7 +113,8 @@ def analyze(args: argparse.Namespace) -> int:
         "  largest direct effects: "
         + ", ".join(f"{dla_labels[i]} {float(dla[i, 0]):+.2f}" for i in top)
     )
-    print("  probes (best layer): " + ", ".join(f"{k} {v.scores.max():.2f} (chance {v.chance:.2f})"
-                                                for k, v in probes.items()))  # fmt: skip
+    best = sorted(probes.items(), key=lambda item: -(item[1].scores.max() - item[1].chance))[:5]
+    print("  probes, best layer vs chance (top 5): " + ", ".join(
+        f"{k} {v.scores.max():.2f} ({v.chance:.2f})" for k, v in best))  # fmt: skip
     print(f"wrote {out}/analysis.json and plots")
     return 0
