@@ -349,6 +349,19 @@ def test_auto_memory_policy_and_describe(tmp_path: Path) -> None:
     assert info["store"] == str(path) and info["reward_units"] == "clipped"
 
 
+def test_auto_memory_policy_shares_ram_between_ranks(tmp_path: Path, monkeypatch) -> None:
+    """Under torchrun each of the LOCAL_WORLD_SIZE copies on a host may take only its share."""
+    import psutil
+
+    path = write_identity_store(tmp_path / "id.h5", [4, 6])
+    needed = 10 * ID_SHAPE[0] * ID_SHAPE[1]
+    free = type("Memory", (), {"available": 3 * needed})()
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: free)
+    assert ContextWindows(path, DataConfig(context_len=2)).describe()["frames_in_memory"]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # 3x / 2 ranks / 2 (headroom) < 1x
+    assert not ContextWindows(path, DataConfig(context_len=2)).describe()["frames_in_memory"]
+
+
 # ---- real data ----------------------------------------------------------------------------
 
 

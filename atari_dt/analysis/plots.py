@@ -8,7 +8,7 @@ import numpy as np
 
 from atari_dt.analysis.saturation import Saturation
 from atari_dt.analysis.scan import RtgScan
-from atari_dt.datasets.plots import _pyplot
+from atari_dt.datasets.plots import pyplot
 from atari_dt.io import atomic_path
 
 
@@ -22,7 +22,7 @@ def _mark_data(ax, scan: RtgScan) -> None:
 def plot_scan(scan: RtgScan, sat: Saturation, path: Path, *, title: str, top: int = 6) -> Path:
     """Action probabilities (the ``top`` most used), entropy and divergence to the reference,
     and RTG-embedding saturation against the RTG, the training returns shaded (PNG)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     probs = scan.action_probs
     for action in np.argsort(-probs.mean(0))[:top]:
@@ -51,7 +51,7 @@ def plot_heatmap(
     xticks: list[str] | None = None, yticks: list[str] | None = None,
 ) -> Path:  # fmt: skip
     """A signed matrix (layer x head, layer x position, ...) with a diverging colour map."""
-    plt = _pyplot()
+    plt = pyplot()
     limit = float(np.abs(values).max()) or 1.0
     fig, ax = plt.subplots(figsize=(max(4, 0.25 * values.shape[1] + 2), 0.5 * values.shape[0] + 2))
     image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
@@ -70,7 +70,7 @@ def plot_heatmap(
 
 
 def _save(fig, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
@@ -81,7 +81,7 @@ def plot_bars(
     values: np.ndarray, labels: list[str], path: Path, *, title: str, ylabel: str
 ) -> Path:
     """Signed bars, one per component (e.g. direct logit attribution)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 0.22 * len(labels) + 2), 3.2))
     ax.bar(range(len(labels)), values, color=np.where(values >= 0, "#cc6677", "#4477aa"))
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
@@ -95,7 +95,7 @@ def plot_bars(
 def plot_attention_grid(patterns: np.ndarray, labels: list[str], path: Path, *, title: str) -> Path:
     """Every head's mean attention pattern (``[L, H, P, P]``), rows layers, columns heads,
     queries down and keys across, labelled by token (R_t / s_t / a_t)."""
-    plt = _pyplot()
+    plt = pyplot()
     L, H, P, _ = patterns.shape
     fig, axes = plt.subplots(L, H, figsize=(2.6 * H, 2.6 * L), squeeze=False)
     step = max(1, P // 12)
@@ -113,7 +113,7 @@ def plot_attention_grid(patterns: np.ndarray, labels: list[str], path: Path, *, 
 
 def plot_probe_scores(results: dict, path: Path, *, title: str) -> Path:
     """Held-out probe score by layer for each probed quantity, with its chance level."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for name, result in results.items():
         line = ax.plot(result.labels, result.scores, marker="o", label=f"{name} ({result.kind})")

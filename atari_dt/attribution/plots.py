@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atari_dt.datasets.plots import _pyplot
+from atari_dt.datasets.plots import pyplot
 from atari_dt.io import atomic_path
 
 
@@ -36,7 +36,7 @@ def plot_stack_overlay(
 ) -> Path:
     """Each frame of one stack (``frames`` ``[S, H, W]``) with its attribution (``[S, H, W]``),
     and their sum over the stack on the newest frame, object boxes outlined (PNG)."""
-    plt = _pyplot()
+    plt = pyplot()
     frames_np, attr_np = frames.cpu().numpy(), attributions.detach().cpu().numpy()
     S = frames_np.shape[0]
     limit = _symmetric_limit(attr_np)
@@ -60,7 +60,7 @@ def plot_window_strip(frames: torch.Tensor, maps: torch.Tensor, steps: list[int]
                       *, title: str) -> Path:  # fmt: skip
     """The newest frame of every attributed window step with its stack-summed map
     (``frames`` ``[k, H, W]``, ``maps`` ``[k, H, W]``), one shared colour scale (PNG)."""
-    plt = _pyplot()
+    plt = pyplot()
     maps_np = maps.detach().cpu().numpy()
     limit = _symmetric_limit(maps_np)
     fig, axes = plt.subplots(1, len(steps), figsize=(1.6 * len(steps), 2.0), squeeze=False)
@@ -74,7 +74,7 @@ def plot_window_strip(frames: torch.Tensor, maps: torch.Tensor, steps: list[int]
 
 def plot_object_masses(masses: dict[str, dict[str, float]], path: Path, *, title: str) -> Path:
     """Attribution density inside each object's box relative to the background (bar chart)."""
-    plt = _pyplot()
+    plt = pyplot()
     names = [n for n in masses if n != "background"]
     ratios = [masses[n]["density_ratio"] or 0.0 for n in names]  # None: no background mass
     shares = [masses[n]["share"] for n in names]
@@ -93,7 +93,7 @@ def plot_object_masses(masses: dict[str, dict[str, float]], path: Path, *, title
 
 
 def _save(fig, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)

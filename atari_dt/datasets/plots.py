@@ -10,7 +10,7 @@ import numpy as np
 from atari_dt.io import atomic_path
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,7 +23,7 @@ def plot_returns(
     summary: dict[str, Any], counts: np.ndarray, edges: np.ndarray, path: Path
 ) -> Path:
     """Histogram of complete episodes' returns with lengths vs returns beside it (PNG)."""
-    plt = _pyplot()
+    plt = pyplot()
     episodes = summary["episodes"]
     complete = [e for e in episodes if e["complete"]]
     fig, (ax_hist, ax_scatter) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -61,7 +61,7 @@ def plot_returns(
 def plot_window(window: dict[str, Any], title: str, path: Path, max_steps: int = 8) -> Path:
     """The last ``max_steps`` steps of a context window (newest frame of each state, with its
     action, RTG and timestep) over the 4-frame stack of the current step (PNG)."""
-    plt = _pyplot()
+    plt = pyplot()
     frames = np.asarray(window["frames"])  # (T, 4, H, W)
     steps = list(range(max(0, len(frames) - max_steps), len(frames)))
     n_cols = max(len(steps), frames.shape[1])

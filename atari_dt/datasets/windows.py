@@ -115,10 +115,14 @@ class ContextWindows(Dataset):
         policy = self.config.frames_in_memory
         if policy != "auto":
             return policy == "always"
+        import os
+
         import psutil
 
         needed = len(self._store_index) * int(np.prod(store.frame_shape))
-        return needed < 0.5 * psutil.virtual_memory().available
+        # torchrun starts LOCAL_WORLD_SIZE copies on this host: each may take its share only.
+        copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        return needed < 0.5 * psutil.virtual_memory().available / copies
 
     def _load_frames(self, store: EpisodeStore, progress: bool) -> np.ndarray:
         from tqdm.auto import tqdm

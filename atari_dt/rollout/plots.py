@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atari_dt.datasets.plots import _pyplot
+from atari_dt.datasets.plots import pyplot
 from atari_dt.io import atomic_path
 from atari_dt.rollout.evaluate import EpisodeResult
 from atari_dt.rollout.sweep import SweepResult
@@ -16,7 +16,7 @@ def plot_sweep(sweep: SweepResult, path: Path) -> Path:
     """Achieved vs target return in the style of the DT paper's Figure 4: mean with its 95%
     interval, every episode as a dot, the y = x line, and the training data's return range
     shaded with its best return marked (PNG)."""
-    plt = _pyplot()
+    plt = pyplot()
     targets = np.array([s.target for s in sweep.targets])
     means = np.array([s.mean for s in sweep.targets])
     low = np.array([s.ci95[0] for s in sweep.targets])
