@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import torch
 
-from atari_dt.analysis.scan import Batch
+from atari_dt.analysis.batch import Batch, encoded, run, run_cached
 
 
 @torch.no_grad()
@@ -16,8 +16,7 @@ def component_means(model, batch: Batch) -> dict[str, torch.Tensor]:
     """Mean over the contexts of every head's ``hook_z`` (``[P, H, e]``) and every
     ``hook_mlp_out`` (``[P, d]``), per position; padded steps excluded."""
     names = lambda n: n.endswith(("attn.hook_z", "hook_mlp_out"))  # noqa: E731
-    inputs = (batch["frames"], batch["actions"], batch["rtg"], batch["timesteps"], batch["mask"])
-    _, cache = model.run_with_cache(*inputs, names_filter=names)
+    _, cache = run_cached(model, batch, names_filter=names)
     real = batch["mask"].repeat_interleave(model.cfg.tokens_per_step, dim=1).float()  # [N, P]
     means = {}
     for name, value in cache.items():
@@ -56,11 +55,11 @@ def ablation_effects(
 ) -> dict[str, torch.Tensor]:
     """Mean KL divergence (nats) of the last step's policy from the clean one when each head
     (``heads`` ``[n_layers, n_heads]``) or MLP (``mlps`` ``[n_layers]``) is mean-ablated."""
-    inputs = (batch["frames"], batch["actions"], batch["rtg"], batch["timesteps"], batch["mask"])
-    clean = torch.log_softmax(model(*inputs)[:, -1], -1)
+    batch = encoded(model, batch)  # the frames go through the CNN once, not once per ablation
+    clean = torch.log_softmax(run(model, batch)[:, -1], -1)
 
     def kl() -> float:
-        ablated = torch.log_softmax(model(*inputs)[:, -1], -1)
+        ablated = torch.log_softmax(run(model, batch)[:, -1], -1)
         return float((clean.exp() * (clean - ablated)).sum(-1).mean())
 
     L, H = model.cfg.n_layers, model.cfg.n_heads

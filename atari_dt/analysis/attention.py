@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from atari_dt.analysis.scan import Batch, scanned_rtg
+from atari_dt.analysis.batch import Batch, encoded, run, run_cached
+from atari_dt.analysis.scan import scanned_rtg
 
 
 def token_labels(cfg, T: int) -> list[str]:
@@ -20,9 +21,7 @@ def mean_patterns(model, batch: Batch) -> tuple[torch.Tensor, list[str]]:
     """Every head's attention pattern averaged over the contexts: ``[n_layers, n_heads, P, P]``
     (query, key) and the token labels. A padded context counts only in the rows of its real
     queries (which never attend to padding), so every row still sums to 1."""
-    _, cache = model.run_with_cache(batch["frames"], batch["actions"], batch["rtg"],
-                                    batch["timesteps"], batch["mask"],
-                                    names_filter=lambda n: n.endswith("hook_pattern"))  # fmt: skip
+    _, cache = run_cached(model, batch, names_filter=lambda n: n.endswith("hook_pattern"))
     k = model.cfg.tokens_per_step
     real = batch["mask"].repeat_interleave(k, dim=1).float()  # [N, P]
     weight = real[:, None, :, None]  # [N, 1, P_query, 1]
@@ -40,7 +39,7 @@ def attention_to_rtg(
     contexts, at each grid RTG: ``[G, n_layers, n_heads]``."""
     if model.cfg.behaviour_cloning:
         raise ValueError("a behaviour-cloning model has no RTG tokens")
-    states = model.embed_states(batch["frames"])
+    batch = encoded(model, batch)
     out = []
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
     for value in rtg_grid:
@@ -51,7 +50,6 @@ def attention_to_rtg(
             patterns[hook.name] = pattern[:, :, -2, 0::3].sum(-1)  # last s token -> every R
 
         with model.hooks(fwd_hooks=[(name, keep) for name in names]):
-            model.forward_from_state_embeddings(states, batch["actions"], rtg,
-                                                batch["timesteps"], batch["mask"])  # fmt: skip
+            run(model, batch, rtg)
         out.append(torch.stack([patterns[name].mean(0) for name in names]))
     return torch.stack(out)

@@ -61,13 +61,14 @@ def dla_along_scan(
 ) -> tuple[torch.Tensor, list[str]]:
     """Direct logit attribution of ``action`` at the last step, averaged over the contexts,
     at each grid RTG: ``[G, n_components + 1]`` (components as ``direct_logit_attribution``)."""
+    from atari_dt.analysis.batch import encoded, run_cached
     from atari_dt.analysis.scan import scanned_rtg
 
+    batch = encoded(model, batch)
     rows, labels = [], []
     for value in rtg_grid:
         rtg = scanned_rtg(batch, float(value), mode)  # type: ignore[arg-type]
-        _, cache = model.run_with_cache(batch["frames"], batch["actions"], rtg,
-                                        batch["timesteps"], batch["mask"])  # fmt: skip
+        _, cache = run_cached(model, batch, rtg)
         values, labels = direct_logit_attribution(model, cache, action)
         rows.append(values.mean(1))
     return torch.stack(rows), labels
@@ -77,9 +78,9 @@ def dla_along_scan(
 def residual_by_layer(model, batch: dict[str, torch.Tensor], *, step: int = -1) -> torch.Tensor:
     """The residual stream at window ``step``'s state token before each layer and after the
     last: ``[n_layers + 1, N, d]`` (probe features)."""
-    _, cache = model.run_with_cache(batch["frames"], batch["actions"], batch["rtg"],
-                                    batch["timesteps"], batch["mask"],
-                                    names_filter=lambda n: "resid" in n)  # fmt: skip
+    from atari_dt.analysis.batch import run_cached
+
+    _, cache = run_cached(model, batch, names_filter=lambda n: "resid" in n)
     accumulated = cache.accumulated_resid()
     k, offset = model.cfg.tokens_per_step, model.cfg.state_token_offset
     T = accumulated.shape[2] // k

@@ -34,17 +34,6 @@ def _metric(action: int, other: int) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda logits: logits[:, -1, action] - logits[:, -1, other]
 
 
-def _runs(model, clean: Inputs, corrupted: Inputs, direction: Direction):
-    for name, run in (("clean", clean), ("corrupted", corrupted)):
-        if run[0].shape[0] != 1:
-            raise ValueError(f"patching takes one context: the {name} inputs have a batch of "
-                             f"{run[0].shape[0]}; pass [1, T, ...] tensors")  # fmt: skip
-    source, target = (clean, corrupted) if direction == "denoising" else (corrupted, clean)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(*source)
-    return cache, target
-
-
 def _restored(
     values: torch.Tensor, clean: float, corrupted: float, direction: Direction
 ) -> torch.Tensor:
@@ -57,62 +46,79 @@ def _restored(
 
 
 @torch.no_grad()
+def _sweep(
+    model, clean: Inputs, corrupted: Inputs, action: int, other_action: int,
+    direction: Direction, names: list[str], variants: int, patch: Callable,
+) -> tuple[torch.Tensor, float, float]:  # fmt: skip
+    """Patch hook ``names[l]`` of the run being patched with the other run's activation, in
+    ``variants`` copies at once (``patch(activation, source)`` patches variant i its own way):
+    ``[len(names), variants]`` of the metric, and the clean and corrupted metrics. Each run's
+    frames go through the CNN once."""
+    for label, inputs in (("clean", clean), ("corrupted", corrupted)):
+        if inputs[0].shape[0] != 1:
+            raise ValueError(f"patching takes one context: the {label} inputs have a batch of "
+                             f"{inputs[0].shape[0]}; pass [1, T, ...] tensors")  # fmt: skip
+    metric = _metric(action, other_action)
+    source, target = (clean, corrupted) if direction == "denoising" else (corrupted, clean)
+    source_logits, cache = model.run_with_cache_from_states(
+        model.embed_states(source[0]), *source[1:], names_filter=names
+    )
+    states = model.embed_states(target[0])
+    target_metric = float(metric(model.forward_from_state_embeddings(states, *target[1:]))[0])
+    source_metric = float(metric(source_logits)[0])
+    clean_m, corrupted_m = (
+        (source_metric, target_metric)
+        if direction == "denoising"
+        else (target_metric, source_metric)
+    )
+    copies = [t.expand(variants, *t.shape[1:]) for t in (states, *target[1:])]
+    out = torch.zeros(len(names), variants)
+    for row, name in enumerate(names):
+        hook = (name, lambda activation, hook, source=cache[name]: patch(activation, source))
+        with model.hooks(fwd_hooks=[hook]):
+            out[row] = metric(model.forward_from_state_embeddings(*copies))
+    return _restored(out, clean_m, corrupted_m, direction), clean_m, corrupted_m
+
+
 def patch_residual(model, clean: Inputs, corrupted: Inputs, action: int, other_action: int,
                    *, direction: Direction = "denoising") -> PatchingResult:  # fmt: skip
     """Patch ``blocks.{l}.hook_resid_pre`` at one position at a time: ``[n_layers, P]``."""
-    metric = _metric(action, other_action)
-    cache, target = _runs(model, clean, corrupted, direction)
-    clean_m, corrupted_m = float(metric(model(*clean))[0]), float(metric(model(*corrupted))[0])
-    P = cache["hook_embed"].shape[1]
-    batch = tuple(t.expand(P, *t.shape[1:]) for t in target)  # one variant per position
-    out = torch.zeros(model.cfg.n_layers, P)
-    for layer in range(model.cfg.n_layers):
-        source = cache[f"blocks.{layer}.hook_resid_pre"]
+    P = clean[1].shape[1] * model.cfg.tokens_per_step
 
-        def patch(activation, hook, source=source):
-            patched = activation.clone()
-            index = torch.arange(P)
-            patched[index, index] = source[0, index]
-            return patched
+    def one_position_each(activation: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        patched, index = activation.clone(), torch.arange(P)
+        patched[index, index] = source[0, index]  # variant p gets position p
+        return patched
 
-        with model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", patch)]):
-            out[layer] = metric(model(*batch))
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)]
+    restored, clean_m, corrupted_m = _sweep(model, clean, corrupted, action, other_action,
+                                            direction, names, P, one_position_each)  # fmt: skip
     labels = [f"{layer}_resid_pre" for layer in range(model.cfg.n_layers)]
-    restored = _restored(out, clean_m, corrupted_m, direction)
     return PatchingResult(restored, direction, clean_m, corrupted_m, labels)
 
 
-@torch.no_grad()
 def patch_heads(
     model, clean: Inputs, corrupted: Inputs, action: int, other_action: int, *,
     direction: Direction = "denoising", what: Literal["z", "pattern"] = "z",
 ) -> PatchingResult:  # fmt: skip
     """Patch each head's output (``hook_z``) or attention pattern (``hook_pattern``) at every
     position: ``[n_layers, n_heads]``."""
-    metric = _metric(action, other_action)
-    cache, target = _runs(model, clean, corrupted, direction)
-    clean_m, corrupted_m = float(metric(model(*clean))[0]), float(metric(model(*corrupted))[0])
     H = model.cfg.n_heads
-    batch = tuple(t.expand(H, *t.shape[1:]) for t in target)  # one variant per head
-    out = torch.zeros(model.cfg.n_layers, H)
-    for layer in range(model.cfg.n_layers):
-        name = f"blocks.{layer}.attn.hook_{what}"
-        source = cache[name]
+    heads = torch.arange(H)
 
-        def patch(activation, hook, source=source):
-            patched = activation.clone()
-            heads = torch.arange(H)
-            if what == "z":  # [B, P, H, e]
-                patched[heads, :, heads] = source[0, :, heads].transpose(0, 1)
-            else:  # [B, H, P, P]
-                patched[heads, heads] = source[0, heads]
-            return patched
+    def one_head_each(activation: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        patched = activation.clone()  # variant h gets head h
+        if what == "z":  # [B, P, H, e]
+            patched[heads, :, heads] = source[0, :, heads].transpose(0, 1)
+        else:  # [B, H, P, P]
+            patched[heads, heads] = source[0, heads]
+        return patched
 
-        with model.hooks(fwd_hooks=[(name, patch)]):
-            out[layer] = metric(model(*batch))
+    names = [f"blocks.{layer}.attn.hook_{what}" for layer in range(model.cfg.n_layers)]
+    restored, clean_m, corrupted_m = _sweep(model, clean, corrupted, action, other_action,
+                                            direction, names, H, one_head_each)  # fmt: skip
     labels = [f"L{layer}H{h}" for layer in range(model.cfg.n_layers) for h in range(H)]
-    return PatchingResult(_restored(out, clean_m, corrupted_m, direction), direction, clean_m,
-                          corrupted_m, labels)  # fmt: skip
+    return PatchingResult(restored, direction, clean_m, corrupted_m, labels)
 
 
 @torch.no_grad()

@@ -9,7 +9,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-Batch = dict[str, torch.Tensor]  # frames, actions, rtg, timesteps, mask: one row per context
+from atari_dt.analysis.batch import Batch, encoded
+
 PERCENTILES = (5, 25, 50, 75, 95)
 
 
@@ -64,17 +65,17 @@ def rtg_scan(
     (default: the data's median return, else the grid's middle) is where divergences are
     measured from; it is added to the grid's evaluations but not to the grid."""
     model.eval()
+    batch = encoded(model, batch)
     grid = np.asarray(rtg_grid, dtype=np.float64)
     if reference_rtg is None:
         reference_rtg = (
             float(np.median(data_returns)) if data_returns is not None else float(np.median(grid))
         )
-    states = model.embed_states(batch["frames"])
-    rest = (batch["actions"], batch["timesteps"], batch["mask"])
     logits, resid = [], []
     for value in [*grid, reference_rtg]:
         rtg = scanned_rtg(batch, float(value), mode)
-        final = model.transformer(states, rest[0], rtg, rest[1], rest[2])
+        final = model.transformer(batch["state_embeddings"], batch["actions"], rtg,
+                                  batch["timesteps"], batch["mask"])  # fmt: skip
         state_token = final[:, model.cfg.state_token_offset :: model.cfg.tokens_per_step][:, -1]
         logits.append(model.action_logits_at(state_token))
         resid.append(state_token)

@@ -47,8 +47,8 @@ def attribute_tokens(
     check_target(model, window, target)
     with torch.no_grad():
         states = model.embed_states(window.frames)
-        _, cache = model.run_with_cache(
-            window.frames, *window.rest(), names_filter=lambda n: n in _EMBEDS
+        _, cache = model.run_with_cache_from_states(
+            states, *window.rest(), names_filter=lambda n: n in _EMBEDS
         )
     bc = model.cfg.behaviour_cloning
     names = [n for n in _EMBEDS if not (bc and n == "hook_rtg_embed")]

@@ -15,6 +15,7 @@ def analyze(args: argparse.Namespace) -> int:
     from atari_dt.analysis import plots
     from atari_dt.analysis.ablation import ablation_effects, component_means
     from atari_dt.analysis.attention import mean_patterns, token_labels
+    from atari_dt.analysis.batch import encoded
     from atari_dt.analysis.contexts import sample_contexts
     from atari_dt.analysis.dla import direct_logit_attribution, logit_lens, residual_by_layer
     from atari_dt.analysis.patching import patch_heads, patch_residual
@@ -30,6 +31,7 @@ def analyze(args: argparse.Namespace) -> int:
     window = window_at(store, args.episode, args.step, config.data)
     clean = (window.frames, window.actions, window.rtg, window.timesteps, window.mask)
     contexts = sample_contexts(store, config.data, args.contexts, seed=args.seed)
+    batch = encoded(model, contexts.batch)  # attention, probes and ablation reuse the encoding
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
@@ -78,10 +80,10 @@ def analyze(args: argparse.Namespace) -> int:
             report["patching"] = {"corrupted": what, "other_action": other,
                                   "residual": residual.restored.tolist(),
                                   "heads": heads.restored.tolist()}  # fmt: skip
-    patterns, labels = mean_patterns(model, contexts.batch)
+    patterns, labels = mean_patterns(model, batch)
     plots.plot_attention_grid(patterns.numpy(), labels, out / "attention.png",
                               title=f"mean attention over {args.contexts} contexts")  # fmt: skip
-    features = residual_by_layer(model, contexts.batch).numpy()
+    features = residual_by_layer(model, batch).numpy()
     layer_labels = [f"{i}" for i in range(model.cfg.n_layers)] + ["final"]
     groups = contexts.episodes  # held-out episodes, not just held-out windows
     probes = {"rtg": probe(features, contexts.batch["rtg"][:, -1].numpy(), layer_labels,
@@ -96,8 +98,8 @@ def analyze(args: argparse.Namespace) -> int:
             probes[f"{name}_xy"] = probe(features[:, visible], positions[visible], layer_labels,
                                          groups=contexts.episodes[visible])  # fmt: skip
     plots.plot_probe_scores(probes, out / "probes.png", title="linear probes (held-out)")
-    means = component_means(model, contexts.batch)
-    effects = ablation_effects(model, contexts.batch, means)
+    means = component_means(model, batch)
+    effects = ablation_effects(model, batch, means)
     plots.plot_heatmap(effects["heads"].numpy(), out / "ablation_heads.png",
                        title="mean ablation: KL of the policy (nats)", xlabel="head",
                        ylabel="layer")  # fmt: skip

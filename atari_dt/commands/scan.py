@@ -13,6 +13,7 @@ def scan(args: argparse.Namespace) -> int:
     import numpy as np
 
     from atari_dt.analysis.attention import attention_to_rtg
+    from atari_dt.analysis.batch import encoded
     from atari_dt.analysis.dla import dla_along_scan
     from atari_dt.analysis.plots import plot_heatmap, plot_scan
     from atari_dt.analysis.saturation import saturation
@@ -31,7 +32,8 @@ def scan(args: argparse.Namespace) -> int:
                                frames_in_memory="never")  # fmt: skip
     windows = ContextWindows(data.path, data)
     rng = np.random.default_rng(args.seed)
-    batch = windows.get_batch(np.sort(windows.sample_indices(rng, args.contexts)))
+    # Encoded once: the scan, attention and DLA below rerun these frames at every grid RTG.
+    batch = encoded(model, windows.get_batch(np.sort(windows.sample_indices(rng, args.contexts))))
     result = rtg_scan(model, batch, grid, mode=args.mode, data_returns=windows.returns,
                       reference_rtg=args.reference)  # fmt: skip
     sat = saturation(model, result)

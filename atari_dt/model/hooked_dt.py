@@ -172,7 +172,7 @@ class HookedDecisionTransformer(HookedRootModule):
     def action_logits(self, final_resid: torch.Tensor) -> torch.Tensor:
         """``[B, P, d_model]`` (from ``transformer``) -> logits ``[B, T, n_actions]``."""
         k = self.cfg.tokens_per_step
-        return F.linear(final_resid[:, self.cfg.state_token_offset :: k], self.W_U.T, self.b_U)
+        return self.action_logits_at(final_resid[:, self.cfg.state_token_offset :: k])
 
     def action_logits_at(self, state_resid: torch.Tensor) -> torch.Tensor:
         """Logits ``[..., n_actions]`` of final residuals already taken at state tokens."""
@@ -197,6 +197,25 @@ class HookedDecisionTransformer(HookedRootModule):
         logits, cache = super().run_with_cache(*args, **kwargs)
         has_batch_dim = not kwargs.get("remove_batch_dim", False)
         return logits, ActivationCache(cache, self, has_batch_dim=has_batch_dim)
+
+    def run_with_cache_from_states(
+        self,
+        state_embeddings: torch.Tensor,
+        actions: torch.Tensor,
+        rtg: torch.Tensor | None,
+        timesteps: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        names_filter: Any = None,
+    ) -> tuple[torch.Tensor, ActivationCache]:
+        """``run_with_cache`` from state embeddings (``embed_states``' output): analyses that
+        run the same frames many times encode them once. The encoder's hooks are not cached."""
+        cache, fwd, _ = self.get_caching_hooks(names_filter)
+        with self.hooks(fwd_hooks=fwd):
+            logits = self.forward_from_state_embeddings(
+                state_embeddings, actions, rtg, timesteps, mask
+            )
+        return logits, ActivationCache(cache, self)
 
     @property
     def device(self) -> torch.device:
