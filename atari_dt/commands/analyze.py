@@ -20,7 +20,7 @@ def analyze(args: argparse.Namespace) -> int:
     from atari_dt.analysis.dla import direct_logit_attribution, logit_lens, residual_by_layer
     from atari_dt.analysis.patching import patch_heads, patch_residual
     from atari_dt.analysis.probes import probe
-    from atari_dt.attribution.windows import window_at
+    from atari_dt.attribution.windows import StoreWindows
     from atari_dt.io import atomic_write_bytes
     from atari_dt.training.run import load_run_config, load_run_model
 
@@ -28,7 +28,8 @@ def analyze(args: argparse.Namespace) -> int:
     config = load_run_config(run)
     model, _ = load_run_model(run)
     store = args.data or config.data.path
-    window = window_at(store, args.episode, args.step, config.data)
+    with StoreWindows(store, config.data) as windows:
+        window = windows.at(args.episode, args.step)
     clean = (window.frames, window.actions, window.rtg, window.timesteps, window.mask)
     contexts = sample_contexts(store, config.data, args.contexts, seed=args.seed)
     batch = encoded(model, contexts.batch)  # attention, probes and ablation reuse the encoding

@@ -8,6 +8,17 @@ from pathlib import Path
 
 
 def attribute(args: argparse.Namespace) -> int:
+
+    from atari_dt.attribution.windows import StoreWindows
+    from atari_dt.training.run import load_run_config, load_run_model
+
+    config = load_run_config(Path(args.run_dir))
+    model, _ = load_run_model(Path(args.run_dir))
+    with StoreWindows(args.data or config.data.path, config.data) as windows:
+        return _explain(args, model, windows)
+
+
+def _explain(args: argparse.Namespace, model, windows) -> int:
     import torch
 
     from atari_dt.attribution.core import Target
@@ -15,13 +26,9 @@ def attribute(args: argparse.Namespace) -> int:
     from atari_dt.attribution.pixels import attribute_pixels
     from atari_dt.attribution.plots import plot_object_masses, plot_stack_overlay, plot_window_strip
     from atari_dt.attribution.tokens import attribute_tokens
-    from atari_dt.attribution.windows import window_at
     from atari_dt.io import atomic_write_bytes
-    from atari_dt.training.run import load_run_config, load_run_model
 
-    config = load_run_config(Path(args.run_dir))
-    model, _ = load_run_model(Path(args.run_dir))
-    window = window_at(args.data or config.data.path, args.episode, args.step, config.data)
+    window = windows.at(args.episode, args.step)
     if args.other_action is not None and args.kind != "logit_diff":
         raise ValueError("--other-action is only used with --kind logit_diff")
     with torch.no_grad():
@@ -31,8 +38,7 @@ def attribute(args: argparse.Namespace) -> int:
         raise ValueError(f"--action {action} is not in [0, {model.cfg.n_actions})")
     target = Target(action=action, kind=args.kind, other_action=args.other_action)
     steps = list(range(window.length)) if args.steps == "all" else None
-    store_path = args.data or config.data.path
-    mean_frame = _mean_frame(store_path) if args.baseline == "mean" else None
+    mean_frame = windows.mean_frame() if args.baseline == "mean" else None
     result = attribute_pixels(model, window, target, method=args.method, baseline=args.baseline,
                               steps=steps, n_steps=args.n_steps, mean_frame=mean_frame)  # fmt: skip
     tokens = attribute_tokens(model, window, target, n_steps=args.n_steps)
@@ -83,12 +89,12 @@ def attribute(args: argparse.Namespace) -> int:
         print("  densest objects (newest frame): " + ", ".join(
             f"{n} {masses[n]['density_ratio'] or 0:.1f}x" for n in ranked[:4]))  # fmt: skip
     if args.gif:
-        _episode_gif(args, model, config, out / "episode.gif", mean_frame)
+        _episode_gif(args, model, windows, out / "episode.gif", mean_frame)
     print(f"wrote {out}/attribution.json and images")
     return 0
 
 
-def _episode_gif(args: argparse.Namespace, model, config, path: Path, mean_frame) -> None:
+def _episode_gif(args: argparse.Namespace, model, windows, path: Path, mean_frame) -> None:
     """IG of the model's own choice at ``--gif`` consecutive steps from ``--step``."""
     import torch
     from tqdm.auto import tqdm
@@ -96,12 +102,11 @@ def _episode_gif(args: argparse.Namespace, model, config, path: Path, mean_frame
     from atari_dt.attribution.core import Target
     from atari_dt.attribution.pixels import attribute_pixels
     from atari_dt.attribution.plots import save_attribution_gif
-    from atari_dt.attribution.windows import window_at
 
     frames, maps, captions = [], [], []
     for step in tqdm(range(args.step, args.step + args.gif), desc="attribution GIF", unit="step"):
         try:
-            window = window_at(args.data or config.data.path, args.episode, step, config.data)
+            window = windows.at(args.episode, step)
         except IndexError:
             break  # the episode ended
         with torch.no_grad():
@@ -121,16 +126,3 @@ def _boxes(window) -> dict | None:
     if window.ram is None or window.game not in OBJECT_GAMES:
         return None
     return {name: boxes[-1] for name, boxes in object_boxes(window.game, window.ram).items()}
-
-
-def _mean_frame(path: str):
-    """The mean of up to 4,096 frames spread over the store (the ``mean`` baseline)."""
-    import numpy as np
-    import torch
-
-    from atari_dt.datasets.store import EpisodeStore
-
-    with EpisodeStore.open(path) as store:
-        picks = np.linspace(0, store.n_transitions - 1, min(4096, store.n_transitions)).astype(int)
-        frames = np.stack([store.frames[int(i)] for i in np.unique(picks)])
-    return torch.from_numpy(frames.astype(np.float32).mean(0))
