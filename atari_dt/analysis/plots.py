@@ -8,8 +8,7 @@ import numpy as np
 
 from atari_dt.analysis.saturation import Saturation
 from atari_dt.analysis.scan import RtgScan
-from atari_dt.datasets.plots import pyplot
-from atari_dt.io import atomic_path
+from atari_dt.figures import pyplot, save_figure
 
 
 def _mark_data(ax, scan: RtgScan) -> None:
@@ -43,7 +42,7 @@ def plot_scan(scan: RtgScan, sat: Saturation, path: Path, *, title: str, top: in
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_heatmap(
@@ -66,15 +65,7 @@ def plot_heatmap(
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    plt = pyplot()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_bars(
@@ -89,7 +80,7 @@ def plot_bars(
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_attention_grid(patterns: np.ndarray, labels: list[str], path: Path, *, title: str) -> Path:
@@ -108,7 +99,7 @@ def plot_attention_grid(patterns: np.ndarray, labels: list[str], path: Path, *, 
             ax.set_yticks(range(0, P, step), labels[::step], fontsize=5)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_probe_scores(results: dict, path: Path, *, title: str) -> Path:
@@ -123,4 +114,4 @@ def plot_probe_scores(results: dict, path: Path, *, title: str) -> Path:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atari_dt.datasets.plots import pyplot
-from atari_dt.io import atomic_path
+from atari_dt.figures import pyplot, save_captioned_gif, save_figure
 
 
 def _symmetric_limit(values: np.ndarray) -> float:
@@ -53,7 +52,7 @@ def plot_stack_overlay(
             axes[S].text(left, top - 1, name, color="#ffcc00", fontsize=5)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=130)
 
 
 def plot_window_strip(frames: torch.Tensor, maps: torch.Tensor, steps: list[int], path: Path,
@@ -69,7 +68,7 @@ def plot_window_strip(frames: torch.Tensor, maps: torch.Tensor, steps: list[int]
         _overlay(ax, frame, attribution, limit, f"step {step}")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=130)
 
 
 def plot_object_masses(masses: dict[str, dict[str, float]], path: Path, *, title: str) -> Path:
@@ -89,15 +88,7 @@ def plot_object_masses(masses: dict[str, dict[str, float]], path: Path, *, title
     ax.legend(fontsize=7)
     ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    plt = pyplot()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=130)
 
 
 def save_attribution_gif(
@@ -108,24 +99,13 @@ def save_attribution_gif(
     attribution map (``[H, W]``; red raises the target, blue lowers it), one colour scale for
     the whole GIF, and a caption per frame."""
     from matplotlib import colormaps
-    from PIL import Image, ImageDraw
 
     limit = _symmetric_limit(np.concatenate([m.ravel() for m in maps]))
     colormap = colormaps["RdBu_r"]
     images = []
-    for frame, attribution, caption in zip(frames, maps, captions, strict=True):
+    for frame, attribution in zip(frames, maps, strict=True):
         gray = np.repeat(frame[..., None].astype(np.float32) / 255, 3, axis=2)
         colour = colormap(np.clip(attribution / (2 * limit) + 0.5, 0, 1))[..., :3]
         alpha = np.clip(np.abs(attribution) / limit, 0, 1)[..., None] * 0.85
-        blended = (gray * (1 - alpha) + colour * alpha) * 255
-        image = Image.fromarray(blended.astype(np.uint8)).resize(
-            (frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST
-        )
-        canvas = Image.new("RGB", (image.width, image.height + 18), "black")
-        canvas.paste(image, (0, 18))
-        ImageDraw.Draw(canvas).text((4, 3), caption, fill="white")
-        images.append(canvas)
-    with atomic_path(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                       duration=int(1000 / fps), loop=0)  # fmt: skip
-    return Path(path)
+        images.append(((gray * (1 - alpha) + colour * alpha) * 255).astype(np.uint8))
+    return save_captioned_gif(images, captions, path, scale=scale, fps=fps)

@@ -7,16 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from atari_dt.io import atomic_path
-
-
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from atari_dt.figures import pyplot, save_figure
 
 
 def plot_returns(
@@ -55,7 +46,7 @@ def plot_returns(
     ax_scatter.set_ylabel("return")
     ax_scatter.legend(frameon=False, fontsize=8)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_window(window: dict[str, Any], title: str, path: Path, max_steps: int = 8) -> Path:
@@ -86,11 +77,4 @@ def plot_window(window: dict[str, Any], title: str, path: Path, max_steps: int =
         )
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, plt, path)
-
-
-def _save(fig: Any, plt: Any, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)

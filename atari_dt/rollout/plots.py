@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atari_dt.datasets.plots import pyplot
-from atari_dt.io import atomic_path
+from atari_dt.figures import pyplot, save_captioned_gif, save_figure
 from atari_dt.rollout.evaluate import EpisodeResult
 from atari_dt.rollout.sweep import SweepResult
 
@@ -41,10 +40,7 @@ def plot_sweep(sweep: SweepResult, path: Path) -> Path:
     ax.set_title(f"{sweep.game}: target-return sweep ({n} episodes per target, {mode})")
     ax.legend(fontsize=8, loc="best", framealpha=0.8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def save_episode_gif(
@@ -56,21 +52,9 @@ def save_episode_gif(
     Raises:
         ValueError: the episode was not recorded (pass it in ``record`` to ``run_episodes``).
     """
-    from PIL import Image, ImageDraw
-
     if result.frames is None:
         raise ValueError(f"episode {result.episode} at target {result.target:g} was not recorded")
-    images = []
-    for step, frame in enumerate(result.frames):
-        big = Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale),
-                                            Image.NEAREST).convert("RGB")  # fmt: skip
-        canvas = Image.new("RGB", (big.width, big.height + 28), "black")
-        canvas.paste(big, (0, 28))
-        caption = (f"t={step}  RTG left={result.targets_left[step]:.4g} ({reward_units})  "
-                   f"a={int(result.actions[step])}")  # fmt: skip
-        ImageDraw.Draw(canvas).text((4, 8), caption, fill="white")
-        images.append(canvas)
-    with atomic_path(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                       duration=int(1000 / fps), loop=0)  # fmt: skip
-    return Path(path)
+    captions = [f"t={step}  RTG left={left:.4g} ({reward_units})  a={int(action)}"
+                for step, (left, action) in enumerate(zip(result.targets_left, result.actions,
+                                                          strict=True))]  # fmt: skip
+    return save_captioned_gif(list(result.frames), captions, path, scale=scale, fps=fps)
