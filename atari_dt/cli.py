@@ -45,13 +45,7 @@ def _add_train(stages: argparse._SubParsersAction) -> None:
         "torchrun --nproc_per_node N -m atari_dt.training CONFIG [...] (same arguments).",
     )
     p.add_argument("config", help="YAML config (see configs/train/)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. model.n_layers=2 (repeatable)",
-    )
+    _add_set_arg(p, "model.n_layers=2")
     p.add_argument("--out", help="run directory (default: runs/<config name>)")
     p.add_argument(
         "--data", help="episode store (.h5) or replay_logs directory (default: data.path)"
@@ -94,13 +88,7 @@ def _add_eval(stages: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", help="output directory (default: RUN_DIR/eval)")
     p.add_argument("--json", action="store_true", help="print the sweep as JSON")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an eval setting, e.g. eval.preset=dt_original_eval",
-    )
+    _add_set_arg(p, "eval.preset=dt_original_eval")
 
 
 def _add_attribute(stages: argparse._SubParsersAction) -> None:
@@ -111,9 +99,7 @@ def _add_attribute(stages: argparse._SubParsersAction) -> None:
         "window.png (with --steps all), objects.png (games with RAM labels) and "
         "attribution.json to --out.",
     )
-    p.add_argument("run_dir", help="training run directory")
-    p.add_argument("--episode", type=int, required=True, help="episode number in the store")
-    p.add_argument("--step", type=int, required=True, help="step of that episode to explain")
+    _add_decision_args(p)
     p.add_argument("--method", default="ig", choices=["ig", "smoothgrad", "gradient_shap",
                    "occlusion", "ablation_frames", "ablation_superpixels"])  # fmt: skip
     p.add_argument("--baseline", default="black", choices=["black", "blur", "mean", "noise"])
@@ -130,7 +116,6 @@ def _add_attribute(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--gif", type=int, default=0, metavar="N",
                    help="also write episode.gif: IG (with --baseline) of the model's choice at N "
                    "steps from --step")  # fmt: skip
-    p.add_argument("--data", help="episode store (default: the run's data.path)")
     p.add_argument("--out", required=True, help="output directory")
 
 
@@ -162,9 +147,7 @@ def _add_analyze(stages: argparse._SubParsersAction) -> None:
         description="Writes analysis.json and plots (dla, logit_lens, patching_*, attention, "
         "probes, ablation_heads) to --out.",
     )
-    p.add_argument("run_dir", help="training run directory")
-    p.add_argument("--episode", type=int, required=True, help="episode number in the store")
-    p.add_argument("--step", type=int, required=True, help="step of that episode to explain")
+    _add_decision_args(p)
     p.add_argument("--contexts", type=int, default=256, help="contexts for attention and probes")
     p.add_argument(
         "--corrupt",
@@ -183,7 +166,6 @@ def _add_analyze(stages: argparse._SubParsersAction) -> None:
         help="second action of the patched logit difference (default: the least likely)",
     )
     p.add_argument("--seed", type=int, default=0, help="which contexts are sampled")
-    p.add_argument("--data", help="episode store (default: the run's data.path)")
     p.add_argument("--out", required=True, help="output directory")
 
 
@@ -299,6 +281,11 @@ def _add_show(commands: argparse._SubParsersAction) -> None:
 def _add_config_args(p: argparse.ArgumentParser, section: str, example: str) -> None:
     """``--config YAML`` and repeatable ``--set key=value`` (dotted keys of the config)."""
     p.add_argument("--config", help=f"YAML config whose {section} section is used")
+    _add_set_arg(p, example)
+
+
+def _add_set_arg(p: argparse.ArgumentParser, example: str) -> None:
+    """Repeatable ``--set key=value`` (a dotted config key)."""
     p.add_argument(
         "--set",
         action="append",
@@ -306,6 +293,14 @@ def _add_config_args(p: argparse.ArgumentParser, section: str, example: str) -> 
         metavar="KEY=VALUE",
         help=f"override a config value, e.g. {example} (repeatable)",
     )
+
+
+def _add_decision_args(p: argparse.ArgumentParser) -> None:
+    """A run and the decision of it to explain: ``run_dir --episode I --step T [--data]``."""
+    p.add_argument("run_dir", help="training run directory")
+    p.add_argument("--episode", type=int, required=True, help="episode number in the store")
+    p.add_argument("--step", type=int, required=True, help="step of that episode to explain")
+    p.add_argument("--data", help="episode store (default: the run's data.path)")
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
