@@ -60,3 +60,23 @@ def seaquest_store_path(tmp_path_factory: pytest.TempPathFactory, seaquest_episo
         for e in seaquest_episodes:
             writer.add_episode(e.frames, e.actions, e.rewards, raw_rewards=e.rewards)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, seaquest_store_path: Path) -> Path:
+    """A training run of a tiny DT (2 layers, 2 heads, d 32, T 4; 3 steps) on the real store:
+    something for the eval, scan and analyze commands to open. Do not write into it."""
+    import yaml
+
+    from atari_dt.cli import main
+
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    config = tmp / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"path": str(seaquest_store_path), "context_len": 4},
+        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_timestep": 512},
+        "train": {"max_steps": 3, "batch_size": 4, "checkpoint_every": 3},
+        "eval": {"envs": 2, "max_episode_steps": 30},
+    }))  # fmt: skip
+    assert main(["train", str(config), "--out", str(tmp / "run"), "--no-progress"]) == 0
+    return tmp / "run"

@@ -252,25 +252,17 @@ def test_mean_ablation(model, batch) -> None:
     assert not torch.allclose(before, during) and torch.equal(before, after)
 
 
-def test_cli_scan(tmp_path, seaquest_store_path, capsys) -> None:
-    import yaml
-
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "data": {"path": str(seaquest_store_path), "context_len": 4},
-        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_timestep": 512},
-        "train": {"max_steps": 2, "batch_size": 4, "checkpoint_every": 2},
-    }))  # fmt: skip
-    run = tmp_path / "run"
-    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
-    assert main(["scan", str(run), "--rtg", "0:20:5", "--contexts", "16"]) == 0
-    report = json.loads((run / "scan" / "scan.json").read_text())
+def test_cli_scan(tiny_run, tmp_path, capsys) -> None:
+    out = tmp_path / "scan"
+    assert main(["scan", str(tiny_run), "--rtg", "0:20:5", "--contexts", "16", "--out",
+                 str(out)]) == 0  # fmt: skip
+    report = json.loads((out / "scan.json").read_text())
     for key in ("rtg", "action_probs", "entropy", "divergence_to_reference", "reference_rtg",
                 "data_return_range", "saturation_rtg"):  # fmt: skip
         assert key in report, key
     assert report["rtg"] == [0, 5, 10, 15, 20] and np.shape(report["action_probs"]) == (5, 18)
-    assert (run / "scan" / "scan.png").read_bytes()[:4] == b"\x89PNG"
-    assert main(["scan", str(run), "--rtg", "zero"]) == 2
+    assert (out / "scan.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["scan", str(tiny_run), "--rtg", "zero"]) == 2
     assert "expected start:stop:count" in capsys.readouterr().err
 
 
@@ -293,19 +285,9 @@ def test_mean_ablation_reaches_rollouts(model, batch) -> None:
     torch.testing.assert_close(decide(), plain)  # hooks removed on exit
 
 
-def test_cli_analyze(tmp_path, seaquest_store_path, capsys) -> None:
-    import yaml
-
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "data": {"path": str(seaquest_store_path), "context_len": 4},
-        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_timestep": 512},
-        "train": {"max_steps": 3, "batch_size": 4, "checkpoint_every": 3},
-    }))  # fmt: skip
-    run = tmp_path / "run"
-    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
+def test_cli_analyze(tiny_run, tmp_path) -> None:
     out = tmp_path / "analysis"
-    assert main(["analyze", str(run), "--episode", "1", "--step", "50", "--contexts", "24",
+    assert main(["analyze", str(tiny_run), "--episode", "1", "--step", "50", "--contexts", "24",
                  "--corrupt", "frame", "--out", str(out)]) == 0  # fmt: skip
     report = json.loads((out / "analysis.json").read_text())
     assert {"dla", "logit_lens", "patching", "probes", "mean_ablation_kl"} <= set(report)

@@ -125,26 +125,9 @@ def test_sweep_summary() -> None:
     ]
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, seaquest_store_path):
-    import yaml
-
-    tmp = tmp_path_factory.mktemp("evalrun")
-    config = tmp / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "data": {"path": str(seaquest_store_path), "context_len": 4},
-        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_timestep": 512},
-        "train": {"max_steps": 3, "batch_size": 4, "checkpoint_every": 3},
-        "eval": {"envs": 2, "max_episode_steps": 30},
-    }))  # fmt: skip
-    run = tmp / "run"
-    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
-    return run
-
-
-def test_eval_cli(trained_run, tmp_path, capsys) -> None:
+def test_eval_cli(tiny_run, tmp_path, capsys) -> None:
     out = tmp_path / "eval"
-    args = ["eval", str(trained_run), "--targets", "0,3", "--episodes", "2", "--video", "1",
+    args = ["eval", str(tiny_run), "--targets", "0,3", "--episodes", "2", "--video", "1",
             "--out", str(out), "--json"]  # fmt: skip
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -162,16 +145,16 @@ def test_eval_cli(trained_run, tmp_path, capsys) -> None:
         assert gif.n_frames == 30
 
 
-def test_eval_errors(trained_run, tmp_path, capsys) -> None:
+def test_eval_errors(tiny_run, tmp_path, capsys) -> None:
     assert main(["eval", str(tmp_path / "missing")]) == 2
     assert "is not a training run" in capsys.readouterr().err
-    assert main(["eval", str(trained_run), "--episodes", "0"]) == 2
+    assert main(["eval", str(tiny_run), "--episodes", "0"]) == 2
     assert "episodes, envs and max_episode_steps must be >= 1" in capsys.readouterr().err
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.yaml").write_text((trained_run / "config.yaml").read_text())
+    (tmp_path / "run" / "config.yaml").write_text((tiny_run / "config.yaml").read_text())
     assert main(["eval", str(tmp_path / "run")]) == 2
     assert "has no checkpoint" in capsys.readouterr().err
-    assert main(["eval", str(trained_run), "--set", "eval.bogus=1"]) == 2
+    assert main(["eval", str(tiny_run), "--set", "eval.bogus=1"]) == 2
     assert "unknown config key 'eval.bogus'" in capsys.readouterr().err
 
 

@@ -141,6 +141,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun(config: Path, run: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``atari-dt train`` on 2 gloo ranks (one thread each) under torchrun."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+               "-m", "atari_dt.training", str(config), "--out", str(run),
+               "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def test_ddp_two_cpu_ranks_match_one_process(tmp_path, repeat_store) -> None:
     """Two gloo ranks, each half of every global batch, against one process on the whole
     batch. Dropout is off: its masks are drawn per rank, so they differ between the two."""
@@ -149,17 +159,12 @@ def test_ddp_two_cpu_ranks_match_one_process(tmp_path, repeat_store) -> None:
     assert main(["train", str(config), "--out", str(tmp_path / "single"), "--no-progress"]) == 0
     single = final_weights(tmp_path / "single")
     run = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-               "-m", "atari_dt.training", str(config), "--out", str(run),
-               "--no-progress"]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    result = torchrun(config, run)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     state = json.loads((list_checkpoints(run)[-1][1] / "trainer_state.json").read_text())
     assert state["world"] == 2  # and every checkpoint checked that both ranks agree
     # A failure on rank 0 before training (the run exists) ends every rank, promptly.
-    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    again = torchrun(config, run, timeout=180)
     assert again.returncode != 0 and "already holds a run" in again.stderr + again.stdout
     ddp = final_weights(run)
     for name, tensor in single.items():
@@ -262,12 +267,7 @@ def test_return_head_trains_under_ddp_with_and_without_its_loss(tmp_path, repeat
         text = config.read_text().replace("n_heads: 2", "n_heads: 2\n  return_head: true")
         config.write_text(text)
         run = tmp_path / f"ddp{weight}"
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                   "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                   "-m", "atari_dt.training", str(config), "--out", str(run),
-                   "--no-progress"]  # fmt: skip
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        result = torchrun(config, run)
         assert result.returncode == 0, result.stderr[-3000:]
         metrics = read_metrics(run)
         assert ("train/return_mse" in metrics[-1]) == (weight > 0)
