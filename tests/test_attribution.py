@@ -304,3 +304,25 @@ def test_window_from_a_live_rollout(trained) -> None:
     torch.testing.assert_close(probs, decision.probs[0], rtol=0, atol=1e-5)
     result = attribute_pixels(model, window, Target(action=actions[-1]), n_steps=16)
     assert result.attributions.shape == (1, 4, 84, 84)
+
+
+def test_given_state_embeddings_are_not_recomputed(trained) -> None:
+    """With the window's embeddings passed in, the CNN sees only the attributed stacks."""
+    model, _, window, _ = trained
+    target = chosen(model, window)
+    encoded_frames = []
+    handle = model.encoder.register_forward_hook(
+        lambda module, args, out: encoded_frames.append(args[0].shape[0])
+    )
+    try:
+        plain = attribute_pixels(model, window, target, n_steps=16)
+        without = sum(encoded_frames)
+        encoded_frames.clear()
+        with torch.no_grad():
+            states = model.embed_states(window.frames)
+        encoded_frames.clear()
+        reused = attribute_pixels(model, window, target, n_steps=16, state_embeddings=states)
+    finally:
+        handle.remove()
+    assert without - sum(encoded_frames) == window.length
+    assert torch.equal(plain.attributions, reused.attributions)

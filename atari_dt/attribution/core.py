@@ -146,7 +146,12 @@ class FastForward:
     state token; each call runs the CNN on the k stacks and the transformer only on the tokens
     from the first attributed state token to the target's."""
 
-    def __init__(self, model: Any, window: ContextWindow, target: Target, steps: list[int]):
+    def __init__(
+        self, model: Any, window: ContextWindow, target: Target, steps: list[int],
+        state_embeddings: torch.Tensor | None = None,
+    ) -> None:  # fmt: skip
+        """``state_embeddings``: ``model.embed_states(window.frames)`` when the caller has them
+        (the CNN then never sees the window twice)."""
         from atari_dt.model.prefix import build_prefix_cache
 
         check_target(model, window, target)
@@ -160,7 +165,9 @@ class FastForward:
         # The target's logits are the last suffix token's: read them as a one-step window.
         self.target = replace(target, step=-1)
         with torch.no_grad():
-            self.states = model.embed_states(window.frames)  # [1, T, d]
+            if state_embeddings is None:
+                state_embeddings = model.embed_states(window.frames)
+            self.states = state_embeddings  # [1, T, d]
             self.prefix = build_prefix_cache(model, self.states, *window.rest(), start=start,
                                              end=end)  # fmt: skip
 

@@ -71,6 +71,7 @@ def attribute_pixels(
     n_samples: int = 16,
     noise_std: float = 0.1,
     seed: int = 0,
+    state_embeddings: torch.Tensor | None = None,
 ) -> PixelAttribution:
     """Attribute ``target`` to the pixels of the frame stacks at window ``steps`` (default:
     the target's own step).
@@ -86,6 +87,8 @@ def attribute_pixels(
         n_steps, internal_batch_size: IG's integration points and the batch they run in.
         fast: run the CNN only on the attributed stacks (True) or the whole model on every
             frame (False, plain Captum); the results agree to float rounding.
+        state_embeddings: ``model.embed_states(window.frames)`` if already computed (fast
+            path only): the window is then not encoded again.
 
     Raises:
         ValueError: unknown method or baseline, a step outside the window.
@@ -99,7 +102,7 @@ def attribute_pixels(
     frames = window.frames.float()  # [1, T, S, H, W]
     base_all = make_baseline(baseline, frames, mean_frame=mean_frame, seed=seed)
     if fast:
-        forward = FastForward(model, window, target, steps)
+        forward = FastForward(model, window, target, steps, state_embeddings)
         inputs, base = frames[:, steps], base_all[:, steps]
     else:  # the whole window is the input; only the attributed steps leave the input
         forward = FullForward(model, window, target)

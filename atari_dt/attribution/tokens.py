@@ -37,8 +37,9 @@ class TokenAttribution:
 
 
 def attribute_tokens(
-    model: Any, window: ContextWindow, target: Target, *, n_steps: int = 50
-) -> TokenAttribution:
+    model: Any, window: ContextWindow, target: Target, *, n_steps: int = 50,
+    state_embeddings: torch.Tensor | None = None,
+) -> TokenAttribution:  # fmt: skip
     """IG with the three token embeddings as inputs (fed through ``hook_rtg_embed``,
     ``hook_state_embed``, ``hook_action_embed``), and IG on the RTG values."""
     from captum.attr import IntegratedGradients
@@ -46,7 +47,7 @@ def attribute_tokens(
     model = eval_model(model)
     check_target(model, window, target)
     with torch.no_grad():
-        states = model.embed_states(window.frames)
+        states = model.embed_states(window.frames) if state_embeddings is None else state_embeddings
         _, cache = model.run_with_cache_from_states(
             states, *window.rest(), names_filter=lambda n: n in _EMBEDS
         )

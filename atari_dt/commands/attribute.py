@@ -31,8 +31,9 @@ def _explain(args: argparse.Namespace, model, windows) -> int:
     window = windows.at(args.episode, args.step)
     if args.other_action is not None and args.kind != "logit_diff":
         raise ValueError("--other-action is only used with --kind logit_diff")
-    with torch.no_grad():
-        logits = model(window.frames, *window.rest())[0, -1]
+    with torch.no_grad():  # encoded once: the choice, the pixel and the token attributions
+        states = model.embed_states(window.frames)
+        logits = model.forward_from_state_embeddings(states, *window.rest())[0, -1]
     action = int(logits.argmax()) if args.action is None else args.action
     if not 0 <= action < model.cfg.n_actions:
         raise ValueError(f"--action {action} is not in [0, {model.cfg.n_actions})")
@@ -40,8 +41,10 @@ def _explain(args: argparse.Namespace, model, windows) -> int:
     steps = list(range(window.length)) if args.steps == "all" else None
     mean_frame = windows.mean_frame() if args.baseline == "mean" else None
     result = attribute_pixels(model, window, target, method=args.method, baseline=args.baseline,
-                              steps=steps, n_steps=args.n_steps, mean_frame=mean_frame)  # fmt: skip
-    tokens = attribute_tokens(model, window, target, n_steps=args.n_steps)
+                              steps=steps, n_steps=args.n_steps, mean_frame=mean_frame,
+                              state_embeddings=states)  # fmt: skip
+    tokens = attribute_tokens(model, window, target, n_steps=args.n_steps,
+                              state_embeddings=states)  # fmt: skip
     boxes = _boxes(window)
     # The boxes describe the newest frame: weigh that frame's attribution against them.
     last_step = window.length - 1
@@ -110,10 +113,12 @@ def _episode_gif(args: argparse.Namespace, model, windows, path: Path, mean_fram
         except IndexError:
             break  # the episode ended
         with torch.no_grad():
-            action = int(model(window.frames, *window.rest())[0, -1].argmax())
+            states = model.embed_states(window.frames)
+            logits = model.forward_from_state_embeddings(states, *window.rest())
+        action = int(logits[0, -1].argmax())
         result = attribute_pixels(model, window, Target(action=action), method="ig",
                                   baseline=args.baseline, n_steps=args.n_steps,
-                                  mean_frame=mean_frame)  # fmt: skip
+                                  mean_frame=mean_frame, state_embeddings=states)  # fmt: skip
         frames.append(window.frames[0, -1, -1].cpu().numpy())
         maps.append(result.map().cpu().numpy())
         captions.append(f"step {step}  action {action}  RTG {float(window.rtg[0, -1]):.4g}")

@@ -111,8 +111,7 @@ def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
         for index, entries in state_dict["state"].items()
         for key, value in entries.items()
     }
-    groups = [{k: v for k, v in group.items()} for group in state_dict["param_groups"]]
-    return tensors, {"param_groups": groups}
+    return tensors, {"param_groups": state_dict["param_groups"]}
 
 
 def _unflatten_optimizer(
