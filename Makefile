@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.atari-dt-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test bench lint format clean
+.PHONY: install demo test test-portable bench lint format clean
 
 install: $(STAMP)
 
@@ -40,6 +40,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The suite as other CPUs would run it: each kernel set torch has here (ATEN_CPU_CAPABILITY=
+# default, avx2, avx512 where the CPU has it) x 1 and 2 OpenMP threads, and test seeds 1 and 2
+# (tests/portable.py; 30-40 min on 2 cores). A test that flips tests a float accident.
+test-portable: $(STAMP)
+	$(BIN)/python tests/portable.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from seeds import seed
 
 from atari_dt.envs.dqn_replay import RecordedEpisode, record_random_episodes
 
@@ -16,7 +17,9 @@ def seaquest_episodes() -> list[RecordedEpisode]:
     180-330 agent steps (a per-episode step cap keeps them short but unequal), returns 0-60."""
     episodes = []
     for i, cap in enumerate((260, 180, 330, 220, 300)):
-        episodes.extend(record_random_episodes("Seaquest", 1, seed=10 + i, max_episode_steps=cap))
+        episodes.extend(
+            record_random_episodes("Seaquest", 1, seed=seed(10 + i), max_episode_steps=cap)
+        )
     assert all(e.frames.shape[1:] == (84, 84) and e.frames.any() for e in episodes)
     return episodes
 
@@ -75,7 +78,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, seaquest_store_path: Path
     config.write_text(yaml.safe_dump({
         "data": {"path": str(seaquest_store_path), "context_len": 4},
         "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_timestep": 512},
-        "train": {"max_steps": 3, "batch_size": 4, "checkpoint_every": 3},
+        "train": {"max_steps": 3, "batch_size": 4, "checkpoint_every": 3, "seed": seed(0)},
         "eval": {"envs": 2, "max_episode_steps": 30},
     }))  # fmt: skip
     assert main(["train", str(config), "--out", str(tmp / "run"), "--no-progress"]) == 0

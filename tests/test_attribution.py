@@ -4,16 +4,19 @@ sanity checks that pass on the trained model and fail on an edge detector, objec
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from seeds import seed
 
 from atari_dt.attribution.baselines import gaussian_blur, make_baseline
 from atari_dt.attribution.channels import attribute_channels
-from atari_dt.attribution.core import Target
+from atari_dt.attribution.core import DELTA_TOLERANCE, Target
 from atari_dt.attribution.objects import box_mask, object_masses
 from atari_dt.attribution.pixels import METHODS, attribute_pixels
 from atari_dt.attribution.sanity import deletion_curve, randomisation_test
@@ -33,14 +36,16 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("attribution")
     store = tmp / "seaquest.h5"
     assert main(["collect", "--config", str(ROOT / "configs/collect/seaquest.yaml"), "--steps",
-                 "3000", "--max-episode-steps", "500", "--workers", "1", "--out",
-                 str(store)]) == 0  # fmt: skip
+                 "3000", "--max-episode-steps", "500", "--workers", "1", "--seed", str(seed(0)),
+                 "--out", str(store)]) == 0  # fmt: skip
     config = tmp / "train.yaml"
+    # lr 1e-3: at 2e-3 one seed drove the encoder's tanh into saturation (every state embedding
+    # +-1, so no pixel moved any logit); the tests below then fail on a zero change, not pass.
     config.write_text(yaml.safe_dump({
         "data": {"path": str(store), "reward_units": "raw", "context_len": 4},
         "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_timestep": 512},
-        "train": {"max_steps": 150, "batch_size": 16, "lr": 2e-3, "warmup_steps": 10,
-                  "checkpoint_every": 150, "log_every": 50},
+        "train": {"max_steps": 150, "batch_size": 16, "lr": 1e-3, "warmup_steps": 10,
+                  "checkpoint_every": 150, "log_every": 50, "seed": seed(0)},
     }))  # fmt: skip
     run = tmp / "run"
     assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
@@ -55,18 +60,40 @@ def chosen(model, window) -> Target:
         return Target(action=int(model(window.frames, *window.rest())[0, -1].argmax()))
 
 
+def widest(model, window, baseline: str) -> Target:
+    """The logit difference that replacing the last stack by ``baseline`` moves most: between
+    the action whose logit falls most and the one that rises most. No logit difference changes
+    more, so the change is as large as this model makes any, whatever its training learnt."""
+    frames = window.frames.float()
+    replaced = frames.clone()
+    replaced[:, -1] = make_baseline(baseline, frames[:, -1])
+    with torch.no_grad():
+        change = model(frames, *window.rest())[0, -1] - model(replaced, *window.rest())[0, -1]
+    return Target(int(change.argmax()), kind="logit_diff", other_action=int(change.argmin()))
+
+
+def assert_same_attributions(fast, full) -> None:
+    """The fast path computes the function the full model does in another order: its gradients
+    agree to float32 rounding (~1e-7 relative per op), far inside 1e-5 of the largest pixel's."""
+    scale = float(full.attributions.abs().max())
+    torch.testing.assert_close(fast.attributions, full.attributions, rtol=1e-4, atol=1e-5 * scale)
+
+
 def test_integrated_gradients_are_complete_and_fast_equals_full(trained) -> None:
     model, _, window, _ = trained
-    target = chosen(model, window)
+    target = widest(model, window, "blur")
     fast = attribute_pixels(model, window, target, baseline="blur", n_steps=64)
     full = attribute_pixels(model, window, target, baseline="blur", n_steps=64, fast=False)
     assert fast.attributions.shape == (1, 4, 84, 84) and fast.steps == [3]
     change = fast.target_value - fast.baseline_value
-    assert abs(change) > 1e-3
+    # argmax - argmin of the logits' changes: >= 0 by construction, and > 0 unless the blur
+    # shifts every logit alike (softmax would not see it); float32 rounds a logit to ~1e-6.
+    print(f"change {change:.3g} delta {fast.convergence_delta:.3g}")
+    assert change > 1e-4
     assert fast.attribution_sum == pytest.approx(change + fast.convergence_delta, abs=1e-4)
-    assert abs(fast.convergence_delta) < 0.05 * abs(change)
-    torch.testing.assert_close(fast.attributions, full.attributions, rtol=1e-4, atol=1e-6)
-    assert fast.target_value == pytest.approx(full.target_value, abs=1e-5)
+    assert abs(fast.convergence_delta) < 0.05 * change
+    assert_same_attributions(fast, full)
+    assert fast.target_value == pytest.approx(full.target_value, rel=1e-5, abs=1e-6)
 
 
 def test_every_window_step_at_once(trained) -> None:
@@ -89,9 +116,21 @@ def test_every_method(trained, method) -> None:
 
 
 def test_unconverged_integration_warns_how_to_fix(trained) -> None:
+    """One integration point is exact only where the target is linear along the path: warned
+    for exactly the targets whose delta is beyond the tolerance, which (a CNN being far from
+    linear between a frame and noise) some of the 18 actions' logits are."""
     model, _, window, _ = trained
-    with pytest.warns(UserWarning, match=r"raise n_steps \(now 1, e.g. 4\)"):
-        attribute_pixels(model, window, chosen(model, window), n_steps=1, baseline="noise")
+    warned = []
+    for action in range(model.cfg.n_actions):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = attribute_pixels(model, window, Target(action), n_steps=1, baseline="noise")
+        change = result.target_value - result.baseline_value
+        relative = abs(result.convergence_delta) / max(abs(change), 1e-3)
+        messages = [str(w.message) for w in caught if "did not converge" in str(w.message)]
+        assert bool(messages) == (relative > DELTA_TOLERANCE), (action, relative, messages)
+        warned += messages
+    assert warned and all(re.search(r"raise n_steps \(now 1, e.g. 4\)", m) for m in warned)
 
 
 def test_train_mode_is_switched_to_eval(trained) -> None:
@@ -149,13 +188,14 @@ def test_randomisation_check_passes_on_the_model_and_fails_on_an_edge_detector(t
 @pytest.mark.parametrize("mode", ["deletion", "insertion"])
 def test_deletion_and_insertion_beat_random_order(trained, mode) -> None:
     model, _, window, _ = trained
-    target = chosen(model, window)
+    target = widest(model, window, "black")  # the curves' baseline: they span its change
     result = attribute_pixels(model, window, target, n_steps=64)
     curve = deletion_curve(model, window, target, result.attributions, result.steps, mode=mode)
     assert curve.by_attribution.shape == curve.random_order.shape == (21,)
     assert curve.by_attribution[0] == pytest.approx(
         result.target_value if mode == "deletion" else result.baseline_value, abs=1e-4
     )
+    print(f"{mode} change {result.target_value - result.baseline_value:.3g} attr {curve.auc_attribution:.4g} random {curve.auc_random:.4g}")
     assert curve.passed, (curve.auc_attribution, curve.auc_random)
 
 
@@ -231,13 +271,13 @@ def test_padded_window_fast_equals_full(trained) -> None:
     target = Target(action=3, kind="log_prob")
     fast = attribute_pixels(model, window, target, steps=[2, 3], n_steps=32)
     full = attribute_pixels(model, window, target, steps=[2, 3], n_steps=32, fast=False)
-    torch.testing.assert_close(fast.attributions, full.attributions, rtol=1e-4, atol=1e-6)
+    assert_same_attributions(fast, full)
 
 
 def test_rank_correlation_handles_ties_and_constant_maps() -> None:
     from atari_dt.attribution.sanity import rank_correlation
 
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed(0))
     zeros = torch.rand(1000, generator=generator) < 0.7  # a shared 70% zero mask
     a = torch.where(zeros, 0.0, torch.randn(1000, generator=generator))
     b = torch.where(zeros, 0.0, torch.randn(1000, generator=generator))
@@ -284,7 +324,7 @@ def test_window_from_a_live_rollout(trained) -> None:
 
     model, _, _, _ = trained
     env = make_env("Seaquest", repeat_action_probability=0.0)
-    frame, _ = env.reset(seed=5)
+    frame, _ = env.reset(seed=seed(5))
     agent, stacker = DTAgent(model, 1, sample=False), FrameStacker(1, 4, (84, 84))
     agent.start(0, 100.0)
     stacker.reset(0, frame)

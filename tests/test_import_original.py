@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import seeds
 import torch
 from reference_dt import ReferenceAtariDT, randomise
 
@@ -22,7 +23,7 @@ def make_reference(model_type: str = "reward_conditioned", seed: int = 0) -> Ref
     reference = ReferenceAtariDT(
         N_ACTIONS, T, MAX_TIMESTEP, n_layer=2, n_head=4, n_embd=32, model_type=model_type
     )
-    randomise(reference, torch.Generator().manual_seed(seed))
+    randomise(reference, torch.Generator().manual_seed(seeds.seed(seed)))
     return reference.eval()
 
 

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import seeds
 import torch
 
 from atari_dt.model import HookedDecisionTransformer, ModelConfig
@@ -14,7 +15,7 @@ TINY = ModelConfig(n_actions=18, d_model=32, n_layers=2, n_heads=4, context_len=
 
 
 def make_model(cfg: ModelConfig = TINY, seed: int = 0) -> HookedDecisionTransformer:
-    torch.manual_seed(seed)
+    torch.manual_seed(seeds.seed(seed))
     model = HookedDecisionTransformer(cfg).eval()
     with torch.no_grad():  # non-zero biases and LayerNorm affines, so no identity hides a bug
         for name, param in model.named_parameters():

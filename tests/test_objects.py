@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from seeds import seed
 
 from atari_dt.envs.dqn_replay import make_dqn_replay_env
 from atari_dt.envs.objects import (
@@ -26,14 +27,14 @@ def rollouts() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out = {}
     for game, steps in STEPS.items():
         env = make_dqn_replay_env(game)
-        frames, rams, seed = [], [], 3
+        frames, rams, episode_seed = [], [], seed(3)
         try:
             while sum(len(r) for r in rams) < steps:
                 left = steps - sum(len(r) for r in rams)
-                episode = play_episode(env, RandomPolicy(), seed=seed, max_steps=left)
+                episode = play_episode(env, RandomPolicy(), seed=episode_seed, max_steps=left)
                 frames.append(episode.frames)
                 rams.append(episode.ram)
-                seed += 1
+                episode_seed += 1
         finally:
             env.close()
         out[game] = (np.concatenate(frames), np.concatenate(rams))

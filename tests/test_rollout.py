@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from seeds import seed
 from test_model import TINY, make_model
 
 from atari_dt.cli import main
@@ -35,7 +36,7 @@ def test_cached_agent_equals_the_full_model(positional) -> None:
     model's on the full window of frame stacks (shorter than T early in the episode)."""
     model = make_model(TINY.__class__(**{**TINY.__dict__, "positional": positional}))
     env = make_env("Seaquest", repeat_action_probability=0.0, max_episode_steps=40)
-    frame, _ = env.reset(seed=3)
+    frame, _ = env.reset(seed=seed(3))
     agent = DTAgent(model, 1, sample=False)
     stacker = FrameStacker(1, 4, (84, 84))
     agent.start(0, target_return=20.0)
@@ -62,7 +63,7 @@ def test_cached_agent_equals_the_full_model(positional) -> None:
 
 def test_episodes_at_several_targets() -> None:
     model = make_model()
-    settings = {"reward_units": "clipped", "n_envs": 4, "max_episode_steps": 60, "seed": 1}
+    settings = {"reward_units": "clipped", "n_envs": 4, "max_episode_steps": 60, "seed": seed(1)}
     results = run_episodes(model, "Seaquest", [0.0, 5.0], 3, **settings, record={(1, 2)},
                            progress=False)  # fmt: skip
     assert [(r.target, r.episode) for r in results] == [

@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from seeds import seed
 from torch.utils.data import DataLoader
 
 from atari_dt.datasets.config import DataConfig
@@ -285,7 +286,7 @@ def test_windows_with_return_quantile(tmp_path: Path) -> None:
 
 def episode_counts(windows: ContextWindows, sampling_seed: int, n: int) -> np.ndarray:
     """Fraction of ``n`` sampled windows falling in each selected episode."""
-    sampler = windows.sampler(n, generator=torch.Generator().manual_seed(sampling_seed))
+    sampler = windows.sampler(n, generator=torch.Generator().manual_seed(seed(sampling_seed)))
     indices = np.fromiter(iter(sampler), dtype=np.int64)
     assert len(indices) == n and indices.min() >= 0 and indices.max() < len(windows)
     episode = np.searchsorted(np.cumsum(windows.lengths), indices, side="right")

@@ -80,7 +80,10 @@ def rtg_scan(
         logits.append(model.action_logits_at(state_token))
         resid.append(state_token)
     logits_t = torch.stack(logits[:-1])  # [G, N, A]
-    log_p, log_ref = torch.log_softmax(logits_t, -1), torch.log_softmax(logits[-1], -1)
+    # Divergences in float64: near the reference they are sums of cancelling terms that
+    # float32 would round to noise (even below 0).
+    log_p = torch.log_softmax(logits_t.double(), -1)
+    log_ref = torch.log_softmax(logits[-1].double(), -1)
     p = log_p.exp()
     kl = (p * (log_p - log_ref)).sum(-1)  # [G, N]
     return RtgScan(
