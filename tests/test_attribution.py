@@ -88,7 +88,6 @@ def test_integrated_gradients_are_complete_and_fast_equals_full(trained) -> None
     change = fast.target_value - fast.baseline_value
     # argmax - argmin of the logits' changes: >= 0 by construction, and > 0 unless the blur
     # shifts every logit alike (softmax would not see it); float32 rounds a logit to ~1e-6.
-    print(f"change {change:.3g} delta {fast.convergence_delta:.3g}")
     assert change > 1e-4
     assert fast.attribution_sum == pytest.approx(change + fast.convergence_delta, abs=1e-4)
     assert abs(fast.convergence_delta) < 0.05 * change
@@ -143,7 +142,10 @@ def test_train_mode_is_switched_to_eval(trained) -> None:
 
 def test_token_attribution_is_complete(trained) -> None:
     model, _, window, _ = trained
-    tokens = attribute_tokens(model, window, chosen(model, window), n_steps=64)
+    # 256 points: from all-zero embeddings the path crosses the first LayerNorm's sharp region
+    # near 0 (LN ignores scale but for its eps and the positions); 64 left |delta| at up to 21%
+    # of the change on some seeds, 256 below 1e-5 of it on each of 3 seeds.
+    tokens = attribute_tokens(model, window, chosen(model, window), n_steps=256)
     change = tokens.target_value - tokens.baseline_value
     assert tokens.by_token.shape == (3, 4)
     assert float(tokens.by_token.sum()) == pytest.approx(
@@ -195,7 +197,6 @@ def test_deletion_and_insertion_beat_random_order(trained, mode) -> None:
     assert curve.by_attribution[0] == pytest.approx(
         result.target_value if mode == "deletion" else result.baseline_value, abs=1e-4
     )
-    print(f"{mode} change {result.target_value - result.baseline_value:.3g} attr {curve.auc_attribution:.4g} random {curve.auc_random:.4g}")
     assert curve.passed, (curve.auc_attribution, curve.auc_random)
 
 
