@@ -42,31 +42,33 @@ def rollout(env: Any, policy: Policy, seed: int, steps: int) -> RecordedEpisode:
 def test_pong_expert_wins_points_random_loses(envs, seed) -> None:
     expert = rollout(envs["Pong"], EXPERTS["Pong"](), seed, STEPS["Pong"])
     rand = rollout(envs["Pong"], RandomPolicy(), seed, STEPS["Pong"])
-    # over the same steps the expert wins at least as many points as it loses (measured
-    # 0..+5, at most 2 lost: a rally can outlast 1,000 steps); random play concedes ~20 points
-    assert expert.rewards.sum() >= 0
+    # Over the same 1,000 steps the expert concedes almost nothing and random play almost a
+    # whole game. Measured over 16 seeds: the expert lost 0..1 points and won 0..4 (a rally
+    # can outlast the 1,000 steps), random play lost 16..21; net difference 16..24.
     assert (expert.rewards < 0).sum() <= 4
-    assert rand.rewards.sum() <= -15
-    assert expert.rewards.sum() - rand.rewards.sum() >= 16
+    assert (rand.rewards < 0).sum() >= 10
+    assert expert.rewards.sum() - rand.rewards.sum() >= 10
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_breakout_expert_beats_random(envs, seed) -> None:
     expert = rollout(envs["Breakout"], EXPERTS["Breakout"](), seed, STEPS["Breakout"])
     rand = rollout(envs["Breakout"], RandomPolicy(), seed, STEPS["Breakout"])
-    # measured 14..23 in 500 steps; a whole random episode scores 0..3
+    # measured over 16 seeds: 13..66 in 500 steps; a whole random episode scores 0..3, so the
+    # difference was 10..65
     assert not expert.terminated, "the expert should still be playing after 500 steps"
     assert expert.rewards.sum() >= 10
-    assert expert.rewards.sum() - rand.rewards.sum() >= 8
+    assert expert.rewards.sum() - rand.rewards.sum() >= 6
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_seaquest_expert_beats_random(envs, seed) -> None:
     expert = rollout(envs["Seaquest"], EXPERTS["Seaquest"](), seed, STEPS["Seaquest"])
     rand = rollout(envs["Seaquest"], RandomPolicy(), seed, STEPS["Seaquest"])
-    # measured 220..340 in 800 steps; a whole random episode scores 40..120
+    # measured over 16 seeds: 220..360 in 800 steps; random play 20..160 (its whole episode
+    # or 800 steps), so the difference was 100..320
     assert expert.rewards.sum() >= 180
-    assert expert.rewards.sum() - rand.rewards.sum() >= 100
+    assert expert.rewards.sum() - rand.rewards.sum() >= 50
 
 
 @pytest.mark.parametrize("game", sorted(EXPERTS))
