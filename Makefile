@@ -41,11 +41,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The suite as other CPUs would run it: each kernel set torch has here (ATEN_CPU_CAPABILITY=
-# default, avx2, avx512 where the CPU has it) x 1 and 2 OpenMP threads, and test seeds 1 and 2
-# (tests/portable.py; 30-40 min on 2 cores). A test that flips tests a float accident.
+# The suite as other CPUs would run it: each kernel set torch has here (ATEN_CPU_CAPABILITY and
+# ONEDNN_MAX_CPU_ISA: default, avx2, avx512 where the CPU has it) x 1 and 2 OpenMP threads, and
+# test seeds 1 and 2 (tests/portable.py; ~40 min on 2 cores). A test that flips tests a float
+# accident. PORTABLE_ARGS="--full" runs every combination; "-- tests/test_x.py" one file.
+PORTABLE_ARGS ?=
 test-portable: $(STAMP)
-	$(BIN)/python tests/portable.py
+	$(BIN)/python tests/portable.py $(PORTABLE_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py

@@ -1,11 +1,15 @@
 """Run the test suite as other machines would: under every CPU kernel set torch has here, with
 one and two OpenMP threads, and under other test seeds (``ATARI_DT_TEST_SEED``, tests/seeds.py).
 
+A kernel set fixes both of torch's CPU back ends: ATen's own kernels (``ATEN_CPU_CAPABILITY``)
+and oneDNN's, which run the convolutions and ignore that variable (``ONEDNN_MAX_CPU_ISA``).
+
 A test that passes under one setting and fails under another tests a floating-point or
 sampling accident, not a property. ``make test-portable`` runs this; it is not part of
 ``make test`` (about 6-8 suite runs, 30-40 minutes on 2 cores).
 
     python tests/portable.py [--full] [--seeds 0,1,2] [-- PYTEST_ARGS ...]
+    make test-portable PORTABLE_ARGS="--full"
 
 The default matrix: each kernel set x {1, 2} threads at seed 0, plus the other seeds at this
 CPU's own kernels and 2 threads; ``--full`` runs the whole product. Exits 1 when any run failed,
@@ -26,11 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# oneDNN's instruction-set cap for each of ATen's kernel sets.
+ONEDNN_ISA = {"default": "SSE41", "avx2": "AVX2", "avx512": "AVX512_CORE"}
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One run of the suite: ``ATEN_CPU_CAPABILITY``, ``OMP_NUM_THREADS``, test seed."""
+    """One run of the suite: the kernel set (``ATEN_CPU_CAPABILITY`` and its
+    ``ONEDNN_MAX_CPU_ISA``), ``OMP_NUM_THREADS`` and the test seed."""
 
     kernels: str
     threads: int
@@ -43,6 +50,7 @@ class Setting:
         return {
             **os.environ,
             "ATEN_CPU_CAPABILITY": self.kernels,
+            "ONEDNN_MAX_CPU_ISA": ONEDNN_ISA[self.kernels],
             "OMP_NUM_THREADS": str(self.threads),
             "ATARI_DT_TEST_SEED": str(self.seed),
         }
@@ -52,7 +60,8 @@ def kernel_sets() -> list[str]:
     """The kernel sets this CPU can run, lowest first (torch reports its best one)."""
     best = subprocess.run(
         [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-        env={k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"},
+        env={k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY",
+                                                                "ONEDNN_MAX_CPU_ISA")},
         capture_output=True, text=True, check=True,
     ).stdout.strip().lower()  # fmt: skip
     order = ["default", "avx2", "avx512"]
@@ -101,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                 failures[setting] = failed or {"(pytest exited with no test failure recorded)"}
     print(f"\n{len(settings) - len(failures)} of {len(settings)} settings passed")
     for test in sorted(set().union(*failures.values()) if failures else ()):
-        where = "; ".join(str(s) for s, tests in failures.items() if test in tests)
-        print(f"FLIPPED {test}: failed under {where}")
+        where = [s for s, tests in failures.items() if test in tests]
+        kind = "FAILED everywhere" if len(where) == len(settings) else "FLIPPED"
+        print(f"{kind} {test}: failed under {'; '.join(str(s) for s in where)}")
     return 1 if failures else 0
 
 

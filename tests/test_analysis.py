@@ -237,19 +237,29 @@ def test_ablation_effect_on_returns(batch) -> None:
     settings = {"reward_units": "clipped", "n_envs": 2, "max_episode_steps": 25,
                 "progress": False, "sample": False, "seed": seed(4)}  # fmt: skip
     plain = run_episodes(model, "Seaquest", [0.0], 2, **settings)
-    taken = np.sum([r.action_counts for r in plain], axis=0)
-    means, name = component_means(model, batch), f"blocks.{model.cfg.n_layers - 1}.hook_mlp_out"
-    for action in np.flatnonzero(taken == 0):
-        # LN(c v) = LN(v) for c >> the residual: its logits are those of the direction alone.
-        direction = (model.W_U[:, action] - model.W_U.mean(1)) / model.ln_final.w
-        with torch.no_grad():
-            chosen = int(model.action_logits_at(model.ln_final(direction[None])).argmax())
-        if chosen == action:
-            break
-    assert chosen == action and taken[action] == 0  # an action plain play never took
-    means[name] = means[name] + 1e4 * direction.detach()
-    effect = rollout_effect(model, means, "Seaquest", [0.0], 2, mlps=[model.cfg.n_layers - 1],
-                            **settings)  # fmt: skip
+    untaken = np.flatnonzero(np.sum([r.action_counts for r in plain], axis=0) == 0)
+    assert len(untaken) > 0  # 50 argmax steps of a random model use few of the 18 actions
+    last, scale = model.cfg.n_layers - 1, 1e6
+    with torch.no_grad():  # for each untaken action, a direction that unembeds to it
+        directions = (model.W_U[:, untaken].T - model.W_U.mean(1)) / model.ln_final.w  # [U, d]
+        logits = model.action_logits_at(model.ln_final(scale * directions))  # [U, A]
+        top = logits.topk(2, dim=-1)
+        hits = top.indices[:, 0] == torch.as_tensor(untaken)
+        margins = torch.where(hits, top.values[:, 0] - top.values[:, 1], torch.tensor(-1.0))
+        resid = f"blocks.{last}.hook_resid_post"
+        _, cache = model.run_with_cache(*as_inputs(batch), names_filter=lambda n: n == resid)
+    best = int(margins.argmax())
+    action, direction = int(untaken[best]), directions[best]
+    # The rest r of the residual moves LN's normalised input by at most 2 |r| / std(scale v),
+    # hence any logit difference by at most twice that times the largest |W_U[:, a] * w|.
+    # The rollouts' residuals come from the same model on real frames: 10x the batch's bounds
+    # them (scale 1e6 leaves a margin of orders of magnitude).
+    rest = 10 * float(cache[resid].norm(dim=-1).max())
+    gain = float((model.W_U * model.ln_final.w[:, None]).detach().norm(dim=0).max())
+    assert margins[best] > 2 * gain * 2 * rest / float((scale * direction).std(correction=0))
+    means = component_means(model, batch)
+    means[f"blocks.{last}.hook_mlp_out"] = means[f"blocks.{last}.hook_mlp_out"] + scale * direction
+    effect = rollout_effect(model, means, "Seaquest", [0.0], 2, mlps=[last], **settings)
     assert [r.action_counts for r in effect["plain"]] == [r.action_counts for r in plain]
     for result in effect["ablated"]:
         assert result.action_counts[action] == result.length == sum(result.action_counts)

@@ -20,6 +20,7 @@ from atari_dt.envs.play import play_episode
 from atari_dt.envs.policies import EpsilonPolicy, Policy, RandomPolicy, StepInput
 
 SEEDS = (seed(0), seed(1))
+SEED_IDS = ("seed0", "seed1")  # the same test ids under every ATARI_DT_TEST_SEED
 # Agent steps per comparison rollout: enough for the expert to score, while random play loses
 # (Pong: ~900 steps to lose 0-21) or ends its whole episode (Breakout ~200, Seaquest ~550 steps).
 STEPS = {"Pong": 1000, "Breakout": 500, "Seaquest": 800}
@@ -38,8 +39,8 @@ def rollout(env: Any, policy: Policy, seed: int, steps: int) -> RecordedEpisode:
     return play_episode(env, policy, seed=seed, max_steps=steps)
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_pong_expert_wins_points_random_loses(envs, seed) -> None:
+@pytest.mark.parametrize("seed", SEEDS, ids=SEED_IDS)
+def test_pong_expert_concedes_little_random_loses(envs, seed) -> None:
     expert = rollout(envs["Pong"], EXPERTS["Pong"](), seed, STEPS["Pong"])
     rand = rollout(envs["Pong"], RandomPolicy(), seed, STEPS["Pong"])
     # Over the same 1,000 steps the expert concedes almost nothing and random play almost a
@@ -50,7 +51,7 @@ def test_pong_expert_wins_points_random_loses(envs, seed) -> None:
     assert expert.rewards.sum() - rand.rewards.sum() >= 10
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", SEEDS, ids=SEED_IDS)
 def test_breakout_expert_beats_random(envs, seed) -> None:
     expert = rollout(envs["Breakout"], EXPERTS["Breakout"](), seed, STEPS["Breakout"])
     rand = rollout(envs["Breakout"], RandomPolicy(), seed, STEPS["Breakout"])
@@ -61,7 +62,7 @@ def test_breakout_expert_beats_random(envs, seed) -> None:
     assert expert.rewards.sum() - rand.rewards.sum() >= 6
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", SEEDS, ids=SEED_IDS)
 def test_seaquest_expert_beats_random(envs, seed) -> None:
     expert = rollout(envs["Seaquest"], EXPERTS["Seaquest"](), seed, STEPS["Seaquest"])
     rand = rollout(envs["Seaquest"], RandomPolicy(), seed, STEPS["Seaquest"])
