@@ -265,6 +265,26 @@ def test_ablation_effect_on_returns(batch) -> None:
         assert result.action_counts[action] == result.length == sum(result.action_counts)
 
 
+def test_divergences() -> None:
+    """KL and JS of real-size policies: the definitions, their bounds, and >= 0 where a
+    float32 sum of the same terms is rounding noise."""
+    from atari_dt.analysis.divergence import js, kl, log_policy
+
+    generator = torch.Generator().manual_seed(seed(0))
+    logits = torch.randn(5, 18, generator=generator)  # float32, as the model gives them
+    near = logits + 1e-4 * torch.randn(5, 18, generator=generator)
+    log_p, log_q = log_policy(logits), log_policy(near)
+    assert log_p.dtype == torch.float64
+    p, q = log_p.exp(), log_q.exp()
+    torch.testing.assert_close(kl(log_p, log_q), (p * (p / q).log()).sum(-1))
+    m = (p + q) / 2
+    half = lambda a: (a * (a / m).log()).sum(-1)  # noqa: E731
+    torch.testing.assert_close(js(log_p, log_q), 0.5 * (half(p) + half(q)))
+    torch.testing.assert_close(js(log_p, log_q), js(log_q, log_p))  # symmetric
+    assert (kl(log_p, log_q) > 0).all() and (js(log_p, log_q) <= math.log(2)).all()
+    assert kl(log_p, log_p).abs().max() < 1e-15 and kl(log_p, log_q[0]).shape == (5,)
+
+
 def test_mean_ablation(model, batch) -> None:
     one = {k: v[1:2] for k, v in batch.items()}
     means = component_means(model, one)

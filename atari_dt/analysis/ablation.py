@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from torch.nn import functional as F
 
 from atari_dt.analysis.batch import Batch, encoded, run, run_cached
+from atari_dt.analysis.divergence import kl, log_policy
 
 
 @torch.no_grad()
@@ -57,22 +57,19 @@ def ablation_effects(
     """Mean KL divergence (nats) of the last step's policy from the clean one when each head
     (``heads`` ``[n_layers, n_heads]``) or MLP (``mlps`` ``[n_layers]``) is mean-ablated."""
     batch = encoded(model, batch)  # the frames go through the CNN once, not once per ablation
-    # In float64: a small effect's KL (~1e-7 nats for a head of a fresh model) is a sum of
-    # terms ~1e-4 that cancel, below float32's rounding of them; KL >= 0 then holds as computed.
-    clean = torch.log_softmax(run(model, batch)[:, -1].double(), -1)
+    clean = log_policy(run(model, batch)[:, -1])  # float64: small effects' KL is ~1e-7
 
-    def kl() -> float:
-        ablated = torch.log_softmax(run(model, batch)[:, -1].double(), -1)
-        return float(F.kl_div(ablated, clean, reduction="batchmean", log_target=True))
+    def kl_of_ablated() -> float:
+        return float(kl(clean, log_policy(run(model, batch)[:, -1])).mean())
 
     L, H = model.cfg.n_layers, model.cfg.n_heads
     heads, mlps = torch.zeros(L, H), torch.zeros(L)
     for layer in range(L):
         for head in range(H):
             with mean_ablated(model, means, heads=[(layer, head)]):
-                heads[layer, head] = kl()
+                heads[layer, head] = kl_of_ablated()
         with mean_ablated(model, means, mlps=[layer]):
-            mlps[layer] = kl()
+            mlps[layer] = kl_of_ablated()
     return {"heads": heads, "mlps": mlps}
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from atari_dt.analysis.batch import Batch, encoded
+from atari_dt.analysis.divergence import js, kl, log_policy
 
 PERCENTILES = (5, 25, 50, 75, 95)
 
@@ -80,32 +81,21 @@ def rtg_scan(
         logits.append(model.action_logits_at(state_token))
         resid.append(state_token)
     logits_t = torch.stack(logits[:-1])  # [G, N, A]
-    # Divergences in float64: near the reference they are sums of cancelling terms that
-    # float32 would round to noise (even below 0).
-    log_p = torch.log_softmax(logits_t.double(), -1)
-    log_ref = torch.log_softmax(logits[-1].double(), -1)
+    log_p, log_ref = log_policy(logits_t), log_policy(logits[-1])  # float64
     p = log_p.exp()
-    kl = (p * (log_p - log_ref)).sum(-1)  # [G, N]
     return RtgScan(
         rtg=grid,
         mode=mode,
         logits=logits_t,
         action_probs=p.mean(1).numpy(),
         entropy=(-(p * log_p).sum(-1)).mean(1).numpy(),
-        kl_to_reference=kl.mean(1).numpy(),
-        js_to_reference=_js(log_p, log_ref).mean(1).numpy(),
+        kl_to_reference=kl(log_p, log_ref).mean(1).numpy(),
+        js_to_reference=js(log_p, log_ref).mean(1).numpy(),
         reference_rtg=float(reference_rtg),
         state_resid=torch.stack(resid[:-1]),
         data_return_range=_range(data_returns),
         data_return_percentiles=_percentiles(data_returns),
     )
-
-
-def _js(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """Jensen-Shannon divergence (nats) between distributions given as log-probabilities."""
-    p, q = log_p.exp(), log_q.exp().expand_as(log_p)
-    log_m = torch.log((p + q) / 2)
-    return 0.5 * ((p * (log_p - log_m)).sum(-1) + (q * (log_q.expand_as(log_p) - log_m)).sum(-1))
 
 
 def _range(returns: np.ndarray | None) -> tuple[float, float] | None:
