@@ -1,8 +1,11 @@
 """Configs: YAML files validated into dataclasses, with dotted ``key=value`` overrides.
 
-Every stage declares its settings as a dataclass with a docstring under each field; this module
-turns a YAML mapping into those dataclasses, refusing unknown keys (with the valid ones listed)
-and values of the wrong type, and turns them back into plain dicts to save beside every output.
+Only the machinery lives here: every stage declares its own settings as a dataclass with a
+docstring under each field (``datasets.config``, ``envs.config``, ``model.config``,
+``training.config``); this module turns a YAML mapping into such a dataclass, refusing unknown
+keys (with the valid ones listed) and values of the wrong type, and turns it back into plain
+dicts to save beside every output. It imports no stage, so reading one stage's config never
+loads another's.
 """
 
 from __future__ import annotations
@@ -15,36 +18,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from atari_dt.datasets.config import DataConfig
-from atari_dt.envs.config import CollectConfig
-from atari_dt.model.config import ModelConfig
-from atari_dt.training.config import EvalConfig, TrainConfig
+from atari_dt.errors import UserError
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A config file or override has an unknown key or a value of the wrong type."""
-
-
-@dataclasses.dataclass
-class ExperimentConfig:
-    """Everything one experiment needs; each stage reads its own section."""
-
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    """Episode store and context windows."""
-
-    collect: CollectConfig = dataclasses.field(default_factory=CollectConfig)
-    """Data collection in ALE (``atari-dt collect``)."""
-
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    """The Decision Transformer (encoder, sizes, embeddings, positions)."""
-
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    """Optimiser, schedule, budget and checkpoints (``atari-dt train``)."""
-
-    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-    """Evaluation rollouts (``atari-dt eval``, and during training)."""
+class ConfigError(UserError):
+    """A config file, override or config dataclass has an unknown key, or a value of the wrong
+    type or out of range."""
 
 
 def config_from_dict(cls: type[T], values: Mapping[str, Any], *, where: str = "") -> T:
@@ -154,13 +135,10 @@ def apply_overrides(values: dict[str, Any], overrides: Iterable[str]) -> dict[st
     return result
 
 
-def load_config(
-    path: str | Path | None = None,
-    overrides: Iterable[str] = (),
-    cls: type[T] = ExperimentConfig,  # type: ignore[assignment]
-) -> T:
-    """Read a YAML config (or start from defaults when ``path`` is None), apply overrides and
-    validate into ``cls``.
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
+    """Read a YAML config (or start from ``cls``'s defaults when ``path`` is None), apply
+    overrides and validate into ``cls``, e.g. ``load_config(ExperimentConfig, "train.yaml",
+    ["model.n_layers=2"])`` (``atari_dt.training.config``).
 
     Raises:
         ConfigError: unreadable YAML, unknown keys or wrong types (names the file and key).

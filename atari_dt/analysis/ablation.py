@@ -5,20 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
+from jaxtyping import Float
 
-from atari_dt.analysis.batch import Batch, encoded, run, run_cached
 from atari_dt.analysis.divergence import kl, log_policy
+from atari_dt.datasets.contexts import Contexts
 
 
 @torch.no_grad()
-def component_means(model, batch: Batch) -> dict[str, torch.Tensor]:
+def component_means(model, contexts: Contexts) -> dict[str, torch.Tensor]:
     """Mean over the contexts of every head's ``hook_z`` (``[P, H, e]``) and every
     ``hook_mlp_out`` (``[P, d]``), per position; padded steps excluded."""
     names = lambda n: n.endswith(("attn.hook_z", "hook_mlp_out"))  # noqa: E731
-    _, cache = run_cached(model, batch, names_filter=names)
-    real = batch["mask"].repeat_interleave(model.cfg.tokens_per_step, dim=1).float()  # [N, P]
+    _, cache = model.run_with_cache(contexts.encoded(model), names_filter=names)
+    real = contexts.mask.repeat_interleave(model.cfg.tokens_per_step, dim=1).float()  # [N, P]
     means = {}
     for name, value in cache.items():
         weight = real.view(*real.shape, *([1] * (value.ndim - 2)))
@@ -27,8 +29,9 @@ def component_means(model, batch: Batch) -> dict[str, torch.Tensor]:
 
 
 @contextmanager
-def mean_ablated(model, means: dict[str, torch.Tensor], heads: list[tuple[int, int]] = (),
-                 mlps: list[int] = ()) -> Iterator[None]:  # fmt: skip
+def mean_ablated(
+    model, means: dict[str, torch.Tensor], heads: list[tuple[int, int]] = (), mlps: list[int] = ()
+) -> Iterator[None]:
     """Inside, the given heads ``(layer, head)`` and MLPs output their dataset means (any
     forward: evaluation rollouts too)."""
     hooks = []
@@ -50,17 +53,28 @@ def mean_ablated(model, means: dict[str, torch.Tensor], heads: list[tuple[int, i
         yield
 
 
+@dataclass(frozen=True)
+class AblationEffects:
+    """Mean KL divergence (nats) of the last step's policy from the clean one over the
+    contexts, when each head (``heads`` ``[n_layers, n_heads]``) or MLP (``mlps``
+    ``[n_layers]``) outputs its dataset mean."""
+
+    heads: Float[torch.Tensor, "L H"]
+    mlps: Float[torch.Tensor, " L"]
+
+
 @torch.no_grad()
 def ablation_effects(
-    model, batch: Batch, means: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Mean KL divergence (nats) of the last step's policy from the clean one when each head
-    (``heads`` ``[n_layers, n_heads]``) or MLP (``mlps`` ``[n_layers]``) is mean-ablated."""
-    batch = encoded(model, batch)  # the frames go through the CNN once, not once per ablation
-    clean = log_policy(run(model, batch)[:, -1])  # float64: small effects' KL is ~1e-7
+    model, contexts: Contexts, means: dict[str, torch.Tensor] | None = None
+) -> AblationEffects:
+    """Mean-ablate each head and each MLP in turn (``means``: ``component_means``, default of
+    these contexts) and measure the policy's KL from the clean one."""
+    contexts = contexts.encoded(model)  # the CNN runs once, not once per ablation
+    means = component_means(model, contexts) if means is None else means
+    clean = log_policy(model(contexts)[:, -1])  # float64: small effects' KL is ~1e-7
 
     def kl_of_ablated() -> float:
-        return float(kl(clean, log_policy(run(model, batch)[:, -1])).mean())
+        return float(kl(clean, log_policy(model(contexts)[:, -1])).mean())
 
     L, H = model.cfg.n_layers, model.cfg.n_heads
     heads, mlps = torch.zeros(L, H), torch.zeros(L)
@@ -70,13 +84,20 @@ def ablation_effects(
                 heads[layer, head] = kl_of_ablated()
         with mean_ablated(model, means, mlps=[layer]):
             mlps[layer] = kl_of_ablated()
-    return {"heads": heads, "mlps": mlps}
+    return AblationEffects(heads, mlps)
 
 
 def rollout_effect(
-    model, means: dict[str, torch.Tensor], game: str, targets: list[float], episodes: int, *,
-    heads: list[tuple[int, int]] = (), mlps: list[int] = (), **rollout: object,
-) -> dict[str, list]:  # fmt: skip
+    model,
+    means: dict[str, torch.Tensor],
+    game: str,
+    targets: list[float],
+    episodes: int,
+    *,
+    heads: list[tuple[int, int]] = (),
+    mlps: list[int] = (),
+    **rollout: object,
+) -> dict[str, list]:
     """Evaluation episodes with and without the mean ablation (same seeds): the effect of the
     ablated components on achieved returns. ``rollout`` goes to ``run_episodes`` (reward_units,
     n_envs, max_episode_steps, seed, ...). Returns ``{"plain": [...], "ablated": [...]}`` of

@@ -3,11 +3,15 @@ state token pays to the RTG tokens as the RTG changes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+from jaxtyping import Float
 
-from atari_dt.analysis.batch import Batch, encoded, run, run_cached
-from atari_dt.analysis.scan import scanned_rtg
+from atari_dt.analysis.scan import check_grid, scanned_rtg
+from atari_dt.datasets.contexts import Contexts
+from atari_dt.errors import UserError
 
 
 def token_labels(cfg, T: int) -> list[str]:
@@ -16,40 +20,60 @@ def token_labels(cfg, T: int) -> list[str]:
     return [f"{kind}_{t + 1}" for t in range(T) for kind in kinds]
 
 
+@dataclass(frozen=True)
+class AttentionPatterns:
+    """Every head's attention ``patterns`` ``[n_layers, n_heads, P, P]`` (query, key),
+    averaged over ``contexts`` windows, with the token ``labels`` ``[P]``."""
+
+    patterns: Float[torch.Tensor, "L H P P"]
+    labels: list[str]
+    contexts: int
+
+
 @torch.no_grad()
-def mean_patterns(model, batch: Batch) -> tuple[torch.Tensor, list[str]]:
-    """Every head's attention pattern averaged over the contexts: ``[n_layers, n_heads, P, P]``
-    (query, key) and the token labels. A padded context counts only in the rows of its real
-    queries (which never attend to padding), so every row still sums to 1."""
-    _, cache = run_cached(model, batch, names_filter=lambda n: n.endswith("hook_pattern"))
+def mean_patterns(model, contexts: Contexts) -> AttentionPatterns:
+    """Every head's attention pattern averaged over the contexts. A padded context counts only
+    in the rows of its real queries (which never attend to padding), so every row still sums
+    to 1; the frames are encoded once."""
+    _, cache = model.run_with_cache(
+        contexts.encoded(model), names_filter=lambda n: n.endswith("hook_pattern")
+    )
     k = model.cfg.tokens_per_step
-    real = batch["mask"].repeat_interleave(k, dim=1).float()  # [N, P]
+    real = contexts.mask.repeat_interleave(k, dim=1).float()  # [N, P]
     weight = real[:, None, :, None]  # [N, 1, P_query, 1]
-    patterns = torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"]
-                            for layer in range(model.cfg.n_layers)], dim=1)  # fmt: skip
+    patterns = torch.stack(
+        [cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)], dim=1
+    )
     mean = (patterns * weight[:, None]).sum(0) / weight.sum(0).clamp(min=1)
-    return mean, token_labels(model.cfg, batch["frames"].shape[1])
+    return AttentionPatterns(mean, token_labels(model.cfg, contexts.length), len(contexts))
 
 
 @torch.no_grad()
 def attention_to_rtg(
-    model, batch: Batch, rtg_grid: np.ndarray, mode: str = "constant"
-) -> torch.Tensor:
+    model, contexts: Contexts, rtg_grid: np.ndarray, mode: str = "constant"
+) -> Float[torch.Tensor, "G L H"]:
     """Attention from the last state token to all RTG tokens (summed), per head, mean over
-    contexts, at each grid RTG: ``[G, n_layers, n_heads]``."""
+    contexts, at each grid RTG: ``[G, n_layers, n_heads]``.
+
+    Raises:
+        UserError: a behaviour-cloning model (no RTG tokens).
+    """
     if model.cfg.behaviour_cloning:
-        raise ValueError("a behaviour-cloning model has no RTG tokens")
-    batch = encoded(model, batch)
-    out = []
+        raise UserError("a behaviour-cloning model has no RTG tokens")
+    contexts = contexts.encoded(model)
+    T = contexts.length
+    query = model.cfg.token_index(-1, T)
+    keys = [model.cfg.token_index(t, T, "rtg") for t in range(T)]
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
-    for value in rtg_grid:
-        rtg = scanned_rtg(batch, float(value), mode)
+    out = []
+    for value in check_grid(rtg_grid):
+        rtg = scanned_rtg(contexts, float(value), mode)  # type: ignore[arg-type]
         patterns: dict[str, torch.Tensor] = {}
 
         def keep(pattern, hook, patterns=patterns):
-            patterns[hook.name] = pattern[:, :, -2, 0::3].sum(-1)  # last s token -> every R
+            patterns[hook.name] = pattern[:, :, query, keys].sum(-1)  # last s token -> every R
 
         with model.hooks(fwd_hooks=[(name, keep) for name in names]):
-            run(model, batch, rtg)
+            model(contexts.with_rtg(rtg))
         out.append(torch.stack([patterns[name].mean(0) for name in names]))
     return torch.stack(out)

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
+from jaxtyping import Float
 from transformer_lens import ActivationCache
+
+from atari_dt.analysis.scan import check_grid, scanned_rtg
+from atari_dt.attribution.core import Target
+from atari_dt.datasets.contexts import Contexts
+from atari_dt.errors import UserError
 
 
 def residual_components(model, cache: ActivationCache) -> tuple[torch.Tensor, list[str]]:
@@ -16,72 +25,142 @@ def residual_components(model, cache: ActivationCache) -> tuple[torch.Tensor, li
     parts.extend(heads)
     labels += head_labels
     for layer in range(model.cfg.n_layers):
-        parts += [model.blocks[layer].attn.b_O.expand_as(cache["hook_embed"]),
-                  cache[f"blocks.{layer}.hook_mlp_out"]]  # fmt: skip
+        parts += [
+            model.blocks[layer].attn.b_O.expand_as(cache["hook_embed"]),
+            cache[f"blocks.{layer}.hook_mlp_out"],
+        ]
         labels += [f"{layer}_b_O", f"{layer}_mlp_out"]
     return torch.stack(parts), labels
 
 
+@dataclass(frozen=True)
+class LogitAttribution:
+    """Each residual component's direct contribution to ``target`` (a logit, or a logit
+    difference) through the final LayerNorm's cached scale: ``values`` ``[n + 1, B]`` with
+    ``labels`` (``embed``, ``pos_embed``, ``L{l}H{h}``..., ``{l}_b_O``, ``{l}_mlp_out``, and
+    last ``bias`` = ``ln_final.b`` and ``b_U``). The entries sum to the model's output."""
+
+    target: Target
+    values: Float[torch.Tensor, "n B"]
+    labels: list[str]
+    n_layers: int
+    n_heads: int
+
+    def __getitem__(self, label: str) -> Float[torch.Tensor, " B"]:
+        """One component's values ``[B]`` by label (``"L1H0"``, ``"0_mlp_out"``, ``"bias"``)."""
+        if label not in self.labels:
+            raise KeyError(f"no component {label!r}; components: {', '.join(self.labels)}")
+        return self.values[self.labels.index(label)]
+
+    @property
+    def heads(self) -> Float[torch.Tensor, "L H B"]:
+        """The heads' values as ``[n_layers, n_heads, B]``."""
+        rows = [
+            self.labels.index(f"L{l}H{h}")
+            for l in range(self.n_layers)  # noqa: E741
+            for h in range(self.n_heads)
+        ]
+        return self.values[rows].view(self.n_layers, self.n_heads, -1)
+
+    def largest(self, k: int = 5, context: int = 0) -> list[tuple[str, float]]:
+        """The ``k`` components of largest magnitude in ``context``, with their values."""
+        column = self.values[:, context]
+        order = sorted(range(len(self.labels)), key=lambda i: -abs(float(column[i])))[:k]
+        return [(self.labels[i], float(column[i])) for i in order]
+
+
 def direct_logit_attribution(
-    model, cache: ActivationCache, action: int, *, step: int = -1, other_action: int | None = None
-) -> tuple[torch.Tensor, list[str]]:
-    """Each component's direct contribution to the logit of ``action`` (minus that of
-    ``other_action`` when given) at window ``step``'s state token, with the final LayerNorm's
-    cached scale: ``[n + 1, B]``, the last entry ``ln_final.b + b_U`` (label ``bias``). The
-    entries sum to the logit (difference) the model outputs."""
+    model, cache: ActivationCache, target: Target | int
+) -> LogitAttribution:
+    """Direct logit attribution of ``target`` (an action's ``logit`` or a ``logit_diff``, at
+    the target's window step) from a cache of ``run_with_cache``.
+
+    Raises:
+        UserError: a ``log_prob`` target (not linear in the residual stream).
+    """
+    target = Target(action=target) if isinstance(target, int) else target
+    if target.kind == "log_prob":
+        raise UserError(
+            "direct logit attribution needs a logit or logit_diff target, not "
+            "log_prob (the softmax is not linear in the residual stream)"
+        )
     components, labels = residual_components(model, cache)
-    k, offset = model.cfg.tokens_per_step, model.cfg.state_token_offset
-    T = components.shape[2] // k
-    position = k * (step % T) + offset
-    scaled = cache.apply_ln_to_stack(components, layer=-1)[:, :, position]  # [n, B, d]
-    direction = model.W_U[:, action]
-    bias = model.ln_final.b @ model.W_U[:, action] + model.b_U[action]
-    if other_action is not None:
-        direction = direction - model.W_U[:, other_action]
-        bias = bias - model.ln_final.b @ model.W_U[:, other_action] - model.b_U[other_action]
+    T = components.shape[2] // model.cfg.tokens_per_step
+    scaled = cache.apply_ln_to_stack(components, layer=-1)
+    scaled = scaled[:, :, model.cfg.token_index(target.step, T)]  # [n, B, d]
+    direction = model.W_U[:, target.action]
+    bias = model.ln_final.b @ model.W_U[:, target.action] + model.b_U[target.action]
+    if target.other_action is not None:
+        other = target.other_action
+        direction = direction - model.W_U[:, other]
+        bias = bias - model.ln_final.b @ model.W_U[:, other] - model.b_U[other]
     per_component = (scaled * model.ln_final.w) @ direction  # [n, B]
     bias_row = bias.expand(1, per_component.shape[1])
-    return torch.cat([per_component, bias_row]).detach(), [*labels, "bias"]
+    values = torch.cat([per_component, bias_row]).detach()
+    return LogitAttribution(
+        target, values, [*labels, "bias"], model.cfg.n_layers, model.cfg.n_heads
+    )
 
 
-def logit_lens(model, cache: ActivationCache, *, step: int = -1) -> tuple[torch.Tensor, list[str]]:
-    """Action distributions read from the residual stream after each layer (through the final
-    LayerNorm, recomputed per layer, and the unembedding): ``[n_layers + 1, B, n_actions]``
-    probabilities at window ``step``'s state token; the last row is the model's output."""
+@dataclass(frozen=True)
+class LogitLens:
+    """Action probabilities ``probs`` ``[n_layers + 1, B, n_actions]`` read from the residual
+    stream before each layer and after the last (``labels``), at window ``step``'s state
+    token; the last row is the model's output."""
+
+    probs: Float[torch.Tensor, "L1 B A"]
+    labels: list[str]
+    step: int
+
+
+def logit_lens(model, cache: ActivationCache, *, step: int = -1) -> LogitLens:
+    """The logit lens (through the final LayerNorm, recomputed per layer, and the unembedding)
+    at window ``step``'s state token."""
     accumulated, labels = cache.accumulated_resid(apply_ln=True, return_labels=True)
-    k, offset = model.cfg.tokens_per_step, model.cfg.state_token_offset
-    T = accumulated.shape[2] // k
-    at_state = accumulated[:, :, k * (step % T) + offset]  # [L + 1, B, d]
-    return torch.softmax(model.action_logits_at(at_state), dim=-1).detach(), labels
+    T = accumulated.shape[2] // model.cfg.tokens_per_step
+    at_state = accumulated[:, :, model.cfg.token_index(step, T)]  # [L + 1, B, d]
+    probs = torch.softmax(model.action_logits_at(at_state), dim=-1).detach()
+    return LogitLens(probs, labels, step)
+
+
+@dataclass(frozen=True)
+class ScanAttribution:
+    """Direct logit attribution of ``target`` at the last step, averaged over the contexts, at
+    each grid RTG: ``values`` ``[G, n + 1]`` (components ``labels`` as
+    ``LogitAttribution``), ``rtg`` ``[G]``."""
+
+    target: Target
+    rtg: np.ndarray
+    values: Float[torch.Tensor, "G n"]
+    labels: list[str]
 
 
 @torch.no_grad()
 def dla_along_scan(
-    model, batch: dict[str, torch.Tensor], rtg_grid, action: int, *, mode: str = "constant"
-) -> tuple[torch.Tensor, list[str]]:
-    """Direct logit attribution of ``action`` at the last step, averaged over the contexts,
-    at each grid RTG: ``[G, n_components + 1]`` (components as ``direct_logit_attribution``)."""
-    from atari_dt.analysis.batch import encoded, run_cached
-    from atari_dt.analysis.scan import scanned_rtg
-
-    batch = encoded(model, batch)
+    model, contexts: Contexts, rtg_grid, target: Target | int, *, mode: str = "constant"
+) -> ScanAttribution:
+    """``direct_logit_attribution`` of ``target``, mean over the contexts, at each grid RTG
+    (``mode`` as ``rtg_scan``); the frames are encoded once."""
+    target = Target(action=target) if isinstance(target, int) else target
+    grid = check_grid(rtg_grid)
+    contexts = contexts.encoded(model)
     rows, labels = [], []
-    for value in rtg_grid:
-        rtg = scanned_rtg(batch, float(value), mode)  # type: ignore[arg-type]
-        _, cache = run_cached(model, batch, rtg)
-        values, labels = direct_logit_attribution(model, cache, action)
-        rows.append(values.mean(1))
-    return torch.stack(rows), labels
+    for value in grid:
+        rtg = scanned_rtg(contexts, float(value), mode)  # type: ignore[arg-type]
+        _, cache = model.run_with_cache(contexts.with_rtg(rtg))
+        attribution = direct_logit_attribution(model, cache, target)
+        rows.append(attribution.values.mean(1))
+        labels = attribution.labels
+    return ScanAttribution(target, grid, torch.stack(rows), labels)
 
 
 @torch.no_grad()
-def residual_by_layer(model, batch: dict[str, torch.Tensor], *, step: int = -1) -> torch.Tensor:
+def residual_by_layer(
+    model, contexts: Contexts, *, step: int = -1
+) -> Float[torch.Tensor, "L1 N d"]:
     """The residual stream at window ``step``'s state token before each layer and after the
-    last: ``[n_layers + 1, N, d]`` (probe features)."""
-    from atari_dt.analysis.batch import run_cached
-
-    _, cache = run_cached(model, batch, names_filter=lambda n: "resid" in n)
+    last: ``[n_layers + 1, N, d]`` (probe features); the frames are encoded once."""
+    _, cache = model.run_with_cache(contexts.encoded(model), names_filter=lambda n: "resid" in n)
     accumulated = cache.accumulated_resid()
-    k, offset = model.cfg.tokens_per_step, model.cfg.state_token_offset
-    T = accumulated.shape[2] // k
-    return accumulated[:, :, k * (step % T) + offset]
+    T = accumulated.shape[2] // model.cfg.tokens_per_step
+    return accumulated[:, :, model.cfg.token_index(step, T)]

@@ -9,19 +9,27 @@ from typing import Literal
 import numpy as np
 import torch
 
-from atari_dt.analysis.batch import Batch, encoded
 from atari_dt.analysis.divergence import js, kl, log_policy
+from atari_dt.datasets.contexts import Contexts
+from atari_dt.errors import UserError
 
 PERCENTILES = (5, 25, 50, 75, 95)
 
 
-def scanned_rtg(
-    batch: Batch, value: float, mode: Literal["constant", "decremented"]
-) -> torch.Tensor:
-    """The windows' RTG replaced by ``value``: the same at every step (``constant``), or
-    ``value`` at each window's first real step, decremented by the rewards the window then
-    received (``decremented``; the rewards are the drops of the window's own RTG)."""
-    rtg, mask = batch["rtg"].float(), batch["mask"]
+ScanMode = Literal["constant", "decremented"]
+
+
+def scanned_rtg(contexts: Contexts, value: float, mode: ScanMode) -> torch.Tensor:
+    """The windows' RTG ``[B, T]`` replaced by ``value``: the same at every step
+    (``constant``), or ``value`` at each window's first real step, decremented by the rewards
+    the window then received (``decremented``; the rewards are the drops of its own RTG).
+
+    Raises:
+        UserError: an unknown mode.
+    """
+    if mode not in ("constant", "decremented"):
+        raise UserError(f"scan mode must be constant or decremented, got {mode!r}")
+    rtg, mask = contexts.rtg.float(), contexts.mask
     if mode == "constant":
         return torch.full_like(rtg, value)
     first = mask.long().argmax(dim=1, keepdim=True)
@@ -51,33 +59,54 @@ class RtgScan:
     data_return_range: tuple[float, float] | None
     data_return_percentiles: dict[int, float] | None
 
+    @property
+    def reference_action(self) -> int:
+        """The action the mean policy prefers at the grid RTG nearest ``reference_rtg`` (what
+        the scan's DLA follows)."""
+        nearest = int(np.argmin(np.abs(self.rtg - self.reference_rtg)))
+        return int(np.argmax(self.action_probs[nearest]))
+
 
 @torch.no_grad()
 def rtg_scan(
     model,
-    batch: Batch,
-    rtg_grid: np.ndarray,
+    contexts: Contexts,
+    rtg_grid: np.ndarray | list[float],
     *,
-    mode: Literal["constant", "decremented"] = "constant",
+    mode: ScanMode = "constant",
     reference_rtg: float | None = None,
     data_returns: np.ndarray | None = None,
 ) -> RtgScan:
     """Run the contexts at every grid RTG (each frame encoded once). ``reference_rtg``
     (default: the data's median return, else the grid's middle) is where divergences are
-    measured from; it is added to the grid's evaluations but not to the grid."""
+    measured from; it is added to the grid's evaluations but not to the grid.
+
+    Args:
+        contexts: ``N`` windows (e.g. ``run.sample_contexts(n)``); the last step is scanned.
+        rtg_grid: ``[G]`` increasing returns, in the contexts' reward units.
+        data_returns: the training episodes' returns (``run.train_returns``), for the
+            reference and for the data's range and percentiles in the result.
+
+    Raises:
+        UserError: a behaviour-cloning model (no RTG), or a grid that is not increasing.
+    """
+    if model.cfg.behaviour_cloning:
+        raise UserError("a behaviour-cloning model has no RTG to scan")
+    grid = check_grid(rtg_grid)
     model.eval()
-    batch = encoded(model, batch)
-    grid = np.asarray(rtg_grid, dtype=np.float64)
+    contexts = contexts.encoded(model)
     if reference_rtg is None:
         reference_rtg = (
             float(np.median(data_returns)) if data_returns is not None else float(np.median(grid))
         )
     logits, resid = [], []
+    last_state = model.cfg.token_index(-1, contexts.length)
     for value in [*grid, reference_rtg]:
-        rtg = scanned_rtg(batch, float(value), mode)
-        final = model.transformer(batch["state_embeddings"], batch["actions"], rtg,
-                                  batch["timesteps"], batch["mask"])  # fmt: skip
-        state_token = final[:, model.cfg.state_token_offset :: model.cfg.tokens_per_step][:, -1]
+        rtg = scanned_rtg(contexts, float(value), mode)
+        final = model.transformer(
+            contexts.state_embeddings, contexts.actions, rtg, contexts.timesteps, contexts.mask
+        )
+        state_token = final[:, last_state]
         logits.append(model.action_logits_at(state_token))
         resid.append(state_token)
     logits_t = torch.stack(logits[:-1])  # [G, N, A]
@@ -112,24 +141,47 @@ def _percentiles(returns: np.ndarray | None) -> dict[int, float] | None:
     return {q: float(np.percentile(returns, q)) for q in PERCENTILES}
 
 
+MAX_GRID = 10_000  # grid points: each runs every context once; more is a typo, not a scan
+
+
 def parse_grid(text: str) -> np.ndarray:
     """``start:stop:count`` (inclusive, like ``np.linspace``) or comma-separated values.
 
     Raises:
-        ValueError: anything else, with an example.
+        UserError: anything else, with an example; see ``check_grid``.
     """
     try:
         if ":" in text:
             start, stop, count = text.split(":")
+            if not 2 <= int(count) <= MAX_GRID:
+                raise UserError(f"RTG grid {text!r}: count must be in 2..{MAX_GRID}, got {count}")
             grid = np.linspace(float(start), float(stop), int(count))
         else:
             grid = np.array([float(v) for v in text.split(",") if v.strip()])
+    except UserError:
+        raise
     except ValueError:
-        raise ValueError(
+        raise UserError(
             f"RTG grid {text!r}: expected start:stop:count (0:3000:31) or 0,10,20"
         ) from None
-    if len(grid) < 2 or np.any(np.diff(grid) <= 0):
-        raise ValueError(
-            f"RTG grid {text!r}: needs at least 2 increasing values, got {grid.tolist()}"
+    return check_grid(grid, text)
+
+
+def check_grid(grid: np.ndarray | list[float], text: str | None = None) -> np.ndarray:
+    """``grid`` as float64 ``[G]``: 2..``MAX_GRID`` finite increasing values.
+
+    Raises:
+        UserError: anything else, naming the grid.
+    """
+    values = np.asarray(grid, dtype=np.float64).reshape(-1)
+    name = repr(text) if text is not None else f"{values.tolist()[:8]}"
+    if (
+        not 2 <= len(values) <= MAX_GRID
+        or not np.isfinite(values).all()
+        or np.any(np.diff(values) <= 0)
+    ):
+        shown = values.tolist() if len(values) <= 8 else f"{len(values)} values"
+        raise UserError(
+            f"RTG grid {name}: needs 2..{MAX_GRID} finite increasing values, got {shown}"
         )
-    return grid
+    return values

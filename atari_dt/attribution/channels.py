@@ -9,13 +9,8 @@ from typing import Any
 import torch
 
 from atari_dt.attribution.baselines import BaselineName, make_baseline
-from atari_dt.attribution.core import (
-    ContextWindow,
-    FastForward,
-    Target,
-    eval_model,
-    warn_if_unconverged,
-)
+from atari_dt.attribution.core import FastForward, Metric, Target, eval_model, integrated_gradients
+from atari_dt.datasets.contexts import Contexts
 
 
 @dataclass(frozen=True)
@@ -38,8 +33,8 @@ class ChannelAttribution:
 
 def attribute_channels(
     model: Any,
-    window: ContextWindow,
-    target: Target,
+    contexts: Contexts,
+    target: Metric,
     *,
     layer: int = 2,
     baseline: BaselineName = "black",
@@ -50,23 +45,17 @@ def attribute_channels(
     CNN (the fast path), so the layer's batch is the input's batch, as Captum needs.
 
     Raises:
-        ValueError: the encoder has no such conv hook.
+        ValueError: the encoder has no such conv hook, or a batch of more than one context.
     """
-    from captum.attr import LayerIntegratedGradients
-
     model = eval_model(model)
     hook = getattr(model.encoder, f"hook_conv{layer}", None)
     if hook is None:
         raise ValueError(
             f"the encoder has no hook_conv{layer} (layers 0..{model.encoder.n_conv_hooks - 1})"
         )
-    step = window.step_index(target.step)
-    forward = FastForward(model, window, target, [step])
-    inputs = window.frames.float()[:, [step]]
+    step = contexts.step_index(target.step if isinstance(target, Target) else -1)
+    forward = FastForward(model, contexts, target, [step])
+    inputs = contexts.frames.float()[:, [step]]
     baselines = make_baseline(baseline, inputs, mean_frame=mean_frame)
-    lig = LayerIntegratedGradients(forward, hook)
-    result, delta = lig.attribute(inputs, baselines, n_steps=n_steps, return_convergence_delta=True)
-    with torch.no_grad():
-        change = float(forward(inputs)[0] - forward(baselines)[0])
-    warn_if_unconverged(float(delta[0]), change, n_steps)
-    return ChannelAttribution(layer, step, result[0].detach(), float(delta[0]))
+    ig = integrated_gradients(forward, inputs, baselines, n_steps=n_steps, layer=hook)
+    return ChannelAttribution(layer, step, ig.attributions[0], ig.convergence_delta)

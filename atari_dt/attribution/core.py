@@ -1,19 +1,24 @@
-"""What every attribution method shares: the context window explained, the scalar target read
-from the model's logits, and the forward functions Captum differentiates.
+"""What every attribution method shares: the scalar explained (a ``Target``, or any callable
+on the logits), the forward functions Captum differentiates, and the one integrated-gradients
+mechanism that pixels, tokens, RTG values and encoder channels all go through.
 
-A *fast* forward encodes the window's frames once, without gradients, and runs the CNN only on
-the frame stacks being attributed; the *full* forward runs the whole model on every frame, as
-plain Captum over the model would. Both compute the same function of the attributed frames.
+A *fast* forward encodes the context's frames once, without gradients, and runs the CNN only
+on the frame stacks being attributed (and the transformer only from the first attributed state
+token on); the *full* forward runs the whole model on every frame, as plain Captum over the
+model would. Both compute the same function of the attributed frames.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
-import numpy as np
 import torch
+from jaxtyping import Float
+
+from atari_dt.datasets.contexts import Contexts
 
 TargetKind = Literal["logit", "log_prob", "logit_diff"]
 
@@ -35,7 +40,7 @@ class Target:
         if (self.kind == "logit_diff") != (self.other_action is not None):
             raise ValueError("other_action is needed by (and only by) kind='logit_diff'")
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: Float[torch.Tensor, "n T A"]) -> Float[torch.Tensor, " n"]:
         """``logits`` ``[n, T, n_actions]`` -> the target ``[n]``."""
         at_step = logits[:, self.step]
         if self.kind == "log_prob":
@@ -48,54 +53,15 @@ class Target:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class ContextWindow:
-    """One context window as the model takes it (batch of one): ``frames`` uint8
-    ``[1, T, S, H, W]``, ``actions``/``timesteps`` int64 ``[1, T]``, ``rtg`` float ``[1, T]``,
-    ``mask`` bool ``[1, T]``. ``ram`` uint8 ``[T, 128]`` when the store has it (object labels)."""
+Metric = Union[Target, Callable[[torch.Tensor], torch.Tensor]]  # noqa: UP007
+"""What an attribution explains: a ``Target``, or any ``logits [n, T, A] -> [n]``."""
 
-    frames: torch.Tensor
-    actions: torch.Tensor
-    rtg: torch.Tensor
-    timesteps: torch.Tensor
-    mask: torch.Tensor
-    ram: np.ndarray | None = None
-    game: str = ""
 
-    @classmethod
-    def from_history(
-        cls, stacks: np.ndarray, actions: np.ndarray, rtg: np.ndarray, timesteps: np.ndarray,
-        *, context_len: int, game: str = "", ram: np.ndarray | None = None,
-    ) -> ContextWindow:  # fmt: skip
-        """The window of the last ``context_len`` steps of a live rollout's history:
-        ``stacks`` uint8 ``[L, S, H, W]`` (each step's frame stack), ``actions``, ``rtg``
-        (the return still asked for at each step) and ``timesteps`` ``[L]``. The current
-        step's action may be anything (its logits never see it)."""
-        steps = slice(max(0, len(stacks) - context_len), len(stacks))
-        n = steps.stop - steps.start
-        return cls(
-            frames=torch.as_tensor(np.asarray(stacks[steps]), dtype=torch.uint8)[None],
-            actions=torch.as_tensor(np.asarray(actions[steps]), dtype=torch.long)[None],
-            rtg=torch.as_tensor(np.asarray(rtg[steps]), dtype=torch.float32)[None],
-            timesteps=torch.as_tensor(np.asarray(timesteps[steps]), dtype=torch.long)[None],
-            mask=torch.ones(1, n, dtype=torch.bool),
-            ram=None if ram is None else np.asarray(ram[steps]),
-            game=game,
-        )
-
-    @property
-    def length(self) -> int:
-        return int(self.frames.shape[1])
-
-    def step_index(self, step: int) -> int:
-        """A window step (negative from the end) as an index in ``[0, T)``."""
-        if not -self.length <= step < self.length:
-            raise ValueError(f"step {step} is outside the window of {self.length} steps")
-        return step % self.length
-
-    def rest(self, n: int = 1) -> tuple[torch.Tensor, ...]:
-        """``(actions, rtg, timesteps, mask)`` repeated for a batch of ``n``."""
-        return tuple(t.expand(n, -1) for t in (self.actions, self.rtg, self.timesteps, self.mask))
+def describe_metric(metric: Metric) -> dict[str, Any]:
+    """A JSON-ready description of a metric (a callable is named by its qualified name)."""
+    if isinstance(metric, Target):
+        return metric.describe()
+    return {"callable": getattr(metric, "__qualname__", type(metric).__name__)}
 
 
 DELTA_TOLERANCE = 0.05  # |convergence delta| / max(|f(x) - f(baseline)|, 1e-3) beyond this warns
@@ -109,20 +75,27 @@ def warn_if_unconverged(delta: float, change: float, n_steps: int) -> None:
             f"integrated gradients did not converge: |delta| = {abs(delta):.3g} is "
             f"{relative:.0%} of f(x) - f(baseline) = {change:.3g}; raise n_steps (now {n_steps}, "
             f"e.g. {n_steps * 4}) until it falls below {DELTA_TOLERANCE:.0%}",
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
-def check_target(model: Any, window: ContextWindow, target: Target) -> None:
-    """The target's actions exist and its step is in the window.
+def check_target(model: Any, contexts: Contexts, metric: Metric) -> None:
+    """One context, and a target whose actions exist and whose step is in the window.
 
     Raises:
-        ValueError: naming the bad action or step.
+        ValueError: a batch of more than one, or the bad action; IndexError: the bad step.
     """
-    window.step_index(target.step)
+    if len(contexts) != 1:
+        raise ValueError(
+            f"attribution explains one context at a time, got a batch of {len(contexts)}; "
+            "index it (contexts[i])"
+        )
+    if not isinstance(metric, Target):
+        return
+    contexts.step_index(metric.step)
     n = model.cfg.n_actions
     for name in ("action", "other_action"):
-        value = getattr(target, name)
+        value = getattr(metric, name)
         if value is not None and not 0 <= value < n:
             raise ValueError(f"target {name} {value} is not an action of the model (0..{n - 1})")
 
@@ -141,58 +114,126 @@ def eval_model(model: torch.nn.Module) -> torch.nn.Module:
 
 class FastForward:
     """``f(frames_at_steps)`` for Captum: ``frames_at_steps`` float ``[n, k, S, H, W]`` (the
-    stacks of window steps ``steps``) -> target ``[n]``. Every other step's state embedding is
-    computed once, and so are the keys and values of every token before the first attributed
-    state token; each call runs the CNN on the k stacks and the transformer only on the tokens
-    from the first attributed state token to the target's."""
+    stacks of window steps ``steps``) -> metric ``[n]``. Every other step's state embedding is
+    computed once (or taken from ``contexts.state_embeddings``), and so are the keys and values
+    of every token before the first attributed state token; each call runs the CNN on the k
+    stacks and the transformer only on the tokens from the first attributed state token on (to
+    the target's state token, for a ``Target``; to the end, for any other metric)."""
 
-    def __init__(
-        self, model: Any, window: ContextWindow, target: Target, steps: list[int],
-        state_embeddings: torch.Tensor | None = None,
-    ) -> None:  # fmt: skip
-        """``state_embeddings``: ``model.embed_states(window.frames)`` when the caller has them
-        (the CNN then never sees the window twice)."""
+    def __init__(self, model: Any, contexts: Contexts, metric: Metric, steps: list[int]) -> None:
         from atari_dt.model.prefix import build_prefix_cache
 
-        check_target(model, window, target)
-        steps = [window.step_index(s) for s in steps]
-        self.model, self.window = model, window
-        self.steps = torch.tensor(steps, device=window.frames.device)
-        cfg = model.cfg
-        k, offset = cfg.tokens_per_step, cfg.state_token_offset
-        end = k * window.step_index(target.step) + offset + 1  # through the target's state token
-        start = min(k * min(steps) + offset, end - 1)
-        # The target's logits are the last suffix token's: read them as a one-step window.
-        self.target = replace(target, step=-1)
-        with torch.no_grad():
-            if state_embeddings is None:
-                state_embeddings = model.embed_states(window.frames)
-            self.states = state_embeddings  # [1, T, d]
-            self.prefix = build_prefix_cache(model, self.states, *window.rest(), start=start,
-                                             end=end)  # fmt: skip
+        check_target(model, contexts, metric)
+        contexts = contexts.encoded(model)
+        steps = [contexts.step_index(s) for s in steps]
+        self.model, self.contexts, self.first = model, contexts, min(steps)
+        self.steps = torch.tensor(steps, device=contexts.device)
+        cfg, T = model.cfg, contexts.length
+        start = cfg.token_index(self.first, T)
+        if isinstance(metric, Target):  # through the target's state token; read as one step
+            end = cfg.token_index(metric.step, T) + 1
+            self.metric: Metric = replace(metric, step=-1)
+            self.before = None
+        else:  # every logit: the steps before the first attributed one are constants
+            end = T * cfg.tokens_per_step
+            self.metric = metric
+            with torch.no_grad():
+                self.before = model(contexts)[:, : self.first]  # [1, first, A]
+        start = min(start, end - 1)
+        self.prefix = build_prefix_cache(
+            model, contexts.state_embeddings, *contexts.inputs()[1:], start=start, end=end
+        )
 
     def __call__(self, frames_at_steps: torch.Tensor) -> torch.Tensor:
         from atari_dt.model.prefix import forward_suffix
 
         n = frames_at_steps.shape[0]
         new = self.model.embed_states(frames_at_steps)  # [n, k, d]: the CNN on k stacks only
-        states = self.states.expand(n, -1, -1).index_copy(1, self.steps, new)
-        final = forward_suffix(self.model, self.prefix, states, *self.window.rest(n))
-        return self.target(self.model.action_logits_at(final[:, -1:]))
+        rest = self.contexts.repeat(n)
+        states = rest.state_embeddings.index_copy(1, self.steps, new)
+        final = forward_suffix(self.model, self.prefix, states, *rest.inputs()[1:])
+        if self.before is None:
+            return self.metric(self.model.action_logits_at(final[:, -1:]))
+        cfg = self.model.cfg
+        at_states = final[:, cfg.state_token_offset :: cfg.tokens_per_step]  # steps first..T-1
+        logits = self.model.action_logits_at(at_states)
+        return self.metric(torch.cat([self.before.expand(n, -1, -1), logits], dim=1))
 
 
 class FullForward:
     """``f(frames)`` for Captum: the whole model on float frames ``[n, T, S, H, W]``."""
 
-    def __init__(self, model: Any, window: ContextWindow, target: Target):
-        check_target(model, window, target)
-        self.model, self.window, self.target = model, window, target
+    def __init__(self, model: Any, contexts: Contexts, metric: Metric):
+        check_target(model, contexts, metric)
+        self.model, self.contexts, self.metric = model, contexts, metric
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.target(self.model(frames, *self.window.rest(frames.shape[0])))
+        rest = self.contexts.repeat(frames.shape[0])
+        return self.metric(self.model(frames, *rest.inputs()[1:]))
 
 
-def target_value(model: Any, window: ContextWindow, target: Target) -> float:
-    """The target at the window itself."""
+def metric_value(model: Any, contexts: Contexts, metric: Metric) -> float:
+    """The metric at the (single) context itself."""
     with torch.no_grad():
-        return float(FullForward(model, window, target)(window.frames.float())[0])
+        return float(FullForward(model, contexts, metric)(contexts.frames.float())[0])
+
+
+# ---- the one integrated-gradients mechanism ---------------------------------------------------
+
+Inputs = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # noqa: UP007
+
+
+@dataclass(frozen=True)
+class IntegratedGradients:
+    """Captum's integrated gradients of ``f`` from ``baselines`` to ``inputs``, with the two
+    ends: ``attributions`` shaped like the inputs (a tuple for tuple inputs; the layer's
+    activation for layer IG), ``f(inputs)`` and ``f(baselines)`` of the first (only) item and
+    Captum's ``convergence_delta`` (attributions' sum minus the change)."""
+
+    attributions: Inputs
+    at_input: float
+    at_baseline: float
+    convergence_delta: float
+    n_steps: int
+
+
+def integrated_gradients(
+    forward: Callable[..., torch.Tensor],
+    inputs: Inputs,
+    baselines: Inputs,
+    *,
+    n_steps: int = 50,
+    internal_batch_size: int | None = None,
+    layer: torch.nn.Module | None = None,
+) -> IntegratedGradients:
+    """Integrated gradients (``layer`` given: layer IG at that module's output) of a batch of
+    one, with a warning when the convergence delta is large for the change (see
+    ``warn_if_unconverged``). Pixels, tokens, RTG values and channels all call this.
+
+    Raises:
+        ValueError: ``n_steps`` < 2.
+    """
+    from captum import attr
+
+    if n_steps < 2:
+        raise ValueError(f"n_steps must be >= 2 integration points, got {n_steps}")
+    as_tuple = isinstance(inputs, tuple)
+    with torch.no_grad():
+        at_input = float((forward(*inputs) if as_tuple else forward(inputs))[0])
+        at_baseline = float((forward(*baselines) if as_tuple else forward(baselines))[0])
+    method = (
+        attr.IntegratedGradients(forward)
+        if layer is None
+        else (attr.LayerIntegratedGradients(forward, layer))
+    )
+    result, delta = method.attribute(
+        inputs,
+        baselines,
+        n_steps=n_steps,
+        return_convergence_delta=True,
+        internal_batch_size=internal_batch_size,
+    )
+    delta_value = float(delta[0])
+    warn_if_unconverged(delta_value, at_input - at_baseline, n_steps)
+    detached = tuple(r.detach() for r in result) if isinstance(result, tuple) else result.detach()
+    return IntegratedGradients(detached, at_input, at_baseline, delta_value, n_steps)

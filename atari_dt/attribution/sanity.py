@@ -17,26 +17,34 @@ import numpy as np
 import torch
 
 from atari_dt.attribution.baselines import BaselineName, make_baseline
-from atari_dt.attribution.core import ContextWindow, FastForward, Target, eval_model
+from atari_dt.attribution.core import FastForward, Metric, eval_model
+from atari_dt.datasets.contexts import Contexts
 
 RANDOMISATION_THRESHOLD = 0.5  # |Spearman| of trained vs random-weight maps below this passes
 
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two maps (flattened; tied values share their average rank,
-    so e.g. common zeros do not inflate it). NaN when a map is constant (undefined)."""
-    ranks = [_ranks(x.detach().cpu().double().flatten()) for x in (a, b)]
-    if any(float(r.std()) == 0 for r in ranks):
+    """Spearman rank correlation of two maps of any shapes holding as many values
+    (``scipy.stats.spearmanr`` of the flattened maps; tied values share their average rank, so
+    e.g. common zeros do not inflate it).
+
+    NaN when a map is constant or has fewer than 2 values (undefined; returned without scipy's
+    ``ConstantInputWarning``), and when a map holds a NaN.
+
+    Raises:
+        ValueError: the maps hold different numbers of values.
+    """
+    from scipy import stats  # here: scipy.stats costs ~0.9 s to import
+
+    x, y = (m.detach().cpu().double().flatten().numpy() for m in (a, b))
+    if x.size != y.size:
+        raise ValueError(
+            f"maps must hold as many values, got {x.size} {tuple(a.shape)} and "
+            f"{y.size} {tuple(b.shape)}"
+        )
+    if any(v.size < 2 or v.min() == v.max() for v in (x, y)):  # NaN maps fall through: NaN
         return float("nan")
-    return float(torch.corrcoef(torch.stack(ranks))[0, 1])
-
-
-def _ranks(values: torch.Tensor) -> torch.Tensor:
-    """Average ranks (0-based) of ``values``."""
-    _, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
-    first = torch.cumsum(counts, 0) - counts  # rank of each distinct value's first copy
-    average = first.double() + (counts.double() - 1) / 2
-    return average[inverse]
+    return float(stats.spearmanr(x, y).statistic)
 
 
 @dataclass(frozen=True)
@@ -114,8 +122,8 @@ def _area(values: np.ndarray, fractions: np.ndarray) -> float:
 
 def deletion_curve(
     model: Any,
-    window: ContextWindow,
-    target: Target,
+    contexts: Contexts,
+    target: Metric,
     attributions: torch.Tensor,
     steps: list[int],
     *,
@@ -126,14 +134,15 @@ def deletion_curve(
 ) -> DeletionResult:
     """Remove (``deletion``: input -> baseline) or restore (``insertion``: baseline -> input)
     the pixels of the attributed stacks (``attributions`` ``[k, S, H, W]`` for window
-    ``steps``) from the most positive attribution down, and in a random order."""
+    ``steps`` of one context) from the most positive attribution down, and in a random
+    order."""
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be deletion or insertion, got {mode!r}")
     model = eval_model(model)
-    steps = [window.step_index(s) for s in steps]
+    steps = [contexts.step_index(s) for s in steps]
     fractions = np.linspace(0, 1, 21) if fractions is None else np.asarray(fractions)
-    forward = FastForward(model, window, target, steps)
-    inputs = window.frames.float()[:, steps][0]  # [k, S, H, W]
+    forward = FastForward(model, contexts, target, steps)
+    inputs = contexts.frames.float()[:, steps][0]  # [k, S, H, W]
     base = make_baseline(baseline, inputs)
     order = attributions.flatten().argsort(descending=True)
     shuffled = torch.randperm(order.numel(), generator=torch.Generator().manual_seed(seed))
@@ -141,8 +150,14 @@ def deletion_curve(
     return DeletionResult(mode, fractions, *curves)
 
 
-def _curve(forward: FastForward, inputs: torch.Tensor, base: torch.Tensor, order: torch.Tensor,
-           fractions: np.ndarray, mode: str) -> np.ndarray:  # fmt: skip
+def _curve(
+    forward: FastForward,
+    inputs: torch.Tensor,
+    base: torch.Tensor,
+    order: torch.Tensor,
+    fractions: np.ndarray,
+    mode: str,
+) -> np.ndarray:
     start, end = (inputs, base) if mode == "deletion" else (base, inputs)
     batch = []
     for fraction in fractions:

@@ -7,118 +7,109 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from jaxtyping import Float
 
-from atari_dt.attribution.core import (
-    ContextWindow,
-    Target,
-    check_target,
-    eval_model,
-    warn_if_unconverged,
-)
+from atari_dt.attribution.core import Metric, check_target, eval_model, integrated_gradients
+from atari_dt.datasets.contexts import Contexts
+
+_EMBEDS = ("hook_rtg_embed", "hook_state_embed", "hook_action_embed")
 
 
 @dataclass(frozen=True)
 class TokenAttribution:
-    """Integrated gradients over the token embeddings (baseline: all-zero embeddings).
+    """Integrated gradients over the token embeddings (baseline: all-zero embeddings), summed
+    over ``d_model``: ``rtg``, ``state``, ``action`` float ``[T]``, one per window step (``rtg``
+    zero for behaviour cloning). Completeness: ``rtg + state + action`` sums to
+    ``target_value - baseline_value + convergence_delta``."""
 
-    ``by_token`` float ``[3, T]``: rows RTG, state, action tokens (RTG row zero for behaviour
-    cloning); summed over ``d_model``. Completeness: ``by_token.sum()`` equals
-    ``target_value - baseline_value + convergence_delta``.
-    """
-
-    target: Target
-    by_token: torch.Tensor
+    target: Metric
+    rtg: Float[torch.Tensor, " T"]
+    state: Float[torch.Tensor, " T"]
+    action: Float[torch.Tensor, " T"]
     target_value: float
     baseline_value: float
     convergence_delta: float
-    rtg_inputs: torch.Tensor | None
+    rtg_inputs: Float[torch.Tensor, " T"] | None
     """IG on the scalar RTG inputs ``[T]`` (baseline RTG 0), or None without RTG tokens."""
     rtg_delta: float | None
 
+    @property
+    def by_token(self) -> Float[torch.Tensor, "3 T"]:
+        """``[3, T]``: rows ``rtg``, ``state``, ``action``."""
+        return torch.stack([self.rtg, self.state, self.action])
+
 
 def attribute_tokens(
-    model: Any, window: ContextWindow, target: Target, *, n_steps: int = 50,
-    state_embeddings: torch.Tensor | None = None,
-) -> TokenAttribution:  # fmt: skip
-    """IG with the three token embeddings as inputs (fed through ``hook_rtg_embed``,
-    ``hook_state_embed``, ``hook_action_embed``), and IG on the RTG values."""
-    from captum.attr import IntegratedGradients
+    model: Any, contexts: Contexts, target: Metric, *, n_steps: int = 50
+) -> TokenAttribution:
+    """IG with the three token embeddings of one context as inputs (fed through
+    ``hook_rtg_embed``, ``hook_state_embed``, ``hook_action_embed``), and IG on its RTG values.
+    The context's state embeddings are used when present (else computed once).
 
+    Raises:
+        ValueError: a batch of more than one context, or a target action the model lacks.
+    """
     model = eval_model(model)
-    check_target(model, window, target)
+    check_target(model, contexts, target)
+    contexts = contexts.encoded(model)
     with torch.no_grad():
-        states = model.embed_states(window.frames) if state_embeddings is None else state_embeddings
-        _, cache = model.run_with_cache_from_states(
-            states, *window.rest(), names_filter=lambda n: n in _EMBEDS
-        )
+        _, cache = model.run_with_cache(contexts, names_filter=lambda n: n in _EMBEDS)
     bc = model.cfg.behaviour_cloning
     names = [n for n in _EMBEDS if not (bc and n == "hook_rtg_embed")]
     inputs = tuple(cache[n] for n in names)
-    forward = _EmbeddingForward(model, window, target, names, states)
-    ig = IntegratedGradients(forward)
-    baselines = tuple(torch.zeros_like(x) for x in inputs)
-    result, delta = ig.attribute(inputs, baselines, n_steps=n_steps, return_convergence_delta=True)
-    by_token = torch.zeros(3, window.length)
-    for name, values in zip(names, result, strict=True):
-        by_token[_EMBEDS.index(name)] = values[0].sum(-1).detach()
-    with torch.no_grad():
-        at_input, at_base = float(forward(*inputs)[0]), float(forward(*baselines)[0])
-    warn_if_unconverged(float(delta[0]), at_input - at_base, n_steps)
+    forward = _EmbeddingForward(model, contexts, target, names)
+    ig = integrated_gradients(
+        forward, inputs, tuple(torch.zeros_like(x) for x in inputs), n_steps=n_steps
+    )
+    rows = {name: values[0].sum(-1) for name, values in zip(names, ig.attributions, strict=True)}
+    zeros = torch.zeros(contexts.length)
     rtg_inputs, rtg_delta = None, None
     if not bc:
-        rtg_inputs, rtg_delta = _rtg_inputs(model, window, target, states, n_steps)
-    return TokenAttribution(target, by_token, at_input, at_base, float(delta[0]), rtg_inputs,
-                            rtg_delta)  # fmt: skip
-
-
-_EMBEDS = ("hook_rtg_embed", "hook_state_embed", "hook_action_embed")
+        rtg_ig = integrated_gradients(
+            _RtgForward(model, contexts, target),
+            contexts.rtg.float(),
+            torch.zeros_like(contexts.rtg.float()),
+            n_steps=n_steps,
+        )
+        rtg_inputs, rtg_delta = rtg_ig.attributions[0], rtg_ig.convergence_delta
+    return TokenAttribution(
+        target,
+        rows.get("hook_rtg_embed", zeros),
+        rows["hook_state_embed"],
+        rows["hook_action_embed"],
+        ig.at_input,
+        ig.at_baseline,
+        ig.convergence_delta,
+        rtg_inputs,
+        rtg_delta,
+    )
 
 
 class _EmbeddingForward:
     """``f(*token embeddings [n, T, d])``: the transformer with those embeddings in place."""
 
-    def __init__(self, model: Any, window: ContextWindow, target: Target, names: list[str],
-                 states: torch.Tensor) -> None:  # fmt: skip
-        self.model, self.window, self.target, self.names, self.states = (
-            model,
-            window,
-            target,
-            names,
-            states,
-        )
+    def __init__(self, model: Any, contexts: Contexts, target: Metric, names: list[str]) -> None:
+        self.model, self.contexts, self.target, self.names = model, contexts, target, names
 
     def __call__(self, *embeddings: torch.Tensor) -> torch.Tensor:
-        n = embeddings[0].shape[0]
-        replace = [(name, _replacer(value)) for name, value in zip(self.names, embeddings,
-                                                                    strict=True)]  # fmt: skip
+        replace = [
+            (name, _replacer(value)) for name, value in zip(self.names, embeddings, strict=True)
+        ]
         with self.model.hooks(fwd_hooks=replace):
-            logits = self.model.forward_from_state_embeddings(
-                self.states.expand(n, -1, -1), *self.window.rest(n)
-            )
+            logits = self.model(self.contexts.repeat(embeddings[0].shape[0]))
         return self.target(logits)
+
+
+class _RtgForward:
+    """``f(rtg [n, T])``: the model with those RTG inputs."""
+
+    def __init__(self, model: Any, contexts: Contexts, target: Metric) -> None:
+        self.model, self.contexts, self.target = model, contexts, target
+
+    def __call__(self, rtg: torch.Tensor) -> torch.Tensor:
+        rest = self.contexts.repeat(rtg.shape[0])
+        return self.target(self.model(rest.with_rtg(rtg)))
 
 
 def _replacer(value: torch.Tensor) -> Any:
     return lambda activation, hook: value
-
-
-def _rtg_inputs(
-    model: Any, window: ContextWindow, target: Target, states: torch.Tensor, n_steps: int
-) -> tuple[torch.Tensor, float]:
-    from captum.attr import IntegratedGradients
-
-    actions, _, timesteps, mask = window.rest()
-
-    def forward(rtg: torch.Tensor) -> torch.Tensor:
-        n = rtg.shape[0]
-        logits = model.forward_from_state_embeddings(
-            states.expand(n, -1, -1), actions.expand(n, -1), rtg, timesteps.expand(n, -1),
-            mask.expand(n, -1),
-        )  # fmt: skip
-        return target(logits)
-
-    rtg = window.rtg.float()
-    result, delta = IntegratedGradients(forward).attribute(
-        rtg, torch.zeros_like(rtg), n_steps=n_steps, return_convergence_delta=True
-    )
-    return result[0].detach(), float(delta[0])

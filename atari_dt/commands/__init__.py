@@ -1,5 +1,6 @@
 """Handlers of the ``atari-dt`` sub-commands: they parse nothing and compute nothing themselves,
-only call the library and present its results. User errors become one clear line and exit 2."""
+only call the library and present its results. User errors (``atari_dt.errors.UserError``)
+become one clear line and exit 2; anything else keeps its traceback."""
 
 from __future__ import annotations
 
@@ -8,20 +9,17 @@ import sys
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from atari_dt.config import ConfigError
-    from atari_dt.datasets.npy_gzip import ReplayFileError
-    from atari_dt.datasets.store import StoreFormatError
+    """Run the sub-command ``args`` names. A ``UserError`` (a bad argument, file or config)
+    or a missing/existing path is printed in one line with exit status 2; any other exception
+    is a bug and propagates with its traceback."""
+    from atari_dt.errors import UserError
 
     user_errors = (
-        ReplayFileError,
-        StoreFormatError,
-        ConfigError,
-        ValueError,
+        UserError,
         FileExistsError,
         FileNotFoundError,
         IsADirectoryError,
         NotADirectoryError,
-        IndexError,
     )
     try:
         if args.stage == "data":
@@ -56,7 +54,7 @@ def run_command(args: argparse.Namespace) -> int:
             from atari_dt.commands import collect
 
             return collect.collect(args)
-        raise ValueError(f"unknown command {args.stage!r}")
+        raise RuntimeError(f"no handler for command {args.stage!r}")  # parser and this disagree
     except user_errors as err:
         print(f"atari-dt: error: {err}", file=sys.stderr)
         return 2

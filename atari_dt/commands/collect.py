@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from atari_dt.envs.config import CollectConfig, PolicyComponent
+from atari_dt.envs.config import CollectConfig, CollectFileConfig, PolicyComponent
 
 
 def resolve_config(args: argparse.Namespace) -> CollectConfig:
     """The config's collect section with the command-line flags applied."""
     from atari_dt.config import load_config
 
-    config = load_config(args.config, args.set).collect
+    config = load_config(CollectFileConfig, args.config, args.set).collect
     flags = {
         key: getattr(args, key)
         for key in ("game", "steps", "format", "workers", "seed", "max_episode_steps", "capacity")

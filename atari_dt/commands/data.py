@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from atari_dt.errors import UserError
+
 
 def convert(args: argparse.Namespace) -> int:
     from atari_dt.datasets import convert_replay_logs, parse_checkpoint_selection
@@ -48,7 +50,7 @@ def _game_and_actions(name: str | None) -> tuple[str | None, int | None]:
 
     try:
         game = canonical_game(name)
-    except ValueError as err:
+    except UserError as err:
         print(f"atari-dt: warning: {err}; keeping the name as given")
         return name, None
     return game, minimal_action_count(game)
@@ -121,22 +123,24 @@ def show(args: argparse.Namespace) -> int:
     from atari_dt.datasets.plots import plot_window
     from atari_dt.datasets.store import EpisodeStore
     from atari_dt.datasets.windows import ContextWindows
+    from atari_dt.training.config import ExperimentConfig
 
     # One window is drawn: read it from the store rather than loading every frame.
-    config = dataclasses.replace(load_config(args.config, args.set).data, frames_in_memory="never")
+    config = load_config(ExperimentConfig, args.config, args.set).data
+    config = dataclasses.replace(config, frames_in_memory="never")
     with EpisodeStore.open(args.path, reward_units=config.reward_units) as store:
         episode = store.episode(args.episode)  # validates the episode number
         windows = ContextWindows(store, config)
     where = np.flatnonzero(windows.episodes == episode.index)
     if len(where) == 0:
-        raise ValueError(
+        raise UserError(
             f"episode {episode.index} is not among the selected training episodes "
             "(cut episodes are left out unless data.include_incomplete=true)"
         )
     first = int(np.sum(windows.lengths[: where[0]]))
     step = len(episode) // 2 if args.step is None else args.step
     if not 0 <= step < len(episode):
-        raise IndexError(
+        raise UserError(
             f"--step {step} out of range: episode {episode.index} has {len(episode)} steps"
         )
     window = windows[first + step]

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from atari_dt.errors import UserError
+
 
 def evaluate(args: argparse.Namespace) -> int:
     from atari_dt.config import apply_overrides, config_from_dict, config_to_dict
@@ -25,7 +27,7 @@ def evaluate(args: argparse.Namespace) -> int:
     units = config.data.reward_units if cfg.reward_units == "auto" else cfg.reward_units
     game = data.get("game") or args.game
     if not game:
-        raise ValueError(f"{run_dir}: the run does not name its game; pass --game")
+        raise UserError(f"{run_dir}: the run does not name its game; pass --game")
     record = {(i, e) for i in range(len(cfg.targets)) for e in range(min(args.video, cfg.episodes))}
     results = run_episodes(
         model, game, cfg.targets, cfg.episodes, reward_units=units, n_envs=cfg.envs,
@@ -66,7 +68,7 @@ def _flag_values(args: argparse.Namespace) -> dict:
         try:
             values["targets"] = [float(t) for t in args.targets.split(",") if t.strip()]
         except ValueError:
-            raise ValueError(
+            raise UserError(
                 f"--targets {args.targets!r}: expected comma-separated numbers, e.g. 0,500,1000"
             ) from None
     for flag, key in (("episodes", "episodes"), ("envs", "envs"), ("seed", "seed"),

@@ -33,10 +33,11 @@ def import_original(args: argparse.Namespace) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
-    from atari_dt.model.checkpoint import load_pretrained, read_metadata
+    from atari_dt.model.checkpoint import read_metadata
+    from atari_dt.model.hooked_dt import HookedDecisionTransformer
     from atari_dt.model.summary import model_summary
 
-    summary = model_summary(load_pretrained(args.path))
+    summary = model_summary(HookedDecisionTransformer.from_pretrained(args.path))
     summary["metadata"] = read_metadata(args.path)
     if args.json:
         print(json.dumps(summary, indent=2))

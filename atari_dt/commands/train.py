@@ -6,16 +6,20 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from atari_dt.errors import UserError
+
 
 def train(args: argparse.Namespace) -> int:
     import torch
 
     from atari_dt.config import load_config
+    from atari_dt.run import record_store
     from atari_dt.training import distributed
+    from atari_dt.training.config import ExperimentConfig
     from atari_dt.training.run import claim_run_dir, resolve_config, save_or_check_config
     from atari_dt.training.trainer import train as run_training
 
-    config = load_config(args.config, args.set)
+    config = load_config(ExperimentConfig, args.config, args.set)
     if args.max_steps is not None:
         config = dataclasses.replace(
             config, train=dataclasses.replace(config.train, max_steps=args.max_steps)
@@ -31,6 +35,7 @@ def train(args: argparse.Namespace) -> int:
         windows, n_actions = _windows(config, dist)
         config = resolve_config(config, windows, n_actions)
         dist.on_main(lambda: save_or_check_config(run_dir, config, resume=args.resume))
+        dist.on_main(lambda: record_store(run_dir, store_path))  # load_run finds it from anywhere
         if dist.is_main:
             _describe(config, windows, run_dir, dist)
         if config.train.threads:
@@ -80,7 +85,7 @@ def _episode_store(path: str | None, run_dir: Path, dist) -> Path:
     """The episode store to train on; a replay_logs directory is converted into the run
     directory first (by rank 0, once)."""
     if path is None:
-        raise ValueError("no training data: set data.path in the config or pass --data PATH")
+        raise UserError("no training data: set data.path in the config or pass --data PATH")
     source = Path(path)
     if not source.exists():
         raise FileNotFoundError(f"training data {source} does not exist")

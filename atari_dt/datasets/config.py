@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from atari_dt.config import ConfigError
+
 
 @dataclass
 class DataConfig:
@@ -40,9 +42,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.context_len < 1:
-            raise ValueError(f"context_len must be >= 1, got {self.context_len}")
+            raise ConfigError(f"context_len must be >= 1, got {self.context_len}")
         if self.stack_size < 1:
-            raise ValueError(f"stack_size must be >= 1, got {self.stack_size}")
+            raise ConfigError(f"stack_size must be >= 1, got {self.stack_size}")
         q = self.max_return_quantile
         if q is not None and not 0.0 < q <= 1.0:
-            raise ValueError(f"max_return_quantile must be in (0, 1] or null, got {q}")
+            raise ConfigError(f"max_return_quantile must be in (0, 1] or null, got {q}")

@@ -11,6 +11,7 @@ import numpy as np
 from atari_dt.datasets.replay_files import LayoutName
 from atari_dt.datasets.replay_reader import ReplayLogs
 from atari_dt.datasets.store_writer import EpisodeStoreWriter
+from atari_dt.errors import UserError
 
 # How the published DQN-replay data was made (FACTS.md §1); recorded in every converted store.
 DQN_REPLAY_PREPROCESSING = {
@@ -69,14 +70,14 @@ def convert_replay_logs(
 
     Raises:
         ReplayFileError: bad or inconsistent replay files (names the file).
-        ValueError: no game name given or inferable.
+        UserError: no game name given or inferable.
     """
     from tqdm.auto import tqdm
 
     logs = ReplayLogs(source, checkpoints, layout=layout)
     game = game or infer_game(logs.directory)
     if not game:
-        raise ValueError(f"cannot infer the game from {logs.directory}; pass game= (--game)")
+        raise UserError(f"cannot infer the game from {logs.directory}; pass game= (--game)")
     # Logs written by `atari-dt collect` carry each episode's behaviour beside them; it lines up
     # with the store's episodes only when the selection starts at the run's first transition.
     collection = _read_collection_record(logs)

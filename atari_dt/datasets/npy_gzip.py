@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
+from atari_dt.errors import UserError
 from atari_dt.io import atomic_path
 
 
-class ReplayFileError(ValueError):
+class ReplayFileError(UserError):
     """A DQN-replay file is missing, truncated, corrupt, or holds an unexpected array."""
 
 

@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 from atari_dt.datasets.npy_gzip import NpyGzipReader, ReplayFileError, load_npy_gz
+from atari_dt.errors import UserError
 
 STORE_ARRAYS = ("observation", "action", "reward", "terminal")
 REQUIRED_ARRAYS = (*STORE_ARRAYS, "add_count")
@@ -47,20 +48,20 @@ def parse_checkpoint_selection(text: str) -> list[int]:
     """Parse ``"0-4"``, ``"7"`` or ``"0-2,5,9-10"`` into a sorted list of checkpoint numbers.
 
     Raises:
-        ValueError: on anything else (names the bad part).
+        UserError: on anything else (names the bad part).
     """
     selected: set[int] = set()
     for part in text.split(","):
         match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if match is None:
-            raise ValueError(
+            raise UserError(
                 f"bad checkpoint selection {text!r} (part {part!r}); "
                 "expected e.g. '0-4' or '0,3,5-7'"
             )
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) is not None else first
         if last < first:
-            raise ValueError(f"bad checkpoint range {part!r}: {last} < {first}")
+            raise UserError(f"bad checkpoint range {part!r}: {last} < {first}")
         selected.update(range(first, last + 1))
     return sorted(selected)
 

@@ -22,6 +22,7 @@ from atari_dt.datasets.npy_gzip import (
     save_npy_gz,
 )
 from atari_dt.datasets.replay_files import replay_file
+from atari_dt.errors import UserError
 
 
 class ReplayLogWriter:
@@ -48,7 +49,7 @@ class ReplayLogWriter:
         compresslevel: int = 4,
     ) -> None:
         if capacity < stack_size + 1:
-            raise ValueError(
+            raise UserError(
                 f"capacity must be at least stack_size + 1 = {stack_size + 1}, got {capacity}"
             )
         self.directory = Path(directory)

@@ -30,16 +30,21 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+from atari_dt.errors import UserError
+
+if TYPE_CHECKING:
+    from atari_dt.datasets.contexts import Contexts
 
 STORE_FORMAT = "atari-dt/episode-store"
 STORE_FORMAT_VERSION = 1
 RewardUnits = Literal["clipped", "raw"]
 
 
-class StoreFormatError(ValueError):
+class StoreFormatError(UserError):
     """An episode store is missing, unreadable, unfinished or of another format or version."""
 
 
@@ -210,6 +215,86 @@ class EpisodeStore:
             ram=self._h5["ram"][span] if self.has_ram else None,
             behaviour=self.behaviours[index],
         )
+
+    def contexts(
+        self, episodes: Any, steps: Any, *, context_len: int, stack_size: int = 4
+    ) -> Contexts:
+        """The context windows ending at ``steps[i]`` of ``episodes[i]`` (ints or int arrays of
+        one length), cut as training cuts them and read window by window (never a whole
+        column); see ``atari_dt.datasets.contexts.read_contexts``.
+
+        Raises:
+            IndexError: no such episode or step (the message gives the valid range).
+        """
+        from atari_dt.datasets.contexts import read_contexts
+
+        return read_contexts(
+            self,
+            np.atleast_1d(episodes),
+            np.atleast_1d(steps),
+            context_len=context_len,
+            stack_size=stack_size,
+        )
+
+    def sample_contexts(
+        self,
+        n: int,
+        *,
+        context_len: int,
+        seed: int = 0,
+        stack_size: int = 4,
+        sampling: str = "transitions",
+        episodes: np.ndarray | None = None,
+    ) -> Contexts:
+        """``n`` windows drawn (with replacement) as training draws them, from ``episodes``
+        (default: the complete ones; all when none is complete), sorted by store row.
+
+        Raises:
+            ValueError: ``n`` < 1, or no episode to draw from.
+        """
+        from atari_dt.datasets.windows import locate, sample_window_indices
+
+        if n < 1:
+            raise ValueError(f"sample_contexts needs n >= 1 contexts, got {n}")
+        if episodes is None:
+            episodes = (
+                np.flatnonzero(self.complete) if self.complete.any() else np.arange(len(self))
+            )
+        episodes = np.asarray(episodes, dtype=np.int64)
+        if len(episodes) == 0:
+            raise ValueError(f"{self.path}: no episode to sample contexts from")
+        lengths = self.lengths[episodes]
+        flat = np.sort(sample_window_indices(lengths, np.random.default_rng(seed), n, sampling))
+        which, step = locate(flat, lengths)
+        return self.contexts(episodes[which], step, context_len=context_len, stack_size=stack_size)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this store's content, cheaply (its episode tables, not its frames):
+        game, action count, sizes and a SHA-256 of the offsets, lengths, clipped returns and
+        completeness. A run records it, so a store that changed since training is noticed."""
+        import hashlib
+
+        episodes = self._h5["episodes"]
+        digest = hashlib.sha256()
+        for table in _EPISODE_TABLES:
+            digest.update(np.ascontiguousarray(episodes[table][:]).tobytes())
+        return {
+            "game": self.game,
+            "n_actions": self.n_actions,
+            "episodes": len(self),
+            "transitions": self.n_transitions,
+            "sha256": digest.hexdigest(),
+        }
+
+    def mean_frame(self, samples: int = 4096) -> np.ndarray:
+        """The mean of up to ``samples`` frames spread evenly over the store, float32
+        ``[H, W]`` (the ``mean`` attribution baseline), read in one call."""
+        picks = np.unique(
+            np.linspace(0, self.n_transitions - 1, min(samples, self.n_transitions)).astype(
+                np.int64
+            )
+        )
+        return self.frames[picks].astype(np.float32).mean(0)
 
     def return_range(self, *, complete_only: bool = True) -> tuple[float, float]:
         """``(min, max)`` episode return in the chosen units (complete episodes by default)."""

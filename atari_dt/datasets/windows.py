@@ -21,7 +21,10 @@ import torch
 from torch.utils.data import Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
 from atari_dt.datasets.config import DataConfig
+from atari_dt.datasets.contexts import Contexts
 from atari_dt.datasets.store import EpisodeStore
+
+_FIELDS = ("frames", "actions", "rtg", "timesteps", "mask")
 
 
 def select_episodes(
@@ -51,6 +54,28 @@ def select_episodes(
     return np.flatnonzero(keep).astype(np.int64)
 
 
+def sample_window_indices(
+    lengths: np.ndarray, rng: np.random.Generator, n: int, sampling: str = "transitions"
+) -> np.ndarray:
+    """``n`` indices (int64 ``[n]``, with replacement) into the concatenated transitions of
+    episodes of ``lengths``: every transition equally likely (``transitions``), or every
+    episode and then a step in it (``episodes``). Training and analysis sample through this."""
+    if sampling == "transitions":
+        return rng.integers(0, int(np.sum(lengths)), size=n, dtype=np.int64)
+    if sampling != "episodes":
+        raise ValueError(f"sampling must be 'transitions' or 'episodes', got {sampling!r}")
+    episode = rng.integers(0, len(lengths), size=n)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return (starts[episode] + (rng.random(n) * lengths[episode]).astype(np.int64)).astype(np.int64)
+
+
+def locate(indices: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into concatenated episodes of ``lengths`` as ``(episode position, step)``."""
+    ends = np.cumsum(lengths)
+    which = np.searchsorted(ends, indices, side="right")
+    return which, indices - (ends[which] - lengths[which])
+
+
 class ContextWindows(Dataset):
     """A torch ``Dataset`` of context windows over an episode store.
 
@@ -60,7 +85,8 @@ class ContextWindows(Dataset):
         progress: show a progress bar while loading frames.
 
     Items are dicts of tensors: ``frames`` uint8 ``[T, 4, 84, 84]``, ``actions`` int64 ``[T]``,
-    ``rtg`` float32 ``[T]``, ``timesteps`` int64 ``[T]``, ``mask`` bool ``[T]`` (False on padding).
+    ``rtg`` float32 ``[T]``, ``timesteps`` int64 ``[T]``, ``mask`` bool ``[T]`` (False on padding);
+    ``get_batch`` gives many at once as ``Contexts``.
 
     Raises:
         ValueError: no episode selected, or ``context_len`` longer than every selected episode.
@@ -146,13 +172,20 @@ class ContextWindows(Dataset):
         return len(self._store_index)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        """One window as a dict of ``[T, ...]`` tensors (torch's ``Dataset`` item; batches are
+        ``Contexts``, from ``get_batch``)."""
         batch = self.get_batch(np.array([index]))
-        return {key: value[0] for key, value in batch.items()}
+        return {key: getattr(batch, key)[0] for key in _FIELDS}
 
-    def get_batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
-        """The windows ending at ``indices`` (int ``[B]``) as one batch, gathered in one pass:
-        ``frames`` uint8 ``[B, T, 4, H, W]``, ``actions``/``timesteps`` int64 ``[B, T]``,
-        ``rtg`` float32 ``[B, T]``, ``mask`` bool ``[B, T]``."""
+    def get_batch(self, indices: np.ndarray) -> Contexts:
+        """The windows ending at ``indices`` (int ``[B]``) as one ``Contexts``, gathered in one
+        pass: ``frames`` uint8 ``[B, T, 4, H, W]``, ``actions``/``timesteps`` int64 ``[B, T]``,
+        ``rtg`` float32 ``[B, T]``, ``mask`` bool ``[B, T]``, and each window's store episode,
+        step and row.
+
+        Raises:
+            IndexError: an index outside ``[0, len)``.
+        """
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"window index out of range [0, {len(self)}): {indices}")
@@ -161,17 +194,21 @@ class ContextWindows(Dataset):
         steps = indices[:, None] + np.arange(-(T - 1), 1)  # (B, T)
         mask = steps >= episode_start
         safe_steps = np.where(mask, steps, 0)
-        return {
-            "frames": torch.from_numpy(self._frame_stacks(indices, episode_start)),
-            "actions": torch.from_numpy(
-                np.where(mask, self._actions[safe_steps], 0).astype(np.int64)
-            ),
-            "rtg": torch.from_numpy(np.where(mask, self._rtg[safe_steps], 0.0).astype(np.float32)),
-            "timesteps": torch.from_numpy(
+        position, step = locate(indices, self.lengths)
+        return Contexts(
+            frames=torch.from_numpy(self._frame_stacks(indices, episode_start)),
+            actions=torch.from_numpy(np.where(mask, self._actions[safe_steps], 0).astype(np.int64)),
+            rtg=torch.from_numpy(np.where(mask, self._rtg[safe_steps], 0.0).astype(np.float32)),
+            timesteps=torch.from_numpy(
                 np.where(mask, self._timesteps[safe_steps], 0).astype(np.int64)
             ),
-            "mask": torch.from_numpy(mask),
-        }
+            mask=torch.from_numpy(mask),
+            episodes=self.episodes[position],
+            steps=step,
+            rows=self._store_index[indices],
+            game=self.game,
+            reward_units=self.config.reward_units,
+        )
 
     def _frame_stacks(self, indices: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
         """uint8 ``[B, T, S, H, W]``: the frame stack of every step of every window, zero frames
@@ -222,15 +259,8 @@ class ContextWindows(Dataset):
         return WeightedRandomSampler(weights, num_samples, replacement=True, generator=generator)
 
     def sample_indices(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` window indices (int64, with replacement) following ``config.sampling``: every
-        transition equally likely, or every episode and then a step in it."""
-        if self.config.sampling == "transitions":
-            return rng.integers(0, len(self), size=n, dtype=np.int64)
-        episode = rng.integers(0, len(self.lengths), size=n)
-        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
-        return (starts[episode] + (rng.random(n) * self.lengths[episode]).astype(np.int64)).astype(
-            np.int64
-        )
+        """``n`` window indices (int64, with replacement) following ``config.sampling``."""
+        return sample_window_indices(self.lengths, rng, n, self.config.sampling)
 
     def _episode_of_window(self) -> np.ndarray:
         return np.repeat(np.arange(len(self.lengths)), self.lengths)

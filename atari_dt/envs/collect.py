@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from atari_dt.envs.config import CollectConfig, PolicyComponent
-from atari_dt.envs.dqn_replay import RecordedEpisode
+from atari_dt.envs.episode import RecordedEpisode
+from atari_dt.envs.play import play_episode
 from atari_dt.envs.policies import EpsilonPolicy, MixturePolicy, Policy, RandomPolicy, RepeatPolicy
+from atari_dt.errors import UserError
 from atari_dt.io import deferred_interrupts
 
 
@@ -52,7 +54,7 @@ def _expert(game: str) -> Policy:
 
     name = canonical_game(game)
     if name not in EXPERTS:
-        raise ValueError(f"no scripted expert for {name}; experts exist for {sorted(EXPERTS)}")
+        raise UserError(f"no scripted expert for {name}; experts exist for {sorted(EXPERTS)}")
     return EXPERTS[name]()
 
 
@@ -83,8 +85,6 @@ class _Player:
         self.seed = config.seed
 
     def play(self, index: int) -> PlayedEpisode:
-        from atari_dt.envs.play import play_episode
-
         seed = episode_seed(self.seed, index)
         episode = play_episode(self.env, self.policy, seed=seed)
         behaviour = {"episode": index, "seed": seed, **self.policy.episode_spec()}

@@ -1,9 +1,12 @@
-"""Settings of data collection: game, env preset, behaviour policy mixture, budget, output."""
+"""Settings of data collection: game, env preset, behaviour policy mixture, budget, output;
+and the layout of a collection's config file (``configs/collect/*.yaml``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+from atari_dt.config import ConfigError
 
 
 @dataclass
@@ -24,11 +27,11 @@ class PolicyComponent:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
+            raise ConfigError(f"epsilon must be in [0, 1], got {self.epsilon}")
         if not 0.0 <= self.repeat < 1.0:
-            raise ValueError(f"repeat must be in [0, 1), got {self.repeat}")
+            raise ConfigError(f"repeat must be in [0, 1), got {self.repeat}")
         if self.weight <= 0:
-            raise ValueError(f"weight must be > 0, got {self.weight}")
+            raise ConfigError(f"weight must be > 0, got {self.weight}")
 
 
 def _default_mixture() -> list[PolicyComponent]:
@@ -76,8 +79,17 @@ class CollectConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if not self.policy:
-            raise ValueError("policy needs at least one component")
+            raise ConfigError("policy needs at least one component")
+
+
+@dataclass
+class CollectFileConfig:
+    """A collection's config file (``configs/collect/*.yaml``): one ``collect`` section, so
+    overrides read ``--set collect.steps=1000`` as in every other config."""
+
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    """What ``atari-dt collect`` plays and where it writes."""

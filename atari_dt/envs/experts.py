@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from atari_dt.envs.policies import Policy, StepInput
+from atari_dt.errors import UserError
 
 # ----------------------------------------------------------------------------- shared helpers
 
@@ -433,11 +434,11 @@ def make_expert(game: str, **params: Any) -> Policy:
     """The expert for ``game`` (any spelling ale-py knows), built with ``params``.
 
     Raises:
-        ValueError: unknown game, or a game without an expert (lists those with one).
+        UserError: unknown game, or a game without an expert (lists those with one).
     """
     from atari_dt.envs.games import canonical_game
 
     name = canonical_game(game)
     if name not in EXPERTS:
-        raise ValueError(f"no scripted expert for {name}; experts exist for {sorted(EXPERTS)}")
+        raise UserError(f"no scripted expert for {name}; experts exist for {sorted(EXPERTS)}")
     return EXPERTS[name](**params)

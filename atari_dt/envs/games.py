@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import re
 
+from atari_dt.errors import UserError
+
 
 @functools.cache
 def _ale_games() -> dict[str, str]:
@@ -26,7 +28,7 @@ def canonical_game(name: str) -> str:
     """The ALE name of a game (``Seaquest``) from any common spelling.
 
     Raises:
-        ValueError: ale-py knows no such game (lists close matches).
+        UserError: ale-py knows no such game (lists close matches).
     """
     match = re.fullmatch(r"(?:ALE/)?([A-Za-z0-9_ -]+?)(?:-v\d+)?", name.strip())
     key = re.sub(r"[_ -]", "", match.group(1)).lower() if match else name.lower()
@@ -36,7 +38,7 @@ def canonical_game(name: str) -> str:
 
         close = difflib.get_close_matches(key, list(games), n=3)
         hint = f"; did you mean {', '.join(games[c] for c in close)}?" if close else ""
-        raise ValueError(f"unknown Atari game {name!r}{hint}")
+        raise UserError(f"unknown Atari game {name!r}{hint}")
     return games[key]
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from atari_dt.envs.dqn_replay import RecordedEpisode
+from atari_dt.envs.episode import RecordedEpisode
 from atari_dt.envs.policies import Policy, StepInput
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from atari_dt.envs.collect import PlayedEpisode, collection_record, env_overrides
 from atari_dt.envs.config import CollectConfig
+from atari_dt.errors import UserError
 from atari_dt.io import atomic_write_json, deferred_interrupts, replace_directory
 
 # Settings that must match for --resume to continue the same data (capacity: dqn-replay only).
@@ -24,15 +25,13 @@ _RESUME_KEYS = ("game", "preset", "max_episode_steps", "seed", "format", "policy
 
 
 def check_resumable(recorded: dict[str, Any], config: CollectConfig, where: Path) -> None:
-    """Raise ValueError naming every setting that differs from the run being resumed."""
+    """Raise UserError naming every setting that differs from the run being resumed."""
     current = collection_record(config, _Empty())["config"]
     keys = (*_RESUME_KEYS, "capacity") if config.format == "dqn-replay" else _RESUME_KEYS
     different = [key for key in keys if recorded.get(key) != current.get(key)]
     if different:
         details = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in different)
-        raise ValueError(
-            f"cannot resume {where}: settings differ from the original run ({details})"
-        )
+        raise UserError(f"cannot resume {where}: settings differ from the original run ({details})")
 
 
 class _Empty:

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from atari_dt.config import ConfigError, config_from_dict, config_to_dict
+from atari_dt.errors import UserError
 from atari_dt.io import atomic_directory
 from atari_dt.model.config import ModelConfig
-
-if TYPE_CHECKING:
-    from atari_dt.model.hooked_dt import HookedDecisionTransformer
 
 FORMAT = "atari-dt/model"
 VERSION = 1
@@ -25,12 +23,12 @@ METADATA = "metadata.json"
 FILES = (WEIGHTS, CONFIG, METADATA)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint directory is missing, corrupt, or does not match its config."""
 
 
 def save_pretrained(
-    model: HookedDecisionTransformer,
+    model: torch.nn.Module,
     directory: str | Path,
     *,
     metadata: dict[str, Any] | None = None,
@@ -85,7 +83,8 @@ def read_config(directory: str | Path) -> ModelConfig:
 
     Raises:
         FileNotFoundError: no such directory or no ``config.json`` in it.
-        CheckpointError: the file is not JSON or not an atari-dt model config.
+        CheckpointError: the file is not JSON or not an atari-dt model config, or its
+            ``n_actions`` is not a number.
         ConfigError: unknown keys or wrong types in the config.
     """
     path = Path(directory) / CONFIG
@@ -104,9 +103,12 @@ def read_config(directory: str | Path) -> ModelConfig:
     if not isinstance(header.get("config"), dict):
         raise CheckpointError(f"{path}: no 'config' mapping (the model's settings)")
     try:
-        return config_from_dict(ModelConfig, header["config"], where="model")
+        config = config_from_dict(ModelConfig, header["config"], where="model")
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+    if config.n_actions == "auto":  # written by hand: save_pretrained writes the number
+        raise CheckpointError(f"{path}: n_actions is 'auto'; a checkpoint holds the number")
+    return config
 
 
 def read_metadata(directory: str | Path) -> dict[str, Any] | None:
@@ -120,24 +122,21 @@ def read_metadata(directory: str | Path) -> dict[str, Any] | None:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from err
 
 
-def load_pretrained(
-    directory: str | Path, *, device: str | torch.device | None = None
-) -> HookedDecisionTransformer:
-    """Build the model from ``config.json`` and fill it from ``model.safetensors``, in eval mode.
+def load_weights(model: torch.nn.Module, directory: str | Path) -> None:
+    """Fill a model built from the checkpoint's config with its ``model.safetensors``.
+
+    The caller builds the model (``HookedDecisionTransformer.from_pretrained`` does), so this
+    module never imports the model module back.
 
     Raises:
-        FileNotFoundError: missing directory or file.
+        FileNotFoundError: no ``model.safetensors`` in ``directory``.
         CheckpointError: corrupt weights, or a tensor missing, unexpected, or of the wrong
-            shape or dtype for the config (the first mismatch is named).
+            shape or dtype for the model (the first mismatch is named).
     """
-    from atari_dt.model.hooked_dt import HookedDecisionTransformer
-
-    cfg = read_config(directory)
-    model = HookedDecisionTransformer(cfg)
-    tensors = read_weights(Path(directory) / WEIGHTS)
-    check_state_dict(tensors, model.state_dict(), source=str(Path(directory) / WEIGHTS))
+    path = Path(directory) / WEIGHTS
+    tensors = read_weights(path)
+    check_state_dict(tensors, model.state_dict(), source=str(path))
     model.load_state_dict(tensors, strict=True)
-    return model.to(device or "cpu").eval()
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -10,14 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from atari_dt.config import ConfigError
+
 
 @dataclass
 class ModelConfig:
     """A Decision Transformer with a CNN state encoder (Chen et al. 2021, Atari)."""
 
-    n_actions: int = 18
-    """Actions the policy chooses from (18 = the full ALE set; the DQN-replay games use their
-    minimal sets, e.g. Seaquest 18, Pong 6, Breakout 4)."""
+    n_actions: int | Literal["auto"] = "auto"
+    """Actions the policy chooses from. ``auto``: the training store's count, i.e. its game's
+    minimal action set (Seaquest 18, Pong 6, Breakout 4), filled in when training starts; a
+    number must match the store. A built model and a saved checkpoint always hold the number."""
 
     encoder: Literal["nature", "impala"] = "nature"
     """State encoder: ``nature`` (the DQN CNN the DT paper uses) or ``impala`` (IMPALA ResNet)."""
@@ -77,24 +80,41 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        for name in ("n_actions", "d_model", "n_layers", "n_heads", "context_len"):
+        n = self.n_actions
+        if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ConfigError(f"n_actions must be 'auto' or an integer >= 1, got {n!r}")
+        for name in ("d_model", "n_layers", "n_heads", "context_len"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_timestep", "stack_size", "frame_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"n_heads ({self.n_heads}) must divide d_model ({self.d_model}); "
                 f"e.g. n_heads={_largest_divisor_at_most(self.d_model, self.n_heads)}"
             )
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.rtg_scale > 0:
-            raise ValueError(f"rtg_scale must be > 0, got {self.rtg_scale}")
+            raise ConfigError(f"rtg_scale must be > 0, got {self.rtg_scale}")
         if self.return_head and self.behaviour_cloning:
-            raise ValueError(
+            raise ConfigError(
                 "return_head needs RTG tokens; it cannot be used with behaviour_cloning"
+            )
+
+    def check_resolved(self) -> None:
+        """Refuse a config whose data-dependent settings are still ``auto`` (a model cannot be
+        built from it).
+
+        Raises:
+            ConfigError: ``n_actions`` is ``auto`` (says how to resolve it).
+        """
+        if self.n_actions == "auto":
+            raise ConfigError(
+                "model.n_actions is 'auto': resolve it from the episode store first "
+                "(training does: atari_dt.training.run.resolve_config), or set it to the "
+                "game's action count, e.g. ModelConfig(n_actions=18)"
             )
 
     @property
@@ -122,13 +142,29 @@ class ModelConfig:
         """Index of the state token within a step's tokens (logits are read there)."""
         return 0 if self.behaviour_cloning else 1
 
+    def token_index(self, step: int, window_len: int, kind: str = "state") -> int:
+        """The position ``[0, P)`` of window step ``step``'s ``kind`` token (``rtg``,
+        ``state`` or ``action``) in a window of ``window_len`` steps; negative steps count
+        from the end. Every analysis reads its token positions here.
+
+        Raises:
+            IndexError: the step is outside the window; ValueError: an unknown kind (or
+                ``rtg`` of a behaviour-cloning model, which has no RTG tokens).
+        """
+        if not -window_len <= step < window_len:
+            raise IndexError(f"step {step} is outside the window of {window_len} steps")
+        kinds = ("state", "action") if self.behaviour_cloning else ("rtg", "state", "action")
+        if kind not in kinds:
+            raise ValueError(f"token kind must be one of {', '.join(kinds)}, got {kind!r}")
+        return self.tokens_per_step * (step % window_len) + kinds.index(kind)
+
 
 def check_choices(config: object) -> None:
     """Every ``Literal`` field of a dataclass holds one of its values (a misspelt option built
     in Python would otherwise fall through to some default branch).
 
     Raises:
-        ValueError: naming the field, the value and the valid ones.
+        ConfigError: naming the field, the value and the valid ones.
     """
     import dataclasses
     import typing
@@ -139,7 +175,7 @@ def check_choices(config: object) -> None:
         options = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
         value = getattr(config, field.name)
         if options and value not in options:
-            raise ValueError(f"{field.name} must be one of {list(options)}, got {value!r}")
+            raise ConfigError(f"{field.name} must be one of {list(options)}, got {value!r}")
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:

@@ -14,11 +14,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float
 from torch import nn
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from atari_dt.datasets.contexts import Contexts
 from atari_dt.encoders import make_encoder
+from atari_dt.model.checkpoint import load_weights, read_config, save_pretrained
 from atari_dt.model.components import LayerNorm, TransformerBlock
 from atari_dt.model.config import ModelConfig
 from atari_dt.model.inputs import check_frames, check_sequence
@@ -81,13 +84,31 @@ class HookedDecisionTransformer(HookedRootModule):
 
     def forward(
         self,
-        frames: torch.Tensor,
-        actions: torch.Tensor,
-        rtg: torch.Tensor | None,
-        timesteps: torch.Tensor,
+        frames: torch.Tensor | Contexts,
+        actions: torch.Tensor | None = None,
+        rtg: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Action logits ``[B, T, n_actions]`` at the state tokens (see the class docstring)."""
+    ) -> Float[torch.Tensor, "B T n_actions"]:
+        """Action logits ``[B, T, n_actions]`` at the state tokens (see the class docstring).
+        ``model(contexts)`` takes a ``Contexts`` (its state embeddings when it has them, so
+        the CNN does not run again); the tensor form is TransformerLens's."""
+        if isinstance(frames, Contexts):
+            contexts = frames
+            if contexts.state_embeddings is not None:
+                return self.forward_from_state_embeddings(
+                    contexts.state_embeddings,
+                    contexts.actions,
+                    contexts.rtg,
+                    contexts.timesteps,
+                    contexts.mask,
+                )
+            frames, actions, rtg, timesteps, mask = contexts.inputs()
+        if actions is None or timesteps is None:
+            raise TypeError(
+                "model(frames, actions, rtg, timesteps, mask) needs actions and "
+                "timesteps (or pass one Contexts)"
+            )
         states = self.embed_states(frames)
         return self.forward_from_state_embeddings(states, actions, rtg, timesteps, mask)
 
@@ -192,8 +213,24 @@ class HookedDecisionTransformer(HookedRootModule):
     # -- caches and checkpoints ----------------------------------------------------------------
 
     def run_with_cache(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ActivationCache]:
-        """``forward`` with every hook cached: ``(logits, ActivationCache)``. Takes
-        TransformerLens's keyword arguments (``names_filter``, ``remove_batch_dim``, ...)."""
+        """``forward`` with every hook cached: ``(logits, ActivationCache)``. Takes a
+        ``Contexts`` or the tensor arguments, and TransformerLens's keyword arguments
+        (``names_filter``, ``remove_batch_dim``, ...). Contexts that carry state embeddings
+        start from them: the encoder's hooks are then not in the cache."""
+        if args and isinstance(args[0], Contexts) and args[0].state_embeddings is not None:
+            contexts = args[0]
+            if len(args) > 1 or kwargs.keys() - {"names_filter"}:
+                raise TypeError(
+                    "run_with_cache(contexts) with state embeddings takes only names_filter"
+                )
+            return self.run_with_cache_from_states(
+                contexts.state_embeddings,
+                contexts.actions,
+                contexts.rtg,
+                contexts.timesteps,
+                contexts.mask,
+                names_filter=kwargs.get("names_filter"),
+            )
         logits, cache = super().run_with_cache(*args, **kwargs)
         has_batch_dim = not kwargs.get("remove_batch_dim", False)
         return logits, ActivationCache(cache, self, has_batch_dim=has_batch_dim)
@@ -230,19 +267,25 @@ class HookedDecisionTransformer(HookedRootModule):
     ) -> Path:
         """Write ``model.safetensors`` and ``config.json`` (and ``metadata.json`` when given)
         to ``directory`` atomically; see ``atari_dt.model.checkpoint.save_pretrained``."""
-        from atari_dt.model.checkpoint import save_pretrained
-
         return save_pretrained(self, directory, metadata=metadata, overwrite=overwrite)
 
     @classmethod
     def from_pretrained(
         cls, directory: str | Path, *, device: str | torch.device | None = None
     ) -> HookedDecisionTransformer:
-        """Load a model written by ``save_pretrained``, checking every tensor against its
-        config; see ``atari_dt.model.checkpoint.load_pretrained``."""
-        from atari_dt.model.checkpoint import load_pretrained
+        """Load a model written by ``save_pretrained``, in eval mode on ``device`` (CPU by
+        default): built from ``config.json``, every tensor of ``model.safetensors`` checked
+        against it.
 
-        return load_pretrained(directory, device=device)
+        Raises:
+            FileNotFoundError: missing directory or file.
+            CheckpointError: corrupt files, or a tensor missing, unexpected, or of the wrong
+                shape or dtype for the config (the first mismatch is named).
+            ConfigError: unknown keys or wrong types in ``config.json``.
+        """
+        model = cls(read_config(directory))
+        load_weights(model, directory)
+        return model.to(device or "cpu").eval()
 
 
 def _first_true(mask: torch.Tensor) -> torch.Tensor:

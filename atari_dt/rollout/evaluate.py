@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from atari_dt.errors import UserError
 from atari_dt.rollout.agent import DTAgent, FrameStacker
 
 
@@ -78,7 +79,7 @@ def run_episodes(
     cfg = model.cfg
     if int(env.single_action_space.n) != cfg.n_actions:
         env.close()
-        raise ValueError(
+        raise UserError(
             f"{game} has {int(env.single_action_space.n)} actions but the model chooses among "
             f"{cfg.n_actions}; evaluate it on the game it was trained on"
         )

@@ -14,20 +14,6 @@ import numpy as np
 
 from atari_dt.rollout.evaluate import EpisodeResult
 
-# Student-t 97.5% quantiles for 1..30 degrees of freedom (beyond: the normal 1.96).
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
-
-
-def t_quantile_975(dof: int) -> float:
-    """The two-sided 95% Student-t quantile for ``dof`` degrees of freedom (a table to 30,
-    then two Cornish-Fisher terms, within 0.0003)."""
-    if 1 <= dof <= len(_T975):
-        return _T975[dof - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
-
 
 @dataclass(frozen=True)
 class TargetSummary:
@@ -109,10 +95,12 @@ def summarise(
 
 
 def _summary(target: float, results: list[EpisodeResult], units: str) -> TargetSummary:
+    from scipy import stats  # here: scipy.stats costs ~0.9 s to import, plots.py needs none
+
     returns = np.array([r.achieved(units) for r in results], dtype=np.float64)
     n = len(returns)
     std = float(returns.std(ddof=1)) if n > 1 else 0.0
-    half = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else math.nan
     mean = float(returns.mean())
     return TargetSummary(
         target=float(target),

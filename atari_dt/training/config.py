@@ -1,11 +1,14 @@
-"""Settings of training (the original DT recipe as defaults) and of evaluation rollouts."""
+"""Settings of training (the original DT recipe as defaults) and of evaluation rollouts, and
+the experiment config a training run reads and saves (data, model, train, eval)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
-from atari_dt.model.config import check_choices
+from atari_dt.config import ConfigError
+from atari_dt.datasets.config import DataConfig
+from atari_dt.model.config import ModelConfig, check_choices
 
 
 @dataclass
@@ -73,16 +76,16 @@ class TrainConfig:
         positive = ("max_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every")
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.eval_every < 0 or self.threads < 0:
-            raise ValueError("lr must be > 0; warmup_steps, eval_every and threads >= 0")
+            raise ConfigError("lr must be > 0; warmup_steps, eval_every and threads >= 0")
         for name in ("grad_clip", "weight_decay", "return_loss_weight"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.final_lr_fraction <= 1.0:
-            raise ValueError(f"final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}")
+            raise ConfigError(f"final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}")
         if self.rtg_scale != "auto" and not self.rtg_scale > 0:  # type: ignore[operator]
-            raise ValueError(f"rtg_scale must be 'auto' or > 0, got {self.rtg_scale}")
+            raise ConfigError(f"rtg_scale must be 'auto' or > 0, got {self.rtg_scale}")
 
 
 @dataclass
@@ -119,8 +122,26 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_choices(self)
         if not self.targets:
-            raise ValueError("targets must not be empty")
+            raise ConfigError("targets must not be empty")
         if self.episodes < 1 or self.envs < 1 or self.max_episode_steps < 1:
-            raise ValueError("episodes, envs and max_episode_steps must be >= 1")
+            raise ConfigError("episodes, envs and max_episode_steps must be >= 1")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything one training run needs (``configs/train/*.yaml``, a run's ``config.yaml``);
+    each stage reads its own section. Collection has its own file (``envs.config``)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """Episode store and context windows."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The Decision Transformer (encoder, sizes, embeddings, positions)."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimiser, schedule, budget and checkpoints (``atari-dt train``)."""
+
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation rollouts (``atari-dt eval``, and during training)."""

@@ -12,6 +12,8 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from atari_dt.errors import UserError
+
 T = TypeVar("T")
 
 
@@ -65,17 +67,17 @@ def resolve_device(name: str, local_rank: int = 0, world: int = 1) -> torch.devi
     ``cuda`` means this rank's GPU (``cuda:LOCAL_RANK``).
 
     Raises:
-        ValueError: CUDA asked for but absent, or a fixed GPU index with several ranks.
+        UserError: CUDA asked for but absent, or a fixed GPU index with several ranks.
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available here; use cpu or auto")
+        raise UserError(f"train.device={name!r} but CUDA is not available here; use cpu or auto")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     elif device.type == "cuda" and world > 1:
-        raise ValueError(
+        raise UserError(
             f"train.device={name!r} puts every rank on one GPU; use cuda (one GPU per rank)"
         )
     return device

@@ -11,8 +11,10 @@ from typing import Any
 
 import yaml
 
-from atari_dt.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
+from atari_dt.config import ConfigError, config_from_dict, config_to_dict
 from atari_dt.io import atomic_write_bytes
+from atari_dt.model.config import ModelConfig
+from atari_dt.training.config import ExperimentConfig
 
 RUN_CONFIG = "config.yaml"
 
@@ -20,20 +22,17 @@ RUN_CONFIG = "config.yaml"
 def resolve_config(
     config: ExperimentConfig, windows: Any, n_actions: int | None
 ) -> ExperimentConfig:
-    """The config with what the data decides filled in: ``model.context_len`` from
+    """The config with what the data decides filled in: ``model.n_actions`` (``auto``: the
+    store's ``n_actions``; a number is checked against it), ``model.context_len`` from
     ``data.context_len``, ``model.rtg_scale`` from ``train.rtg_scale`` (``auto``: the training
-    episodes' max return), checked ``n_actions`` and ``max_timestep``.
+    episodes' max return), and a checked ``max_timestep``.
 
     Raises:
-        ConfigError: the store's action count differs from ``model.n_actions``, or its longest
-            episode does not fit ``model.max_timestep`` (the message says what to set).
+        ConfigError: the store's action count differs from ``model.n_actions``, ``auto`` with a
+            store that records no count, or its longest episode does not fit
+            ``model.max_timestep`` (the message says what to set).
     """
-    model = config.model
-    if n_actions is not None and n_actions != model.n_actions:
-        raise ConfigError(
-            f"the episode store has {n_actions} actions but model.n_actions={model.n_actions}; "
-            f"set --set model.n_actions={n_actions}"
-        )
+    model = dataclasses.replace(config.model, n_actions=_n_actions(config.model, n_actions))
     if config.train.return_loss_weight > 0 and not model.return_head:
         raise ConfigError(
             "train.return_loss_weight > 0 needs a return head: set --set model.return_head=true"
@@ -49,6 +48,24 @@ def resolve_config(
         scale = max(1.0, float(abs(windows.returns).max()))
     model = dataclasses.replace(model, context_len=config.data.context_len, rtg_scale=float(scale))
     return dataclasses.replace(config, model=model)
+
+
+def _n_actions(model: ModelConfig, in_store: int | None) -> int:
+    """``model.n_actions`` resolved against the store's action count (None: not recorded)."""
+    if model.n_actions == "auto":
+        if in_store is None:
+            raise ConfigError(
+                "model.n_actions is 'auto' but the episode store records no action count "
+                "(its game is unknown to ALE); set --set model.n_actions=N"
+            )
+        return in_store
+    if in_store is not None and in_store != model.n_actions:
+        raise ConfigError(
+            f"the episode store has {in_store} actions but model.n_actions={model.n_actions}; "
+            f"leave model.n_actions at auto (the store's count) or set "
+            f"--set model.n_actions={in_store}"
+        )
+    return model.n_actions
 
 
 def claim_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
@@ -97,8 +114,13 @@ def load_run_config(run_dir: Path) -> ExperimentConfig:
     path = Path(run_dir) / RUN_CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run (no {RUN_CONFIG})")
+    values = yaml.safe_load(path.read_text())
+    if isinstance(values, dict):
+        # Runs saved before collection got its own config file carry its defaults as a
+        # `collect` section; training never read it.
+        values.pop("collect", None)
     try:
-        return config_from_dict(ExperimentConfig, yaml.safe_load(path.read_text()))
+        return config_from_dict(ExperimentConfig, values)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
@@ -117,7 +139,8 @@ def load_run_model(run_dir: Path, *, device: str = "cpu") -> tuple[Any, dict[str
     Raises:
         FileNotFoundError: ``run_dir`` is not a run or has no checkpoint yet.
     """
-    from atari_dt.model.checkpoint import load_pretrained, read_metadata
+    from atari_dt.model.checkpoint import read_metadata
+    from atari_dt.model.hooked_dt import HookedDecisionTransformer
     from atari_dt.training.state import list_checkpoints
 
     run_dir = Path(run_dir)
@@ -127,5 +150,5 @@ def load_run_model(run_dir: Path, *, device: str = "cpu") -> tuple[Any, dict[str
     if not checkpoints:
         raise FileNotFoundError(f"{run_dir} has no checkpoint (train it first: atari-dt train)")
     step, directory = checkpoints[-1]
-    model = load_pretrained(directory, device=device)
+    model = HookedDecisionTransformer.from_pretrained(directory, device=device)
     return model, read_metadata(directory) or {"step": step}

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atari_dt.config import ExperimentConfig
+from atari_dt.datasets.contexts import Contexts
+from atari_dt.training.config import ExperimentConfig
 from atari_dt.training.distributed import Distributed
 from atari_dt.training.metrics import MetricsLog
 from atari_dt.training.optim import lr_at, make_optimizer
@@ -55,12 +56,10 @@ class _TrainingForward(nn.Module):
         self.model = model
         self.predict_returns = predict_returns
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, batch: Contexts) -> tuple[torch.Tensor, torch.Tensor | None]:
         model = self.model
-        states = model.embed_states(batch["frames"])
-        final = model.transformer(
-            states, batch["actions"], batch["rtg"], batch["timesteps"], batch["mask"]
-        )
+        states = model.embed_states(batch.frames)
+        final = model.transformer(states, batch.actions, batch.rtg, batch.timesteps, batch.mask)
         returns = model.return_predictions(final) if self.predict_returns else None
         return model.action_logits(final), returns
 
@@ -81,7 +80,7 @@ def batch_indices(
 def compute_loss(
     logits: torch.Tensor,
     returns: torch.Tensor | None,
-    batch: dict[str, torch.Tensor],
+    batch: Contexts,
     *,
     total_valid: torch.Tensor,
     world: int,
@@ -91,14 +90,14 @@ def compute_loss(
     """Cross-entropy on the real steps' actions, normalised by the real steps of the *global*
     batch (times ``world``, as DDP averages gradients over ranks), plus the weighted MSE of
     next-step RTG predictions. Returns the loss to backpropagate and per-rank sums to log."""
-    mask, actions = batch["mask"], batch["actions"]
+    mask, actions = batch.mask, batch.actions
     ce = F.cross_entropy(logits[mask], actions[mask], reduction="sum")
     correct = (logits[mask].argmax(-1) == actions[mask]).sum()
     loss = ce * world / total_valid
     sums = {"ce": ce.detach(), "correct": correct.float()}
     if returns is not None and return_weight > 0:
         both = mask[:, :-1] & mask[:, 1:]  # next step exists and is real
-        target = batch["rtg"][:, 1:] / rtg_scale
+        target = batch.rtg[:, 1:] / rtg_scale
         mse = ((returns[:, :-1] - target) ** 2)[both].sum()
         loss = loss + return_weight * mse * world / total_valid
         sums["return_mse"] = mse.detach()
@@ -160,8 +159,20 @@ def train(
     metrics = MetricsLog(run_dir, start_step=start_step, enabled=dist.is_main)
     try:
         with _StopRequest() as stop:
-            return _loop(config, run_dir, windows, dist, model, forward, optimizer, metrics,
-                         start_step, stop, progress, evaluate)  # fmt: skip
+            return _loop(
+                config,
+                run_dir,
+                windows,
+                dist,
+                model,
+                forward,
+                optimizer,
+                metrics,
+                start_step,
+                stop,
+                progress,
+                evaluate,
+            )
     finally:
         metrics.close()
 
@@ -183,8 +194,13 @@ def _loop(
     from tqdm.auto import tqdm
 
     cfg = config.train
-    bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not (progress and dist.is_main),
-               unit="step", dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=start_step,
+        disable=not (progress and dist.is_main),
+        unit="step",
+        dynamic_ncols=True,
+    )
     window = _LogWindow()
     checkpoint, last, step = None, {}, start_step
     trainer_state = {"world": dist.world, "metadata": {"data": windows.describe()}}
@@ -245,9 +261,9 @@ def _train_step(
     """One optimiser step; returns the global sums to log and whether any rank asked to stop."""
     cfg = config.train
     indices = batch_indices(windows, cfg.seed, step, cfg.batch_size, dist)
-    batch = {k: v.to(dist.device, non_blocking=True) for k, v in windows.get_batch(indices).items()}
+    batch = windows.get_batch(indices).to(dist.device)
     # One all-reduce carries the global count of real steps and any rank's stop request.
-    counts = torch.tensor([float(batch["mask"].sum()), float(stop.requested)])
+    counts = torch.tensor([float(batch.mask.sum()), float(stop.requested)])
     shared = dist.sum(counts).cpu()
     torch.manual_seed(step_seed(cfg.seed, step, dist.rank, 1))  # this step's dropout
     for group in optimizer.param_groups:
@@ -257,9 +273,14 @@ def _train_step(
     logits = logits.float()
     returns = None if returns is None else returns.float()
     loss, sums = compute_loss(
-        logits, returns, batch, total_valid=shared[0].to(dist.device), world=dist.world,
-        return_weight=cfg.return_loss_weight, rtg_scale=config.model.rtg_scale,
-    )  # fmt: skip
+        logits,
+        returns,
+        batch,
+        total_valid=shared[0].to(dist.device),
+        world=dist.world,
+        return_weight=cfg.return_loss_weight,
+        rtg_scale=config.model.rtg_scale,
+    )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
