@@ -15,19 +15,20 @@ import time
 import numpy as np
 import torch
 
-from atari_dt.attribution.core import ContextWindow, Target
+from atari_dt.attribution.core import Target
 from atari_dt.attribution.pixels import attribute_pixels
+from atari_dt.datasets.contexts import Contexts
 from atari_dt.envs.dqn_replay import record_random_episodes
 from atari_dt.model import HookedDecisionTransformer, ModelConfig
 
 T = 30
 
 
-def real_window() -> ContextWindow:
+def real_window() -> Contexts:
     episode = next(record_random_episodes("Seaquest", 200, seed=0, max_episode_steps=200))
     steps = np.arange(100 - T + 1, 101)
     stacks = steps[:, None] + np.arange(-3, 1)
-    return ContextWindow(
+    return Contexts(
         frames=torch.from_numpy(episode.frames[stacks])[None],
         actions=torch.from_numpy(episode.actions[steps])[None],
         rtg=torch.full((1, T), 10.0),
@@ -50,7 +51,9 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="one repeat")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = HookedDecisionTransformer(ModelConfig(context_len=T, max_timestep=1000)).eval()
+    model = HookedDecisionTransformer(
+        ModelConfig(n_actions=18, context_len=T, max_timestep=1000)
+    ).eval()
     window = real_window()
     target = Target(action=1)
     repeats = 1 if args.small else 3

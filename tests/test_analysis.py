@@ -19,7 +19,10 @@ from atari_dt.analysis.patching import patch_heads, patch_residual, run_patched
 from atari_dt.analysis.probes import _split, probe
 from atari_dt.analysis.saturation import SATURATED, saturation
 from atari_dt.analysis.scan import parse_grid, rtg_scan, scanned_rtg
+from atari_dt.attribution.core import Target
 from atari_dt.cli import main
+from atari_dt.datasets.contexts import Contexts
+from atari_dt.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -28,27 +31,27 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def batch(seaquest_windows) -> dict[str, torch.Tensor]:
+def batch(seaquest_windows) -> Contexts:
     frames, actions, rtg, timesteps = inputs(seaquest_windows)
     mask = torch.ones(actions.shape, dtype=torch.bool)
     mask[0, :3] = False  # one padded context
-    return {"frames": frames, "actions": actions, "rtg": rtg, "timesteps": timesteps, "mask": mask}
+    return Contexts(frames, actions, rtg, timesteps, mask)
 
 
-def as_inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    return tuple(batch[k] for k in ("frames", "actions", "rtg", "timesteps", "mask"))
+def as_inputs(batch: Contexts) -> tuple[torch.Tensor, ...]:
+    return batch.inputs()
 
 
 def test_scan_at_the_contexts_own_rtg_reproduces_the_forward_pass(model, batch) -> None:
     """Decremented mode at each window's own first RTG gives back its RTG, hence its logits."""
     with torch.no_grad():
         expected = model(*as_inputs(batch))[:, -1]
-    first = batch["rtg"].gather(1, batch["mask"].long().argmax(1, keepdim=True))[:, 0]
+    first = batch.rtg.gather(1, batch.mask.long().argmax(1, keepdim=True))[:, 0]
     for row in range(len(first)):
-        one = {k: v[row : row + 1] for k, v in batch.items()}
+        one = batch[row]
         own = float(first[row])
-        torch.testing.assert_close(scanned_rtg(one, own, "decremented")[one["mask"]],
-                                   one["rtg"][one["mask"]])  # fmt: skip
+        torch.testing.assert_close(scanned_rtg(one, own, "decremented")[one.mask],
+                                   one.rtg[one.mask])  # fmt: skip
         scan = rtg_scan(model, one, np.array([own]), mode="decremented", reference_rtg=own)
         torch.testing.assert_close(scan.logits[0, 0], expected[row], rtol=0, atol=1e-5)
         assert scan.kl_to_reference[0] == pytest.approx(0.0, abs=1e-6)
@@ -66,9 +69,14 @@ def test_scan_outputs(model, batch) -> None:
     assert list(parse_grid("0:30:4")) == [0, 10, 20, 30] and list(parse_grid("1,2")) == [1, 2]
     with pytest.raises(ValueError, match="expected start:stop:count"):
         parse_grid("0:x")
-    for bad in ("0:3000:0", "5", "3000:0:31"):
-        with pytest.raises(ValueError, match="needs at least 2 increasing values"):
+    for bad in ("5", "3000:0:31", "0,nan"):
+        with pytest.raises(UserError, match="needs 2..10000 finite increasing values"):
             parse_grid(bad)
+    for absurd in ("0:3000:0", "0:1:100000000"):  # no 10^8-point grid is ever allocated
+        with pytest.raises(UserError, match="count must be in 2..10000"):
+            parse_grid(absurd)
+    with pytest.raises(UserError, match="needs 1..10000 finite increasing"):
+        rtg_scan(model, batch, [5.0, 1.0])
 
 
 def test_saturation_matches_the_analytic_answer(model, batch) -> None:
@@ -105,34 +113,42 @@ def test_saturation_rtg_is_where_the_policy_stops_moving(model, batch) -> None:
 def test_direct_logit_attribution_sums_to_the_logit(model, batch) -> None:
     with torch.no_grad():
         logits, cache = model.run_with_cache(*as_inputs(batch))
-    values, labels = direct_logit_attribution(model, cache, action=4)
+    dla = direct_logit_attribution(model, cache, Target(action=4))
+    labels = dla.labels
     assert labels[:3] == ["embed", "pos_embed", "L0H0"] and labels[-1] == "bias"
-    assert values.shape == (len(labels), 6)
-    torch.testing.assert_close(values.sum(0), logits[:, -1, 4], rtol=0, atol=1e-4)
-    diff, _ = direct_logit_attribution(model, cache, action=4, other_action=7, step=2)
-    torch.testing.assert_close(diff.sum(0), logits[:, 2, 4] - logits[:, 2, 7], rtol=0, atol=1e-4)
+    assert dla.values.shape == (len(labels), 6)
+    torch.testing.assert_close(dla.values.sum(0), logits[:, -1, 4], rtol=0, atol=1e-4)
+    # The named views are the same numbers: heads [L, H, B] in label order, one row by label.
+    assert dla.heads.shape == (2, 4, 6) and torch.equal(dla.heads[1, 2], dla["L1H2"])
+    assert torch.equal(direct_logit_attribution(model, cache, 4).values, dla.values)
+    diff = direct_logit_attribution(
+        model, cache, Target(action=4, kind="logit_diff", other_action=7, step=2)
+    )
+    expected = logits[:, 2, 4] - logits[:, 2, 7]
+    torch.testing.assert_close(diff.values.sum(0), expected, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="not log_prob"):
+        direct_logit_attribution(model, cache, Target(action=4, kind="log_prob"))
 
 
 def test_logit_lens_ends_at_the_output(model, batch) -> None:
     with torch.no_grad():
         logits, cache = model.run_with_cache(*as_inputs(batch))
-    lens, labels = logit_lens(model, cache)
-    assert lens.shape == (3, 6, 18) and labels[-1] == "final_post"
-    torch.testing.assert_close(lens[-1], torch.softmax(logits[:, -1], -1), rtol=0, atol=1e-5)
+    lens = logit_lens(model, cache)
+    assert lens.probs.shape == (3, 6, 18) and lens.labels[-1] == "final_post"
+    expected = torch.softmax(logits[:, -1], -1)
+    torch.testing.assert_close(lens.probs[-1], expected, rtol=0, atol=1e-5)
 
 
-def corrupted_pair(batch):
-    clean = tuple(t[1:2] for t in as_inputs(batch))
-    corrupted = list(clean)
-    corrupted[2] = clean[2] + 50.0  # out-of-distribution RTG
-    return clean, tuple(corrupted)
+def corrupted_pair(batch: Contexts) -> tuple[Contexts, Contexts]:
+    clean = batch[1]
+    return clean, clean.with_rtg(clean.rtg + 50.0)  # out-of-distribution RTG
 
 
 def test_patching_identities(model, batch) -> None:
     clean, corrupted = corrupted_pair(batch)
     with torch.no_grad():
-        clean_logits, clean_cache = model.run_with_cache(*clean)
-        corrupted_logits, corrupted_cache = model.run_with_cache(*corrupted)
+        clean_logits, clean_cache = model.run_with_cache(clean)
+        corrupted_logits, corrupted_cache = model.run_with_cache(corrupted)
     for layer in range(model.cfg.n_layers):
         name = [f"blocks.{layer}.hook_resid_pre"]
         # A run patched with its own clean activations is restored exactly...
@@ -146,9 +162,10 @@ def test_patching_identities(model, batch) -> None:
 def test_patching_maps(model, batch) -> None:
     clean, corrupted = corrupted_pair(batch)
     with torch.no_grad():
-        action = int(model(*clean)[0, -1].argmax())
-        other = int(model(*clean)[0, -1].argmin())
-    residual = patch_residual(model, clean, corrupted, action, other)
+        action = int(model(clean)[0, -1].argmax())
+        other = int(model(clean)[0, -1].argmin())
+    metric = Target(action=action, kind="logit_diff", other_action=other)
+    residual = patch_residual(model, clean, corrupted, metric)
     assert residual.restored.shape == (2, 24)
     # Only RTG tokens differ: at layer 0 patching a state or action token restores nothing.
     assert (
@@ -156,22 +173,29 @@ def test_patching_maps(model, batch) -> None:
         and residual.restored[0, 2::3].abs().max() < 1e-4
     )
     assert residual.restored[0].sum() != 0
-    heads = patch_heads(model, clean, corrupted, action, other)
-    patterns = patch_heads(model, clean, corrupted, action, other, what="pattern")
-    noising = patch_heads(model, clean, corrupted, action, other, direction="noising")
-    noised = patch_residual(model, clean, corrupted, action, other, direction="noising")
+    heads = patch_heads(model, clean, corrupted, metric)
+    patterns = patch_heads(model, clean, corrupted, metric, what="pattern")
+    noising = patch_heads(model, clean, corrupted, metric, direction="noising")
+    noised = patch_residual(model, clean, corrupted, metric, direction="noising")
     # Noising a token that is the same in both runs leaves the clean run as it is: 1.
     torch.testing.assert_close(noised.restored[0, 1::3], torch.ones(8), rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="patching takes one context"):
-        patch_residual(model, as_inputs(batch), as_inputs(batch), action, other)
+        patch_residual(model, batch, batch, metric)
     assert heads.restored.shape == patterns.restored.shape == noising.restored.shape == (2, 4)
     assert torch.isfinite(heads.restored).all() and len(heads.labels) == 8
-    with pytest.raises(ValueError, match="same logit difference"):
-        patch_residual(model, clean, clean, action, other)
+    with pytest.raises(ValueError, match="same metric"):
+        patch_residual(model, clean, clean, metric)
+    # The metric is the caller's: a callable equal to the Target gives the same map.
+    def as_callable(logits):
+        return logits[:, -1, action] - logits[:, -1, other]
+
+    same = patch_residual(model, clean, corrupted, as_callable)
+    torch.testing.assert_close(same.restored, residual.restored, rtol=0, atol=1e-6)
 
 
 def test_attention(model, batch) -> None:
-    mean, labels = mean_patterns(model, batch)
+    patterns = mean_patterns(model, batch)
+    mean, labels = patterns.patterns, patterns.labels
     assert mean.shape == (2, 4, 24, 24) and labels[:4] == ["R_1", "s_1", "a_1", "R_2"]
     torch.testing.assert_close(mean.sum(-1), torch.ones(2, 4, 24), rtol=0, atol=1e-5)
     assert mean.triu(diagonal=1).abs().max() == 0
@@ -286,16 +310,17 @@ def test_divergences() -> None:
 
 
 def test_mean_ablation(model, batch) -> None:
-    one = {k: v[1:2] for k, v in batch.items()}
+    one = batch[1]
     means = component_means(model, one)
     # The mean over a single context is that context's activation: ablating changes nothing.
     effects = ablation_effects(model, one, means)
-    assert effects["heads"].abs().max() < 1e-6 and effects["mlps"].abs().max() < 1e-6
+    assert effects.heads.abs().max() < 1e-6 and effects.mlps.abs().max() < 1e-6
     means = component_means(model, batch)
     effects = ablation_effects(model, batch, means)
+    assert torch.equal(ablation_effects(model, batch).heads, effects.heads)  # default: own means
     # Every head of this fresh model moves the logits by ~1e-4, so each KL is ~1e-7 nats:
     # > 0, as KL of two distinct distributions is, once computed in float64 (rounding ~1e-16).
-    assert effects["heads"].shape == (2, 4) and (effects["heads"] > 0).all()
+    assert effects.heads.shape == (2, 4) and (effects.heads > 0).all()
     inputs_ = as_inputs(batch)
     with torch.no_grad():
         before = model(*inputs_)
@@ -324,7 +349,7 @@ def test_mean_ablation_reaches_rollouts(model, batch) -> None:
     from atari_dt.rollout.agent import DTAgent
 
     means = component_means(model, batch)
-    stacks = batch["frames"][1, -1:].numpy()  # one real frame stack
+    stacks = batch.frames[1, -1:].numpy()  # one real frame stack
 
     def decide():
         agent = DTAgent(model, 1, sample=False)
@@ -354,19 +379,10 @@ def test_dla_along_the_scan_sums_to_the_scanned_logits(model, batch) -> None:
     from atari_dt.analysis.dla import dla_along_scan
 
     grid = np.array([0.0, 10.0, 80.0])
-    values, labels = dla_along_scan(model, batch, grid, action=5)
+    along = dla_along_scan(model, batch, grid, 5)
     scan = rtg_scan(model, batch, grid)
-    assert values.shape == (3, len(labels))
-    torch.testing.assert_close(values.sum(1), scan.logits[:, :, 5].mean(1), rtol=0, atol=1e-4)
+    assert along.values.shape == (3, len(along.labels)) and along.target == Target(action=5)
+    expected = scan.logits[:, :, 5].mean(1)
+    torch.testing.assert_close(along.values.sum(1), expected, rtol=0, atol=1e-4)
 
 
-def test_sample_contexts(seaquest_store_path) -> None:
-    from atari_dt.analysis.contexts import sample_contexts
-    from atari_dt.datasets import DataConfig
-
-    contexts = sample_contexts(
-        str(seaquest_store_path), DataConfig(context_len=4), 12, seed=seed(1)
-    )
-    assert contexts.batch["frames"].shape == (12, 4, 4, 84, 84)
-    assert len(contexts.rows) == 12 and np.all(np.diff(contexts.rows) >= 0)
-    assert contexts.behaviour == [None] * 12 and contexts.objects == {}

@@ -21,18 +21,18 @@ from atari_dt.attribution.objects import box_mask, object_masses
 from atari_dt.attribution.pixels import METHODS, attribute_pixels
 from atari_dt.attribution.sanity import deletion_curve, randomisation_test
 from atari_dt.attribution.tokens import attribute_tokens
-from atari_dt.attribution.windows import window_at
 from atari_dt.cli import main
 from atari_dt.envs.objects import object_boxes
-from atari_dt.training.run import load_run_config, load_run_model
+from atari_dt.datasets.contexts import Contexts
+from atari_dt.run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A small DT trained on real expert-to-random Seaquest play (with RAM), its run config,
-    and a window where the submarine is on screen."""
+    """A small DT trained on real expert-to-random Seaquest play (with RAM), the opened run,
+    a context where the submarine is on screen, and the run directory."""
     tmp = tmp_path_factory.mktemp("attribution")
     store = tmp / "seaquest.h5"
     assert main(["collect", "--config", str(ROOT / "configs/collect/seaquest.yaml"), "--steps",
@@ -49,15 +49,13 @@ def trained(tmp_path_factory):
     }))  # fmt: skip
     run = tmp / "run"
     assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
-    model, _ = load_run_model(run)
-    run_config = load_run_config(run)
-    window = window_at(store, 0, 120, run_config.data)
-    return model, run_config, window, run
+    with load_run(run) as opened:
+        yield opened.model, opened, opened.contexts(episode=0, step=120), run
 
 
 def chosen(model, window) -> Target:
     with torch.no_grad():
-        return Target(action=int(model(window.frames, *window.rest())[0, -1].argmax()))
+        return Target(action=int(model(window)[0, -1].argmax()))
 
 
 def widest(model, window, baseline: str) -> Target:
@@ -68,7 +66,8 @@ def widest(model, window, baseline: str) -> Target:
     replaced = frames.clone()
     replaced[:, -1] = make_baseline(baseline, frames[:, -1])
     with torch.no_grad():
-        change = model(frames, *window.rest())[0, -1] - model(replaced, *window.rest())[0, -1]
+        rest = window.inputs()[1:]
+        change = model(frames, *rest)[0, -1] - model(replaced, *rest)[0, -1]
     return Target(int(change.argmax()), kind="logit_diff", other_action=int(change.argmin()))
 
 
@@ -119,14 +118,12 @@ def test_unconverged_integration_warns_how_to_fix(trained) -> None:
     for exactly the targets whose delta is beyond the tolerance, which (a CNN being far from
     linear between a frame and noise) some of the 18 actions' logits are."""
     model, _, window, _ = trained
-    with torch.no_grad():  # the window's stacks go through the CNN once, not once per action
-        states = model.embed_states(window.frames)
+    encoded = window.encoded(model)  # the stacks go through the CNN once, not once per action
     warned = []
     for action in range(model.cfg.n_actions):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = attribute_pixels(model, window, Target(action), n_steps=1, baseline="noise",
-                                      state_embeddings=states)  # fmt: skip
+            result = attribute_pixels(model, encoded, Target(action), n_steps=1, baseline="noise")
         change = result.target_value - result.baseline_value
         relative = abs(result.convergence_delta) / max(abs(change), 1e-3)
         messages = [str(w.message) for w in caught if "did not converge" in str(w.message)]
@@ -207,7 +204,7 @@ def test_object_boxes_line_up_with_objects(trained) -> None:
     """On the real frame, the submarine's box is brighter than the water around it, and a map
     that is 1 inside the box puts all mass there."""
     _, _, window, _ = trained
-    boxes = {name: b[-1] for name, b in object_boxes(window.game, window.ram).items()}
+    boxes = {name: b[-1] for name, b in object_boxes(window.game, window.ram[0]).items()}
     player = box_mask(boxes["player"], 84, 84)
     frame = window.frames[0, -1, -1].float()
     grown = torch.nn.functional.max_pool2d(player[None, None].float(), 9, 1, 4)[0, 0] > 0
@@ -269,8 +266,8 @@ def test_earlier_target_and_later_frames(trained) -> None:
 
 def test_padded_window_fast_equals_full(trained) -> None:
     """Step 1 of an episode: two padding steps; the prefix reuse handles the padding."""
-    model, run_config, _, _ = trained
-    window = window_at(run_config.data.path, 0, 1, run_config.data)
+    model, opened, _, _ = trained
+    window = opened.contexts(episode=0, step=1)
     assert window.mask.tolist() == [[False, False, True, True]]
     target = Target(action=3, kind="log_prob")
     fast = attribute_pixels(model, window, target, steps=[2, 3], n_steps=32)
@@ -290,6 +287,10 @@ def test_rank_correlation_handles_ties_and_constant_maps() -> None:
     assert abs(rank_correlation(a, b)) < 0.15
     assert rank_correlation(a, a) == pytest.approx(1.0)
     assert np.isnan(rank_correlation(torch.zeros(5), torch.arange(5.0)))
+    assert np.isnan(rank_correlation(torch.tensor([1.0, float("nan")]), torch.arange(2.0)))
+    assert rank_correlation(a.view(10, 100), b) == rank_correlation(a, b)  # flattened
+    with pytest.raises(ValueError, match=r"as many values, got 5 \(5,\) and 4 \(2, 2\)"):
+        rank_correlation(torch.arange(5.0), torch.ones(2, 2))
 
 
 def test_bad_targets_error_clearly(trained) -> None:
@@ -322,7 +323,6 @@ def test_window_from_a_live_rollout(trained) -> None:
     match the agent's)."""
     import numpy as np
 
-    from atari_dt.attribution.core import ContextWindow
     from atari_dt.envs.make import make_env
     from atari_dt.rollout.agent import DTAgent, FrameStacker
 
@@ -341,17 +341,17 @@ def test_window_from_a_live_rollout(trained) -> None:
         frame, reward, *_ = env.step(actions[-1])
         agent.observe(np.array([0]), np.array([reward]))
         stacker.push(0, frame)
-    window = ContextWindow.from_history(np.stack(stacks), np.array(actions), np.array(rtgs),
-                                        np.arange(6), context_len=4, game="Seaquest")  # fmt: skip
+    window = Contexts.from_history(np.stack(stacks), np.array(actions), np.array(rtgs),
+                                   np.arange(6), context_len=4, game="Seaquest")  # fmt: skip
     with torch.no_grad():
-        probs = torch.softmax(model(window.frames, *window.rest())[0, -1], -1)
+        probs = torch.softmax(model(window)[0, -1], -1)
     torch.testing.assert_close(probs, decision.probs[0], rtol=0, atol=1e-5)
     result = attribute_pixels(model, window, Target(action=actions[-1]), n_steps=16)
     assert result.attributions.shape == (1, 4, 84, 84)
 
 
 def test_given_state_embeddings_are_not_recomputed(trained) -> None:
-    """With the window's embeddings passed in, the CNN sees only the attributed stacks."""
+    """With the context's embeddings in it, the CNN sees only the attributed stacks."""
     model, _, window, _ = trained
     target = chosen(model, window)
     encoded_frames = []
@@ -362,10 +362,9 @@ def test_given_state_embeddings_are_not_recomputed(trained) -> None:
         plain = attribute_pixels(model, window, target, n_steps=16)
         without = sum(encoded_frames)
         encoded_frames.clear()
-        with torch.no_grad():
-            states = model.embed_states(window.frames)
+        encoded = window.encoded(model)
         encoded_frames.clear()
-        reused = attribute_pixels(model, window, target, n_steps=16, state_embeddings=states)
+        reused = attribute_pixels(model, encoded, target, n_steps=16)
     finally:
         handle.remove()
     assert without - sum(encoded_frames) == window.length

@@ -17,6 +17,7 @@ from seeds import seed
 from torch.utils.data import DataLoader
 
 from atari_dt.datasets.config import DataConfig
+from atari_dt.datasets.contexts import Contexts
 from atari_dt.datasets.store import EpisodeStore
 from atari_dt.datasets.store_writer import EpisodeStoreWriter
 from atari_dt.datasets.windows import ContextWindows, select_episodes
@@ -126,7 +127,13 @@ def stack_items(windows: ContextWindows, indices: Sequence[int]) -> dict[str, to
     return {key: torch.stack([item[key] for item in items]) for key in KEYS}
 
 
-def assert_batches_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+def as_fields(batch: Contexts | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A batch's tensors by name (``Contexts`` from ``get_batch``, or stacked items)."""
+    return batch if isinstance(batch, dict) else {key: getattr(batch, key) for key in KEYS}
+
+
+def assert_batches_equal(a: Contexts | dict, b: Contexts | dict) -> None:
+    a, b = as_fields(a), as_fields(b)
     for key in KEYS:
         assert a[key].dtype == b[key].dtype, key
         assert torch.equal(a[key], b[key]), key
@@ -196,6 +203,13 @@ def test_windows_hold_one_episode_right_aligned(case: dict[str, Any]) -> None:
             datasets[0].get_batch(np.arange(len(datasets[0]))),
             datasets[1].get_batch(np.arange(len(datasets[1]))),
         )
+        # The store cuts the same windows, reading each from the file (the analysis path).
+        batch = datasets[0].get_batch(np.array(indices))
+        with EpisodeStore.open(path) as store:
+            cut = store.contexts(batch.episodes, batch.steps, context_len=case["context_len"],
+                                 stack_size=case["stack_size"])  # fmt: skip
+        assert_batches_equal(cut, batch)
+        np.testing.assert_array_equal(cut.rows, batch.rows)
 
 
 def test_whole_dataset_batch_shapes(tmp_path: Path) -> None:
@@ -203,11 +217,15 @@ def test_whole_dataset_batch_shapes(tmp_path: Path) -> None:
     path = write_identity_store(tmp_path / "id.h5", [5, 9])
     windows = ContextWindows(path, DataConfig(context_len=4, frames_in_memory="always"))
     batch = windows.get_batch(np.arange(len(windows)))
-    assert batch["frames"].shape == (14, 4, 4, *ID_SHAPE)
-    assert all(batch[key].shape == (14, 4) for key in KEYS[1:])
+    assert batch.frames.shape == (14, 4, 4, *ID_SHAPE)
+    assert all(getattr(batch, key).shape == (14, 4) for key in KEYS[1:])
     # every transition is the current (last) step of exactly one window
-    assert batch["mask"][:, -1].all()
-    np.testing.assert_array_equal(batch["timesteps"][:, -1], [*range(5), *range(9)])
+    assert batch.mask[:, -1].all()
+    np.testing.assert_array_equal(batch.timesteps[:, -1], [*range(5), *range(9)])
+    # where each window came from: store episode, step in it and store row of its last step
+    np.testing.assert_array_equal(batch.episodes, [0] * 5 + [1] * 9)
+    np.testing.assert_array_equal(batch.steps, [*range(5), *range(9)])
+    np.testing.assert_array_equal(batch.rows, np.arange(14))
 
 
 @pytest.mark.parametrize("index", [-1, 14, 100])

@@ -164,11 +164,14 @@ def parse_grid(text: str) -> np.ndarray:
         raise UserError(
             f"RTG grid {text!r}: expected start:stop:count (0:3000:31) or 0,10,20"
         ) from None
-    return check_grid(grid, text)
+    return check_grid(grid, text, minimum=2)
 
 
-def check_grid(grid: np.ndarray | list[float], text: str | None = None) -> np.ndarray:
-    """``grid`` as float64 ``[G]``: 2..``MAX_GRID`` finite increasing values.
+def check_grid(
+    grid: np.ndarray | list[float], text: str | None = None, *, minimum: int = 1
+) -> np.ndarray:
+    """``grid`` as float64 ``[G]``: ``minimum``..``MAX_GRID`` finite increasing values (the
+    CLI asks for 2: a scan of one RTG is a forward pass).
 
     Raises:
         UserError: anything else, naming the grid.
@@ -176,12 +179,12 @@ def check_grid(grid: np.ndarray | list[float], text: str | None = None) -> np.nd
     values = np.asarray(grid, dtype=np.float64).reshape(-1)
     name = repr(text) if text is not None else f"{values.tolist()[:8]}"
     if (
-        not 2 <= len(values) <= MAX_GRID
+        not minimum <= len(values) <= MAX_GRID
         or not np.isfinite(values).all()
         or np.any(np.diff(values) <= 0)
     ):
         shown = values.tolist() if len(values) <= 8 else f"{len(values)} values"
         raise UserError(
-            f"RTG grid {name}: needs 2..{MAX_GRID} finite increasing values, got {shown}"
+            f"RTG grid {name}: needs {minimum}..{MAX_GRID} finite increasing values, got {shown}"
         )
     return values

@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float
 
 from atari_dt.datasets.contexts import Contexts
+from atari_dt.errors import UserError
 
 TargetKind = Literal["logit", "log_prob", "logit_diff"]
 
@@ -211,12 +212,12 @@ def integrated_gradients(
     ``warn_if_unconverged``). Pixels, tokens, RTG values and channels all call this.
 
     Raises:
-        ValueError: ``n_steps`` < 2.
+        UserError: ``n_steps`` < 1.
     """
     from captum import attr
 
-    if n_steps < 2:
-        raise ValueError(f"n_steps must be >= 2 integration points, got {n_steps}")
+    if n_steps < 1:
+        raise UserError(f"n_steps must be >= 1 integration points, got {n_steps}")
     as_tuple = isinstance(inputs, tuple)
     with torch.no_grad():
         at_input = float((forward(*inputs) if as_tuple else forward(inputs))[0])

@@ -166,6 +166,11 @@ class Contexts:
 
     def __getitem__(self, index: Index) -> Contexts:
         """The windows at ``index`` (an int keeps the batch dim: a batch of one)."""
+        if isinstance(index, str):
+            raise TypeError(
+                f"Contexts are indexed by window (an int, slice or index array), not "
+                f"{index!r}; read a field as an attribute: contexts.{index}"
+            )
         if isinstance(index, int):
             index = slice(index, index + 1) if index != -1 else slice(-1, None)
         if isinstance(index, torch.Tensor):
