@@ -70,12 +70,12 @@ def test_scan_outputs(model, batch) -> None:
     with pytest.raises(ValueError, match="expected start:stop:count"):
         parse_grid("0:x")
     for bad in ("5", "3000:0:31", "0,nan"):
-        with pytest.raises(UserError, match="needs 2..10000 finite increasing values"):
+        with pytest.raises(UserError, match=r"needs 2\.\.10000 finite increasing values"):
             parse_grid(bad)
     for absurd in ("0:3000:0", "0:1:100000000"):  # no 10^8-point grid is ever allocated
-        with pytest.raises(UserError, match="count must be in 2..10000"):
+        with pytest.raises(UserError, match=r"count must be in 2\.\.10000"):
             parse_grid(absurd)
-    with pytest.raises(UserError, match="needs 1..10000 finite increasing"):
+    with pytest.raises(UserError, match=r"needs 1\.\.10000 finite increasing"):
         rtg_scan(model, batch, [5.0, 1.0])
 
 

@@ -22,8 +22,8 @@ from atari_dt.attribution.pixels import METHODS, attribute_pixels
 from atari_dt.attribution.sanity import deletion_curve, randomisation_test
 from atari_dt.attribution.tokens import attribute_tokens
 from atari_dt.cli import main
-from atari_dt.envs.objects import object_boxes
 from atari_dt.datasets.contexts import Contexts
+from atari_dt.envs.objects import object_boxes
 from atari_dt.run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]

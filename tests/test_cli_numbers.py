@@ -16,8 +16,8 @@ from atari_dt.cli import main
 
 def close(cli: object, library: object) -> None:
     """Every number of a JSON value equals the library's (lists as arrays), to 1e-6."""
-    np.testing.assert_allclose(np.asarray(cli, dtype=np.float64),
-                               np.asarray(library, dtype=np.float64), rtol=1e-6, atol=1e-7)  # fmt: skip
+    expected = np.asarray(library, dtype=np.float64)
+    np.testing.assert_allclose(np.asarray(cli, dtype=np.float64), expected, rtol=1e-6, atol=1e-7)
 
 
 def test_scan_json_is_the_scan_report(tiny_run: Path, tmp_path: Path) -> None:

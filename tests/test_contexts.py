@@ -106,7 +106,7 @@ def test_indexing_concatenation_and_new_rtg(collected) -> None:
     assert torch.equal(asked.rtg, torch.full((4, 4), 50.0)) and torch.equal(
         asked.frames, batch.frames
     )
-    with pytest.raises(TypeError, match="read a field as an attribute: contexts.frames"):
+    with pytest.raises(TypeError, match=r"read a field as an attribute: contexts\.frames"):
         batch["frames"]
     with pytest.raises(ValueError, match="repeat needs a batch of one"):
         batch.repeat(3)
@@ -124,7 +124,7 @@ def test_shapes_are_checked_with_the_field_named() -> None:
         Contexts(frames, **{**good, "rtg": torch.zeros(2, 4)})
     with pytest.raises(ValueError, match=r"frames must be a \[B, T, S, H, W\] tensor"):
         Contexts(frames[0], **good)
-    with pytest.raises(ValueError, match="Contexts.episodes has 3 entries for 2 windows"):
+    with pytest.raises(ValueError, match=r"Contexts\.episodes has 3 entries for 2 windows"):
         Contexts(frames, **good, episodes=np.arange(3))
 
 
