@@ -15,3 +15,8 @@ class UserError(ValueError):
     The CLI prints it in one line (``atari-dt: error: ...``) and exits 2. It subclasses
     ``ValueError`` so code that catches bad values keeps working.
     """
+
+
+class OutOfRangeError(UserError, IndexError):
+    """An episode, step or index that is not there; the message gives the valid range. Also an
+    ``IndexError``, so code that catches missing indices keeps working."""

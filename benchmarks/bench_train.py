@@ -30,11 +30,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_dt import ReferenceAtariDT
 
-from atari_dt.config import ExperimentConfig
 from atari_dt.datasets import ContextWindows, DataConfig, EpisodeStoreWriter
 from atari_dt.envs.dqn_replay import record_random_episodes
 from atari_dt.model import HookedDecisionTransformer, ModelConfig
-from atari_dt.training.config import TrainConfig
+from atari_dt.training.config import ExperimentConfig, TrainConfig
 from atari_dt.training.distributed import Distributed
 from atari_dt.training.metrics import read_metrics
 from atari_dt.training.trainer import train
@@ -105,7 +104,7 @@ def step_flops(batch: int) -> float:
     """FLOPs of one forward + backward of the paper-size model on ``batch`` windows."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = HookedDecisionTransformer(ModelConfig(context_len=T, max_timestep=1500))
+    model = HookedDecisionTransformer(ModelConfig(n_actions=18, context_len=T, max_timestep=1500))
     frames = torch.randint(0, 255, (batch, T, 4, 84, 84), dtype=torch.uint8)
     actions = torch.randint(0, 18, (batch, T))
     with FlopCounterMode(display=False) as counter:
@@ -126,7 +125,9 @@ def rollout_ratio(steps: int) -> tuple[float, float]:
     """Agent steps/s: our batched cached agent over 8 envs vs the original evaluation."""
     from atari_dt.rollout.evaluate import run_episodes
 
-    model = HookedDecisionTransformer(ModelConfig(context_len=T, max_timestep=30000)).eval()
+    model = HookedDecisionTransformer(
+        ModelConfig(n_actions=18, context_len=T, max_timestep=30000)
+    ).eval()
     start = time.perf_counter()
     results = run_episodes(model, "Seaquest", [0.0], 8, reward_units="clipped", n_envs=8,
                            max_episode_steps=steps, progress=False)  # fmt: skip

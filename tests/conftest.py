@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from seeds import seed
 
-from atari_dt.envs.dqn_replay import RecordedEpisode, record_random_episodes
+from atari_dt.envs.dqn_replay import record_random_episodes
+from atari_dt.envs.episode import RecordedEpisode
 
 
 @pytest.fixture(scope="session")

@@ -92,6 +92,15 @@ def test_a_checkpoint_from_another_config_names_the_tensor(saved) -> None:
         HookedDecisionTransformer.from_pretrained(directory)
 
 
+def test_a_checkpoint_holds_the_number_of_actions(saved) -> None:
+    """A checkpoint's n_actions is the resolved number; 'auto' (written by hand) is refused."""
+    _, directory = saved
+    assert json.loads((directory / "config.json").read_text())["config"]["n_actions"] == 18
+    edit_config(directory, n_actions="auto")
+    with pytest.raises(CheckpointError, match=r"config.json: n_actions is 'auto'; a checkpoint"):
+        HookedDecisionTransformer.from_pretrained(directory)
+
+
 def test_missing_and_unexpected_tensors(saved) -> None:
     _, directory = saved
     edit_config(directory, n_layers=3)

@@ -336,6 +336,45 @@ def test_unknown_game(tmp_path: Path) -> None:
     assert not (tmp_path / "s.h5").exists()
 
 
+def test_user_error_is_one_line_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A UserError raised anywhere under a handler is one ``atari-dt: error:`` line, exit 2."""
+    from atari_dt.cli import main
+    from atari_dt.commands import data
+    from atari_dt.errors import UserError
+
+    def wrong(args: object) -> int:
+        raise UserError("--frob 7 is not in [0, 3)")
+
+    monkeypatch.setitem(data.HANDLERS, "info", wrong)
+    assert main(["data", "info", "any.h5"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "atari-dt: error: --frob 7 is not in [0, 3)\n"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ValueError("a library bug"), IndexError("a library bug"), RuntimeError("a library bug")],
+    ids=["ValueError", "IndexError", "RuntimeError"],
+)
+def test_library_bugs_keep_their_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: Exception
+) -> None:
+    """Any exception other than a UserError (or a missing/existing path) is a bug: it
+    propagates with its traceback instead of posing as a user mistake with exit 2."""
+    from atari_dt.cli import main
+    from atari_dt.commands import data
+
+    def buggy(args: object) -> int:
+        raise error
+
+    monkeypatch.setitem(data.HANDLERS, "info", buggy)
+    with pytest.raises(type(error), match="a library bug"):
+        main(["data", "info", "any.h5"])
+    assert "atari-dt: error" not in capsys.readouterr().err
+
+
 def test_argparse_usage_errors(tmp_path: Path) -> None:
     """Missing required arguments are argparse usage errors, exit 2."""
     result = run_cli("data", "show", "x.h5", cwd=tmp_path)

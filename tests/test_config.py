@@ -11,13 +11,15 @@ from hypothesis import strategies as st
 
 from atari_dt.config import (
     ConfigError,
-    ExperimentConfig,
     apply_overrides,
     config_from_dict,
     config_to_dict,
     load_config,
 )
 from atari_dt.datasets.config import DataConfig
+from atari_dt.envs.config import CollectFileConfig
+from atari_dt.errors import UserError
+from atari_dt.training.config import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -46,26 +48,35 @@ def test_the_repository_has_configs() -> None:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT)) for p in CONFIGS])
 def test_every_shipped_config_loads(path: Path) -> None:
-    """Every YAML under configs/ validates into an ExperimentConfig."""
+    """Every YAML under configs/ validates: collections into a CollectFileConfig, the rest
+    (data, model, train, eval sections) into an ExperimentConfig."""
     import yaml
 
     from atari_dt.envs.games import canonical_game
 
-    config = load_config(path)
-    assert isinstance(config, ExperimentConfig) and isinstance(config.data, DataConfig)
     sections = set(yaml.safe_load(path.read_text()))
-    assert sections and sections <= {"data", "collect", "model", "train", "eval"}
+    if path.parent.name == "collect":
+        assert sections == {"collect"}
+        collect = load_config(CollectFileConfig, path).collect
+        assert canonical_game(collect.game) == collect.game
+        assert len(collect.policy) >= 2  # shipped collections are mixtures
+        return
+    config = load_config(ExperimentConfig, path)
+    assert isinstance(config.data, DataConfig)
+    assert sections and sections <= {"data", "model", "train", "eval"}
     if "data" in sections:
         assert config.data.path and config.data.path.endswith(".h5")
-    if "collect" in sections:
-        assert canonical_game(config.collect.game) == config.collect.game
-        assert len(config.collect.policy) >= 2  # shipped collections are mixtures
+
+
+def test_config_error_is_a_user_error() -> None:
+    """ConfigError is the CLI's one-line user error (and still a ValueError)."""
+    assert issubclass(ConfigError, UserError) and issubclass(UserError, ValueError)
 
 
 def test_defaults_without_a_file() -> None:
     """No path gives the dataclass defaults."""
-    assert load_config() == ExperimentConfig()
-    assert load_config(None, ["data.context_len=7"]).data.context_len == 7
+    assert load_config(ExperimentConfig) == ExperimentConfig()
+    assert load_config(ExperimentConfig, None, ["data.context_len=7"]).data.context_len == 7
 
 
 @pytest.mark.parametrize(
@@ -165,31 +176,32 @@ def test_load_config_errors_name_the_file(tmp_path: Path) -> None:
         match=r"config.yaml: unknown config key 'data.context_length' "
         r"\(did you mean 'context_len'\?\)",
     ):
-        load_config(path)
+        load_config(ExperimentConfig, path)
 
 
 def test_load_config_invalid_yaml(tmp_path: Path) -> None:
     """Unparseable YAML raises ConfigError naming the file."""
     path = write_yaml(tmp_path, "data: [unclosed\n")
     with pytest.raises(ConfigError, match=r"config\.yaml: not valid YAML"):
-        load_config(path)
+        load_config(ExperimentConfig, path)
 
 
 def test_load_config_missing_file(tmp_path: Path) -> None:
     """A missing config file raises FileNotFoundError."""
     with pytest.raises(FileNotFoundError):
-        load_config(tmp_path / "absent.yaml")
+        load_config(ExperimentConfig, tmp_path / "absent.yaml")
 
 
 def test_load_config_empty_file(tmp_path: Path) -> None:
     """An empty YAML file gives the defaults."""
-    assert load_config(write_yaml(tmp_path, "")) == ExperimentConfig()
+    assert load_config(ExperimentConfig, write_yaml(tmp_path, "")) == ExperimentConfig()
 
 
 def test_overrides_on_top_of_a_file(tmp_path: Path) -> None:
     """Overrides replace file values, parsed as YAML (ints, floats, null, strings)."""
     path = write_yaml(tmp_path, "data:\n  context_len: 30\n  max_return_quantile: 0.9\n")
     config = load_config(
+        ExperimentConfig,
         path,
         [
             "data.context_len=8",
@@ -222,7 +234,7 @@ def test_apply_overrides_errors() -> None:
 def test_override_with_wrong_type_is_refused() -> None:
     """An override's value goes through the same type checks as the file's."""
     with pytest.raises(ConfigError, match=r"data\.context_len: expected int, got 'ten'"):
-        load_config(None, ["data.context_len=ten"])
+        load_config(ExperimentConfig, None, ["data.context_len=ten"])
 
 
 data_configs = st.builds(
@@ -256,22 +268,56 @@ def test_non_mapping_yaml_with_overrides(tmp_path: Path, text: str) -> None:
     """A YAML file that is not a mapping is a ConfigError with or without overrides."""
     path = write_yaml(tmp_path, text)
     with pytest.raises(ConfigError, match="expected a mapping"):
-        load_config(path)
+        load_config(ExperimentConfig, path)
     with pytest.raises(ConfigError, match=r"config\.yaml"):
-        load_config(path, ["data.context_len=3"])
+        load_config(ExperimentConfig, path, ["data.context_len=3"])
 
 
 def test_model_section(tmp_path: Path) -> None:
     """The model section validates into ModelConfig, with its own checks and overrides."""
     path = write_yaml(tmp_path, "model:\n  d_model: 64\n  n_heads: 4\n  encoder: impala\n")
-    config = load_config(path, ["model.n_layers=2", "model.rtg_embedding=linear"])
+    config = load_config(ExperimentConfig, path, ["model.n_layers=2", "model.rtg_embedding=linear"])
     model = config.model
     assert (model.d_model, model.n_heads, model.n_layers, model.d_head) == (64, 4, 2, 16)
     assert (model.encoder, model.rtg_embedding) == ("impala", "linear")
     with pytest.raises(ConfigError, match=r"unknown config key 'model.n_head' \(did you mean"):
-        load_config(path, ["model.n_head=2"])
+        load_config(ExperimentConfig, path, ["model.n_head=2"])
     with pytest.raises(ConfigError, match=r"model.encoder: 'vit' is not one of \['nature', "):
-        load_config(path, ["model.encoder=vit"])
+        load_config(ExperimentConfig, path, ["model.encoder=vit"])
     with pytest.raises(ConfigError, match=r"n_heads \(3\) must divide d_model \(64\)"):
-        load_config(path, ["model.n_heads=3"])
+        load_config(ExperimentConfig, path, ["model.n_heads=3"])
     assert config_to_dict(model)["d_model"] == 64 and "d_head" not in config_to_dict(model)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", r"n_actions must be 'auto' or an integer >= 1, got 0"),
+        ("four", r"model.n_actions: expected int, got 'four'"),
+        ("true", r"model.n_actions: expected an integer, got True"),
+    ],
+)
+def test_model_n_actions_is_auto_or_a_number(value: str, message: str) -> None:
+    """model.n_actions defaults to 'auto' (the store's count); a number must be >= 1."""
+    assert load_config(ExperimentConfig).model.n_actions == "auto"
+    assert load_config(ExperimentConfig, None, ["model.n_actions=4"]).model.n_actions == 4
+    with pytest.raises(ConfigError, match=message):
+        load_config(ExperimentConfig, None, [f"model.n_actions={value}"])
+
+
+def test_unresolved_n_actions_cannot_build_a_model() -> None:
+    """check_resolved refuses 'auto' with how to resolve it; a number passes."""
+    from atari_dt.model.config import ModelConfig
+
+    ModelConfig(n_actions=4).check_resolved()
+    with pytest.raises(ConfigError, match=r"model.n_actions is 'auto': resolve it from the"):
+        ModelConfig().check_resolved()
+
+
+def test_a_model_is_not_built_with_an_unresolved_action_count() -> None:
+    """``n_actions: auto`` is the data's to fill in; building a model before says so."""
+    from atari_dt.errors import UserError
+    from atari_dt.model import HookedDecisionTransformer, ModelConfig
+
+    with pytest.raises(UserError, match=r"model\.n_actions is 'auto': resolve it from the"):
+        HookedDecisionTransformer(ModelConfig())

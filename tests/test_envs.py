@@ -9,12 +9,13 @@ import pytest
 
 from atari_dt.envs.dqn_replay import (
     DQN_REPLAY_PRESET,
-    RecordedEpisode,
     make_dqn_replay_env,
     record_random_episodes,
 )
+from atari_dt.envs.episode import RecordedEpisode
 from atari_dt.envs.games import canonical_game, env_id, minimal_action_count
 from atari_dt.envs.make import make_env, make_vector_env
+from atari_dt.errors import UserError
 
 
 def record(
@@ -61,15 +62,15 @@ def test_env_id() -> None:
     [("Seaquset", "Seaquest"), ("ALE/Seaquests-v5", "Seaquest"), ("spaceinvader", "SpaceInvaders")],
 )
 def test_unknown_game_suggests_close_names(name: str, suggestion: str) -> None:
-    """An unknown game raises ValueError quoting the name and suggesting a close one."""
+    """An unknown game raises UserError quoting the name and suggesting a close one."""
     pattern = rf"unknown Atari game '{re.escape(name)}'; did you mean .*{suggestion}"
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(UserError, match=pattern):
         canonical_game(name)
 
 
 def test_unknown_game_without_close_match() -> None:
-    """A name like no game raises ValueError without a suggestion."""
-    with pytest.raises(ValueError, match=r"^unknown Atari game 'zzzzzzzzzzzz'$"):
+    """A name like no game raises UserError without a suggestion."""
+    with pytest.raises(UserError, match=r"^unknown Atari game 'zzzzzzzzzzzz'$"):
         canonical_game("zzzzzzzzzzzz")
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from seeds import seed
 
-from atari_dt.envs.dqn_replay import RecordedEpisode, make_dqn_replay_env
+from atari_dt.envs.dqn_replay import make_dqn_replay_env
+from atari_dt.envs.episode import RecordedEpisode
 from atari_dt.envs.experts import EXPERTS, action_index, make_expert
 from atari_dt.envs.games import canonical_game
 from atari_dt.envs.play import play_episode

@@ -23,7 +23,7 @@ from atari_dt.datasets.store import EpisodeStore, StoreFormatError
 from atari_dt.datasets.store_writer import EpisodeStoreWriter
 from atari_dt.datasets.summary import return_histogram, store_summary
 from atari_dt.datasets.verify import verify_store
-from atari_dt.envs.dqn_replay import RecordedEpisode
+from atari_dt.envs.episode import RecordedEpisode
 
 FRAME_SHAPE = (6, 5)
 METADATA = {

@@ -20,10 +20,9 @@ import yaml
 from seeds import seed
 
 from atari_dt.cli import main
-from atari_dt.config import ExperimentConfig
 from atari_dt.datasets import ContextWindows, DataConfig
 from atari_dt.model.checkpoint import read_weights
-from atari_dt.training.config import TrainConfig
+from atari_dt.training.config import ExperimentConfig, TrainConfig
 from atari_dt.training.metrics import read_metrics
 from atari_dt.training.optim import lr_at, param_groups
 from atari_dt.training.state import list_checkpoints
@@ -211,7 +210,7 @@ def test_ddp_two_cpu_ranks_match_one_process(tmp_path, repeat_store) -> None:
 def test_optimizer_groups_follow_the_original() -> None:
     from atari_dt.model import HookedDecisionTransformer, ModelConfig
 
-    model = HookedDecisionTransformer(ModelConfig(d_model=32, n_layers=1, n_heads=2))
+    model = HookedDecisionTransformer(ModelConfig(n_actions=18, d_model=32, n_layers=1, n_heads=2))
     decayed, plain = param_groups(model, 0.1)
     names = {id(p): n for n, p in model.named_parameters()}
     decayed_names = sorted(names[id(p)] for p in decayed["params"])
@@ -270,6 +269,65 @@ def test_bad_runs_fail_clearly(tmp_path, repeat_store, capsys) -> None:
         assert __import__("re").search(message, err), (extra, err)
     assert main(["train", str(config), "--out", str(tmp_path / "fresh"), "--resume"]) == 2
     assert "holds no run to resume" in capsys.readouterr().err
+
+
+def four_action_store(path: Path, *, n_actions: int | None = 4) -> Path:
+    """A Breakout-like store: 3 short episodes of random frames, actions in 0..3, recording
+    ``n_actions`` (None: a game ALE does not know, no count recorded)."""
+    from atari_dt.datasets import EpisodeStoreWriter
+
+    rng = np.random.default_rng(seed(0))
+    with EpisodeStoreWriter(path, game="Breakout", n_actions=n_actions) as writer:
+        for length in (30, 40, 50):
+            frames = rng.integers(0, 256, (length, 84, 84), dtype=np.uint8)
+            rewards = rng.choice([0.0, 1.0], length).astype(np.float32)
+            writer.add_episode(frames, rng.integers(0, 4, length), rewards)
+    return path
+
+
+def small_config(tmp_path: Path, store: Path, **model: object) -> Path:
+    """A 2-step run of a tiny DT that leaves ``model.n_actions`` at its default unless given."""
+    values = {
+        "data": {"path": str(store), "context_len": 4},
+        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_timestep": 64, **model},
+        "train": {"max_steps": 2, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2,
+                  "seed": seed(0)},
+    }  # fmt: skip
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_n_actions_auto_takes_the_stores_count(tmp_path) -> None:
+    """With the default ``model.n_actions: auto`` a 4-action (Breakout) store trains as is,
+    and the run and its checkpoint record the resolved number, 4."""
+    from atari_dt.model import HookedDecisionTransformer, ModelConfig
+
+    assert ModelConfig().n_actions == "auto"
+    store = four_action_store(tmp_path / "breakout.h5")
+    run = tmp_path / "run"
+    assert main(["train", str(small_config(tmp_path, store)), "--out", str(run),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["n_actions"] == 4
+    _, directory = list_checkpoints(run)[-1]
+    assert json.loads((directory / "config.json").read_text())["config"]["n_actions"] == 4
+    model = HookedDecisionTransformer.from_pretrained(directory)
+    assert model.cfg.n_actions == 4 and model.W_U.shape[-1] == 4
+
+
+def test_n_actions_that_differs_from_the_store_fails_clearly(tmp_path, capsys) -> None:
+    """An explicit ``model.n_actions`` other than the store's is a user error naming both
+    numbers; ``auto`` with a store that records no count asks for the number."""
+    store = four_action_store(tmp_path / "breakout.h5")
+    config = small_config(tmp_path, store, n_actions=18)
+    assert main(["train", str(config), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the episode store has 4 actions but model.n_actions=18" in err
+    assert "--set model.n_actions=4" in err and "Traceback" not in err
+    unknown = four_action_store(tmp_path / "unknown.h5", n_actions=None)
+    config = small_config(tmp_path, unknown)
+    assert main(["train", str(config), "--out", str(tmp_path / "u"), "--no-progress"]) == 2
+    assert "records no action count" in capsys.readouterr().err
 
 
 def test_resolved_config_round_trips(tmp_path, repeat_store) -> None:

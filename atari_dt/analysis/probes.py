@@ -67,10 +67,10 @@ def probe(
     features = np.asarray(layers, dtype=np.float64)
     n = features.shape[1]
     if n < 4:
-        raise ValueError(f"probes need at least 4 contexts, got {n}")
+        raise UserError(f"probes need at least 4 contexts, got {n}")
     train, test = _split(n, held_out, seed, None if groups is None else np.asarray(groups))
     if len(train) < 2 or len(test) < 1:
-        raise ValueError(
+        raise UserError(
             f"probes need contexts on both sides of the split (got {len(train)}, {len(test)})"
         )
     scores = []
@@ -87,7 +87,7 @@ def probe(
             scores.append(1 - residual / max(total, 1e-12))
         return ProbeResult(kind, np.array(scores), labels, 0.0)
     if kind != "classification":
-        raise ValueError(f"kind must be regression or classification, got {kind!r}")
+        raise UserError(f"kind must be regression or classification, got {kind!r}")
     classes, y = np.unique(np.asarray(targets), return_inverse=True)
     for layer in features:
         fit = RidgeClassifier(alpha=alpha).fit(layer[train], y[train])

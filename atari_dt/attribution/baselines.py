@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from atari_dt.errors import UserError
+
 BaselineName = Literal["black", "blur", "mean", "noise"]
 BLUR_SIGMA = 5.0  # pixels of the 84x84 frame: objects vanish, the layout stays
 
@@ -49,9 +51,9 @@ def make_baseline(
         return gaussian_blur(frames)
     if name == "mean":
         if mean_frame is None:
-            raise ValueError("baseline 'mean' needs mean_frame (the dataset's mean frame)")
+            raise UserError("baseline 'mean' needs mean_frame (the dataset's mean frame)")
         return mean_frame.float().to(frames.device).expand(frames.shape).clone()
     if name == "noise":
         generator = torch.Generator().manual_seed(seed)
         return (torch.rand(frames.shape, generator=generator) * 255).to(frames.device)
-    raise ValueError(f"unknown baseline {name!r}; valid: black, blur, mean, noise")
+    raise UserError(f"unknown baseline {name!r}; valid: black, blur, mean, noise")

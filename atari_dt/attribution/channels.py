@@ -11,6 +11,7 @@ import torch
 from atari_dt.attribution.baselines import BaselineName, make_baseline
 from atari_dt.attribution.core import FastForward, Metric, Target, eval_model, integrated_gradients
 from atari_dt.datasets.contexts import Contexts
+from atari_dt.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def attribute_channels(
     model = eval_model(model)
     hook = getattr(model.encoder, f"hook_conv{layer}", None)
     if hook is None:
-        raise ValueError(
+        raise UserError(
             f"the encoder has no hook_conv{layer} (layers 0..{model.encoder.n_conv_hooks - 1})"
         )
     step = contexts.step_index(target.step if isinstance(target, Target) else -1)

@@ -37,9 +37,9 @@ class Target:
 
     def __post_init__(self) -> None:
         if self.kind not in ("logit", "log_prob", "logit_diff"):
-            raise ValueError(f"kind must be logit, log_prob or logit_diff, got {self.kind!r}")
+            raise UserError(f"kind must be logit, log_prob or logit_diff, got {self.kind!r}")
         if (self.kind == "logit_diff") != (self.other_action is not None):
-            raise ValueError("other_action is needed by (and only by) kind='logit_diff'")
+            raise UserError("other_action is needed by (and only by) kind='logit_diff'")
 
     def __call__(self, logits: Float[torch.Tensor, "n T A"]) -> Float[torch.Tensor, " n"]:
         """``logits`` ``[n, T, n_actions]`` -> the target ``[n]``."""
@@ -98,7 +98,7 @@ def check_target(model: Any, contexts: Contexts, metric: Metric) -> None:
     for name in ("action", "other_action"):
         value = getattr(metric, name)
         if value is not None and not 0 <= value < n:
-            raise ValueError(f"target {name} {value} is not an action of the model (0..{n - 1})")
+            raise UserError(f"target {name} {value} is not an action of the model (0..{n - 1})")
 
 
 def eval_model(model: torch.nn.Module) -> torch.nn.Module:

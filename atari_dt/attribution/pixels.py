@@ -23,6 +23,7 @@ from atari_dt.attribution.core import (
     integrated_gradients,
 )
 from atari_dt.datasets.contexts import Contexts
+from atari_dt.errors import UserError
 
 Method = Literal[
     "ig", "smoothgrad", "gradient_shap", "occlusion", "ablation_frames", "ablation_superpixels"
@@ -128,7 +129,7 @@ def attribute_pixels(
         IndexError: a step outside the window.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+        raise UserError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     model = eval_model(model)
     default_step = target.step if isinstance(target, Target) else -1
     steps = sorted({contexts.step_index(s) for s in (steps or [default_step])})

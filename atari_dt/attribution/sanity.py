@@ -19,6 +19,7 @@ import torch
 from atari_dt.attribution.baselines import BaselineName, make_baseline
 from atari_dt.attribution.core import FastForward, Metric, eval_model
 from atari_dt.datasets.contexts import Contexts
+from atari_dt.errors import UserError
 
 RANDOMISATION_THRESHOLD = 0.5  # |Spearman| of trained vs random-weight maps below this passes
 
@@ -137,7 +138,7 @@ def deletion_curve(
     ``steps`` of one context) from the most positive attribution down, and in a random
     order."""
     if mode not in ("deletion", "insertion"):
-        raise ValueError(f"mode must be deletion or insertion, got {mode!r}")
+        raise UserError(f"mode must be deletion or insertion, got {mode!r}")
     model = eval_model(model)
     steps = [contexts.step_index(s) for s in steps]
     fractions = np.linspace(0, 1, 21) if fractions is None else np.asarray(fractions)

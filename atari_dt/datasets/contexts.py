@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int, UInt8
 
-from atari_dt.errors import UserError
+from atari_dt.errors import OutOfRangeError
 
 if TYPE_CHECKING:
     from atari_dt.datasets.store import EpisodeStore
 
 
-class ContextIndexError(UserError, IndexError):
+class ContextIndexError(OutOfRangeError):
     """An episode, step or window step that is not there (the message gives the range)."""
 
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from atari_dt.errors import UserError
+from atari_dt.errors import OutOfRangeError, UserError
 
 if TYPE_CHECKING:
     from atari_dt.datasets.contexts import Contexts
@@ -133,7 +133,7 @@ class EpisodeStore:
         if not path.is_file():
             raise StoreFormatError(f"episode store not found: {path}")
         if reward_units not in ("clipped", "raw"):
-            raise ValueError(f"reward_units must be 'clipped' or 'raw', got {reward_units!r}")
+            raise UserError(f"reward_units must be 'clipped' or 'raw', got {reward_units!r}")
         try:
             handle = h5py.File(path, "r")
         except OSError as err:
@@ -190,7 +190,9 @@ class EpisodeStore:
             IndexError: no such episode (names the store and its size).
         """
         if not -len(self) <= index < len(self):
-            raise IndexError(f"episode {index} out of range: {self.path} has {len(self)} episodes")
+            raise OutOfRangeError(
+                f"episode {index} out of range: {self.path} has {len(self)} episodes"
+            )
         index %= len(self)
         start = int(self.offsets[index])
         span = slice(start, start + int(self.lengths[index]))
@@ -250,19 +252,19 @@ class EpisodeStore:
         (default: the complete ones; all when none is complete), sorted by store row.
 
         Raises:
-            ValueError: ``n`` < 1, or no episode to draw from.
+            UserError: ``n`` < 1, or no episode to draw from.
         """
-        from atari_dt.datasets.windows import locate, sample_window_indices
+        from atari_dt.datasets.sampling import locate, sample_window_indices
 
         if n < 1:
-            raise ValueError(f"sample_contexts needs n >= 1 contexts, got {n}")
+            raise UserError(f"sample_contexts needs n >= 1 contexts, got {n}")
         if episodes is None:
             episodes = (
                 np.flatnonzero(self.complete) if self.complete.any() else np.arange(len(self))
             )
         episodes = np.asarray(episodes, dtype=np.int64)
         if len(episodes) == 0:
-            raise ValueError(f"{self.path}: no episode to sample contexts from")
+            raise UserError(f"{self.path}: no episode to sample contexts from")
         lengths = self.lengths[episodes]
         flat = np.sort(sample_window_indices(lengths, np.random.default_rng(seed), n, sampling))
         which, step = locate(flat, lengths)
@@ -300,7 +302,7 @@ class EpisodeStore:
         """``(min, max)`` episode return in the chosen units (complete episodes by default)."""
         returns = self.returns[self.complete] if complete_only else self.returns
         if len(returns) == 0:
-            raise ValueError(f"{self.path} has no {'complete ' if complete_only else ''}episodes")
+            raise UserError(f"{self.path} has no {'complete ' if complete_only else ''}episodes")
         return float(returns.min()), float(returns.max())
 
     def close(self) -> None:

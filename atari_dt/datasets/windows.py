@@ -22,7 +22,9 @@ from torch.utils.data import Dataset, RandomSampler, Sampler, WeightedRandomSamp
 
 from atari_dt.datasets.config import DataConfig
 from atari_dt.datasets.contexts import Contexts
+from atari_dt.datasets.sampling import locate, sample_window_indices
 from atari_dt.datasets.store import EpisodeStore
+from atari_dt.errors import UserError
 
 _FIELDS = ("frames", "actions", "rtg", "timesteps", "mask")
 
@@ -48,32 +50,10 @@ def select_episodes(
     keep = complete.copy() if not include_incomplete else np.ones_like(complete)
     if max_return_quantile is not None:
         if not complete.any():
-            raise ValueError("max_return_quantile needs complete episodes; the store has none")
+            raise UserError("max_return_quantile needs complete episodes; the store has none")
         threshold = np.quantile(returns[complete], max_return_quantile)
         keep = complete & (returns <= threshold)
     return np.flatnonzero(keep).astype(np.int64)
-
-
-def sample_window_indices(
-    lengths: np.ndarray, rng: np.random.Generator, n: int, sampling: str = "transitions"
-) -> np.ndarray:
-    """``n`` indices (int64 ``[n]``, with replacement) into the concatenated transitions of
-    episodes of ``lengths``: every transition equally likely (``transitions``), or every
-    episode and then a step in it (``episodes``). Training and analysis sample through this."""
-    if sampling == "transitions":
-        return rng.integers(0, int(np.sum(lengths)), size=n, dtype=np.int64)
-    if sampling != "episodes":
-        raise ValueError(f"sampling must be 'transitions' or 'episodes', got {sampling!r}")
-    episode = rng.integers(0, len(lengths), size=n)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    return (starts[episode] + (rng.random(n) * lengths[episode]).astype(np.int64)).astype(np.int64)
-
-
-def locate(indices: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices into concatenated episodes of ``lengths`` as ``(episode position, step)``."""
-    ends = np.cumsum(lengths)
-    which = np.searchsorted(ends, indices, side="right")
-    return which, indices - (ends[which] - lengths[which])
 
 
 class ContextWindows(Dataset):
@@ -98,7 +78,7 @@ class ContextWindows(Dataset):
         if not isinstance(store, EpisodeStore):
             store = EpisodeStore.open(store, reward_units=config.reward_units)
         if store.reward_units != config.reward_units:
-            raise ValueError(
+            raise UserError(
                 f"{store.path} was opened with reward_units={store.reward_units!r} but the config "
                 f"asks for {config.reward_units!r}; open it with the config's units"
             )
@@ -112,12 +92,12 @@ class ContextWindows(Dataset):
             max_return_quantile=config.max_return_quantile,
         )
         if len(self.episodes) == 0:
-            raise ValueError(f"{store.path}: no episode left after selection ({config})")
+            raise UserError(f"{store.path}: no episode left after selection ({config})")
         self.lengths = store.lengths[self.episodes]
         self.returns = store.returns[self.episodes]
         self.data_returns = store.returns[store.complete]  # every complete episode, for context
         if config.context_len > self.lengths.max():
-            raise ValueError(
+            raise UserError(
                 f"context_len {config.context_len} is longer than every selected episode of "
                 f"{store.path} (longest: {int(self.lengths.max())} steps)"
             )

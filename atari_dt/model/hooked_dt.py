@@ -40,6 +40,7 @@ class HookedDecisionTransformer(HookedRootModule):
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
+        cfg.check_resolved()  # n_actions "auto" is filled in from the data before a model exists
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
