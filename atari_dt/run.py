@@ -133,13 +133,32 @@ def load_run(
     return Run(run_dir, config, model, store, metadata)
 
 
-def record_store(run_dir: Path, store_path: str | Path) -> None:
-    """Write ``store.json`` (the store's absolute path and fingerprint) into a run."""
+def record_store(run_dir: Path, store_path: str | Path, *, resume: bool = False) -> None:
+    """Write ``store.json`` into a run: the store's absolute path, its path relative to the run
+    (found again when both move together) and its fingerprint.
+
+    Raises:
+        UserError: ``resume`` with a store whose content differs from the recorded one (a
+            resumed run would train on other data than it began with).
+    """
+    import os
+
     from atari_dt.datasets.store import EpisodeStore
 
     with EpisodeStore.open(store_path) as store:
         fingerprint = store.fingerprint()
-    record = {"path": str(Path(store_path).resolve()), "fingerprint": fingerprint}
+    previous = _read_record(run_dir) if resume else None
+    if previous is not None and previous.get("fingerprint", fingerprint) != fingerprint:
+        raise UserError(
+            f"--resume: the episode store {store_path} is not the one {run_dir} began training "
+            f"on ({previous['path']}); resume with that data"
+        )
+    absolute = Path(store_path).resolve()
+    record = {
+        "path": str(absolute),
+        "relative_to_run": os.path.relpath(absolute, Path(run_dir).resolve()),
+        "fingerprint": fingerprint,
+    }
     atomic_write_bytes(Path(run_dir) / STORE_RECORD, json.dumps(record, indent=2).encode())
 
 
@@ -158,6 +177,9 @@ def find_store(run_dir: Path, configured: str | None, data: str | Path | None = 
     hint = f"pass its new place: load_run({str(run_dir)!r}, data=PATH) or --data PATH"
     if record is not None:
         path = Path(record["path"])
+        beside = record.get("relative_to_run")
+        if not path.is_file() and beside and (run_dir / beside).is_file():
+            path = run_dir / beside  # the run moved with its data (the fingerprint confirms)
         if not path.is_file():
             raise UserError(
                 f"the episode store {run_dir} was trained on, {path}, is gone "
@@ -182,8 +204,10 @@ def _read_record(run_dir: Path) -> dict[str, Any] | None:
         return None
     try:
         record = json.loads(path.read_text())
-        if not isinstance(record.get("path"), str):
+        if not isinstance(record, dict) or not isinstance(record.get("path"), str):
             raise ValueError("no path")
+        if not isinstance(record.get("fingerprint", {}), dict):
+            raise ValueError("the fingerprint is not a mapping")
     except ValueError as err:
         raise UserError(
             f"{path} is not a store record ({err}); delete it and pass --data"

@@ -369,3 +369,56 @@ def test_given_state_embeddings_are_not_recomputed(trained) -> None:
         handle.remove()
     assert without - sum(encoded_frames) == window.length
     assert torch.equal(plain.attributions, reused.attributions)
+
+
+@pytest.mark.filterwarnings("ignore:integrated gradients did not converge")  # 8 points: speed
+@pytest.mark.parametrize("behaviour_cloning", [False, True])
+def test_fast_path_of_any_metric_is_the_full_model(seaquest_windows, behaviour_cloning) -> None:
+    """A callable metric sees every step's logits: on the fast path those of the steps before
+    the first attributed one are constants and the rest come from the suffix, and together
+    they must be the full model's (padded window; attributed steps not at the end)."""
+    import dataclasses
+
+    from test_model import TINY, inputs, make_model
+
+    from atari_dt.attribution.core import FastForward, FullForward
+
+    model = make_model(dataclasses.replace(TINY, behaviour_cloning=behaviour_cloning))
+    frames, actions, rtg, timesteps = inputs(seaquest_windows)
+    mask = torch.ones(actions.shape, dtype=torch.bool)
+    mask[:, :2] = False  # left padding
+    context = Contexts(frames, actions, rtg, timesteps, mask)[0]
+    weights = torch.randn(8, 18, generator=torch.Generator().manual_seed(seed(7)))
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:  # every step and action counts
+        return (logits * weights).sum((1, 2))
+
+    for steps in ([7], [3], [2, 5]):
+        fast = FastForward(model, context, metric, steps)
+        full = FullForward(model, context, metric)
+        stacks = context.frames.float()
+        with torch.no_grad():
+            expected = full(stacks)
+            torch.testing.assert_close(fast(stacks[:, steps]), expected, rtol=1e-5, atol=1e-5)
+        result = attribute_pixels(model, context, metric, steps=steps, n_steps=8)
+        plain = attribute_pixels(model, context, metric, steps=steps, n_steps=8, fast=False)
+        assert_same_attributions(result, plain)
+
+
+@pytest.mark.filterwarnings("ignore:integrated gradients did not converge")  # 8 points: speed
+def test_embeddings_of_another_model_are_not_used(trained) -> None:
+    """Contexts encoded by the trained model, given to a fresh one (the randomisation check's
+    case): the fresh model encodes the frames itself."""
+    from atari_dt.model import HookedDecisionTransformer
+
+    model, _, window, _ = trained
+    encoded = window.encoded(model)
+    torch.manual_seed(seed(8))
+    fresh = HookedDecisionTransformer(model.cfg).eval()
+    assert encoded.encoded_for(model) and not encoded.encoded_for(fresh)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(encoded), fresh(window), rtol=0, atol=1e-6)
+    target = chosen(model, window)
+    torch.testing.assert_close(attribute_pixels(fresh, encoded, target, n_steps=8).attributions,
+                               attribute_pixels(fresh, window, target, n_steps=8).attributions,
+                               rtol=1e-5, atol=1e-8)  # fmt: skip

@@ -85,12 +85,17 @@ def test_analyze_decision_patches_against_an_out_of_distribution_rtg(tiny_run: P
     logits = torch.tensor([0.0, 2.0, -1.0, 1.0])
     target = contrast_target(logits)
     assert (target.action, target.other_action, target.kind) == (1, 2, "logit_diff")
-    with pytest.raises(adt.UserError, match="other action 1 is the preferred action"):
-        contrast_target(logits, 1)
+    with pytest.raises(adt.UserError, match=r"other action 4 is not an action of the model"):
+        contrast_target(logits, 4)
     with adt.load_run(tiny_run) as run:
         context = run.contexts(1, 50)
         high, what = corrupted(context, "rtg", rtg=9.0)
         blurred, _ = corrupted(context, "frame")
     assert what == "RTG 9" and torch.equal(high.rtg, torch.full_like(context.rtg, 9.0))
+    with adt.load_run(tiny_run) as run:  # a contrast with itself moves nothing: said, not plotted
+        preferred = int(run.model(context)[0, -1].argmax())
+        same = adt.analyze_decision(run.model, context, run.sample_contexts(8),
+                                    other_action=preferred)  # fmt: skip
+    assert same.patching.residual is None and "nothing to restore" in same.patching.skipped
     assert torch.equal(blurred.frames[:, :-1], context.frames[:, :-1])  # only the current stack
     assert not torch.equal(blurred.frames[:, -1], context.frames[:, -1])

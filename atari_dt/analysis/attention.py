@@ -45,7 +45,8 @@ def mean_patterns(model, contexts: Contexts) -> AttentionPatterns:
         [cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)], dim=1
     )
     mean = (patterns * weight[:, None]).sum(0) / weight.sum(0).clamp(min=1)
-    return AttentionPatterns(mean, token_labels(model.cfg, contexts.length), len(contexts))
+    labels = token_labels(model.cfg, contexts.length)
+    return AttentionPatterns(mean.cpu(), labels, len(contexts))
 
 
 @torch.no_grad()
@@ -76,4 +77,4 @@ def attention_to_rtg(
         with model.hooks(fwd_hooks=[(name, keep) for name in names]):
             model(contexts.with_rtg(rtg))
         out.append(torch.stack([patterns[name].mean(0) for name in names]))
-    return torch.stack(out)
+    return torch.stack(out).cpu()

@@ -35,16 +35,17 @@ def contrast_target(logits: torch.Tensor, other_action: int | None = None) -> Ta
     """The logit difference patching measures: the action the model prefers (``logits``
     ``[n_actions]`` at the decision) minus ``other_action`` (default: the least likely one).
 
+    An ``other_action`` equal to the preferred one gives a metric that is always 0: patching
+    then reports that it has nothing to restore, as for any corruption that moves nothing.
+
     Raises:
-        UserError: ``other_action`` outside the model's actions, or equal to the preferred one.
+        UserError: ``other_action`` outside the model's actions.
     """
     n = int(logits.shape[-1])
     action = int(logits.argmax())
     other = int(logits.argmin()) if other_action is None else other_action
     if not 0 <= other < n:
         raise UserError(f"other action {other} is not an action of the model (0..{n - 1})")
-    if other == action:
-        raise UserError(f"other action {other} is the preferred action: nothing to contrast")
     return Target(action=action, kind="logit_diff", other_action=other)
 
 
@@ -150,7 +151,7 @@ def analyze_decision(
         logit_lens=logit_lens(model, cache),
         patching=patching,
         attention=mean_patterns(model, population),
-        probes=context_probes(features.numpy(), population, layer_labels),
+        probes=context_probes(features.cpu().numpy(), population, layer_labels),
         ablation=ablation_effects(model, population, component_means(model, population)),
         population=len(population),
     )

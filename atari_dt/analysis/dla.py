@@ -96,7 +96,7 @@ def direct_logit_attribution(
         bias = bias - model.ln_final.b @ model.W_U[:, other] - model.b_U[other]
     per_component = (scaled * model.ln_final.w) @ direction  # [n, B]
     bias_row = bias.expand(1, per_component.shape[1])
-    values = torch.cat([per_component, bias_row]).detach()
+    values = torch.cat([per_component, bias_row]).detach().cpu()
     return LogitAttribution(
         target, values, [*labels, "bias"], model.cfg.n_layers, model.cfg.n_heads
     )
@@ -119,7 +119,7 @@ def logit_lens(model, cache: ActivationCache, *, step: int = -1) -> LogitLens:
     accumulated, labels = cache.accumulated_resid(apply_ln=True, return_labels=True)
     T = accumulated.shape[2] // model.cfg.tokens_per_step
     at_state = accumulated[:, :, model.cfg.token_index(step, T)]  # [L + 1, B, d]
-    probs = torch.softmax(model.action_logits_at(at_state), dim=-1).detach()
+    probs = torch.softmax(model.action_logits_at(at_state), dim=-1).detach().cpu()
     return LogitLens(probs, labels, step)
 
 

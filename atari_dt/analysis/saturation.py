@@ -34,9 +34,9 @@ class Saturation:
 
 def rtg_embedding(model, rtg: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """The RTG token embedding and its pre-activation for each RTG value: ``[G, d]`` each."""
-    values = torch.as_tensor(np.asarray(rtg), dtype=torch.float32)[:, None] / model.cfg.rtg_scale
+    values = torch.as_tensor(np.asarray(rtg), dtype=torch.float32, device=model.device)
     with torch.no_grad():
-        pre = model.rtg_embed(values)
+        pre = model.rtg_embed(values[:, None] / model.cfg.rtg_scale).cpu()
     return (torch.tanh(pre) if model.cfg.rtg_embedding == "tanh" else pre), pre
 
 

@@ -109,8 +109,8 @@ def rtg_scan(
         state_token = final[:, last_state]
         logits.append(model.action_logits_at(state_token))
         resid.append(state_token)
-    logits_t = torch.stack(logits[:-1])  # [G, N, A]
-    log_p, log_ref = log_policy(logits_t), log_policy(logits[-1])  # float64
+    logits_t = torch.stack(logits[:-1]).cpu()  # [G, N, A]; results live on the CPU
+    log_p, log_ref = log_policy(logits_t), log_policy(logits[-1].cpu())  # float64
     p = log_p.exp()
     return RtgScan(
         rtg=grid,
@@ -121,7 +121,7 @@ def rtg_scan(
         kl_to_reference=kl(log_p, log_ref).mean(1).numpy(),
         js_to_reference=js(log_p, log_ref).mean(1).numpy(),
         reference_rtg=float(reference_rtg),
-        state_resid=torch.stack(resid[:-1]),
+        state_resid=torch.stack(resid[:-1]).cpu(),
         data_return_range=_range(data_returns),
         data_return_percentiles=_percentiles(data_returns),
     )

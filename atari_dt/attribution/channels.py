@@ -59,4 +59,4 @@ def attribute_channels(
     inputs = contexts.frames.float()[:, [step]]
     baselines = make_baseline(baseline, inputs, mean_frame=mean_frame)
     ig = integrated_gradients(forward, inputs, baselines, n_steps=n_steps, layer=hook)
-    return ChannelAttribution(layer, step, ig.attributions[0], ig.convergence_delta)
+    return ChannelAttribution(layer, step, ig.attributions[0].cpu(), ig.convergence_delta)

@@ -155,8 +155,8 @@ class FastForward:
         final = forward_suffix(self.model, self.prefix, states, *rest.inputs()[1:])
         if self.before is None:
             return self.metric(self.model.action_logits_at(final[:, -1:]))
-        cfg = self.model.cfg
-        at_states = final[:, cfg.state_token_offset :: cfg.tokens_per_step]  # steps first..T-1
+        # The suffix starts at step `first`'s state token: its state tokens are every k-th.
+        at_states = final[:, :: self.model.cfg.tokens_per_step]  # steps first..T-1
         logits = self.model.action_logits_at(at_states)
         return self.metric(torch.cat([self.before.expand(n, -1, -1), logits], dim=1))
 

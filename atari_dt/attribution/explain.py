@@ -112,7 +112,8 @@ def explain_decision(
     newest = pixels.newest
     # The boxes describe the newest frame: weigh that frame's attribution against them.
     masses = object_masses(newest[-1], boxes) if boxes and newest is not None else None
-    return Explanation(target, torch.softmax(logits, -1), pixels, tokens, boxes, masses)
+    probabilities = torch.softmax(logits, -1).cpu()
+    return Explanation(target, probabilities, pixels, tokens, boxes, masses)
 
 
 @dataclass(frozen=True)

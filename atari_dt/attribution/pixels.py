@@ -165,7 +165,7 @@ def attribute_pixels(
         baseline,
         target,
         steps,
-        result[0].detach(),
+        result[0].detach().cpu(),
         at_input,
         at_baseline,
         delta,

@@ -61,7 +61,7 @@ def attribute_tokens(
     ig = integrated_gradients(
         forward, inputs, tuple(torch.zeros_like(x) for x in inputs), n_steps=n_steps
     )
-    rows = {name: values[0].sum(-1) for name, values in zip(names, ig.attributions, strict=True)}
+    rows = {n: v[0].sum(-1).cpu() for n, v in zip(names, ig.attributions, strict=True)}
     zeros = torch.zeros(contexts.length)
     rtg_inputs, rtg_delta = None, None
     if not bc:
@@ -71,7 +71,7 @@ def attribute_tokens(
             torch.zeros_like(contexts.rtg.float()),
             n_steps=n_steps,
         )
-        rtg_inputs, rtg_delta = rtg_ig.attributions[0], rtg_ig.convergence_delta
+        rtg_inputs, rtg_delta = rtg_ig.attributions[0].cpu(), rtg_ig.convergence_delta
     return TokenAttribution(
         target,
         rows.get("hook_rtg_embed", zeros),

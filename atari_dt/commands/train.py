@@ -35,7 +35,9 @@ def train(args: argparse.Namespace) -> int:
         windows, n_actions = _windows(config, dist)
         config = resolve_config(config, windows, n_actions)
         dist.on_main(lambda: save_or_check_config(run_dir, config, resume=args.resume))
-        dist.on_main(lambda: record_store(run_dir, store_path))  # load_run finds it from anywhere
+        dist.on_main(
+            lambda: record_store(run_dir, store_path, resume=args.resume)
+        )  # load_run finds it from anywhere
         if dist.is_main:
             _describe(config, windows, run_dir, dist)
         if config.train.threads:

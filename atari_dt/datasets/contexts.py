@@ -13,6 +13,7 @@ with zero frames, action 0, RTG 0, timestep 0 and ``mask`` False (as training cu
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int, UInt8
 
-from atari_dt.errors import OutOfRangeError
+from atari_dt.errors import OutOfRangeError, UserError
 
 if TYPE_CHECKING:
     from atari_dt.datasets.store import EpisodeStore
@@ -31,7 +32,7 @@ class ContextIndexError(OutOfRangeError):
     """An episode, step or window step that is not there (the message gives the range)."""
 
 
-Index = int | slice | Sequence[int] | np.ndarray | torch.Tensor
+Index = int | np.integer | slice | Sequence[int] | np.ndarray | torch.Tensor
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +66,9 @@ class Contexts:
     behaviour: tuple[str | None, ...] | None = None
     game: str = ""
     reward_units: str = ""
+    encoded_by: Any = dataclasses.field(default=None, repr=False)
+    """A weak reference to the model whose encoder made ``state_embeddings`` (None: given by
+    hand, trusted). Another model re-encodes the frames instead of using them."""
 
     def __post_init__(self) -> None:
         _check_shapes(self)
@@ -124,16 +128,24 @@ class Contexts:
 
     def with_frames(self, frames: torch.Tensor) -> Contexts:
         """The same windows with other frames (uint8, same shape); state embeddings dropped."""
-        return dataclasses.replace(self, frames=frames, state_embeddings=None)
+        return dataclasses.replace(self, frames=frames, state_embeddings=None, encoded_by=None)
 
     def encoded(self, model: Any) -> Contexts:
         """These contexts with ``state_embeddings`` (``model.embed_states(frames)``, computed
-        without gradients unless already present)."""
-        if self.state_embeddings is not None:
+        without gradients unless this model already made them)."""
+        if self.state_embeddings is not None and self.encoded_for(model):
             return self
         with torch.no_grad():
             states = model.embed_states(self.frames.to(model.device))
-        return dataclasses.replace(self, state_embeddings=states)
+        return dataclasses.replace(self, state_embeddings=states, encoded_by=weakref.ref(model))
+
+    def encoded_for(self, model: Any) -> bool:
+        """Whether ``state_embeddings`` may stand in for ``model``'s encoder: they exist and
+        were made by this model (or given by hand). A model with new weights (a randomised
+        copy, a later checkpoint) is another object, so it encodes the frames itself."""
+        if self.state_embeddings is None:
+            return False
+        return self.encoded_by is None or self.encoded_by() is model
 
     def to(self, device: str | torch.device) -> Contexts:
         """The tensors moved to ``device`` (provenance stays on the host)."""
@@ -165,26 +177,49 @@ class Contexts:
         return dataclasses.replace(self, **expanded, **host, objects=objects, behaviour=behaviour)
 
     def __getitem__(self, index: Index) -> Contexts:
-        """The windows at ``index`` (an int keeps the batch dim: a batch of one)."""
+        """The windows at ``index``: an int (a batch of one, the batch dim kept), a slice, an
+        array of ints (negative ones count from the end) or a boolean mask ``[B]``.
+
+        Raises:
+            ContextIndexError: an index outside the batch; TypeError: a string (a field name)
+                or another type; ValueError: a mask of another length.
+        """
+        rows = self._rows(index)
+        picked = torch.as_tensor(rows) if not isinstance(rows, slice) else rows
+        tensors = {n: _take(getattr(self, n), picked) for n in _TENSORS}
+        host = {n: None if getattr(self, n) is None else getattr(self, n)[rows] for n in _HOST}
+        objects = None if self.objects is None else {k: v[rows] for k, v in self.objects.items()}
+        behaviour = None
+        if self.behaviour is not None:
+            behaviour = tuple(np.asarray(self.behaviour, dtype=object)[rows].tolist())
+        return dataclasses.replace(self, **tensors, **host, objects=objects, behaviour=behaviour)
+
+    def _rows(self, index: Index) -> slice | np.ndarray:
+        """``index`` as a slice or an int64 array of rows in ``[0, B)``."""
+        B = len(self)
         if isinstance(index, str):
             raise TypeError(
                 f"Contexts are indexed by window (an int, slice or index array), not "
                 f"{index!r}; read a field as an attribute: contexts.{index}"
             )
-        if isinstance(index, int):
-            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        if isinstance(index, slice):
+            return index
         if isinstance(index, torch.Tensor):
             index = index.cpu().numpy()
-        if not isinstance(index, slice):
-            index = np.asarray(index, dtype=np.int64)
-        picked = torch.as_tensor(index) if not isinstance(index, slice) else index
-        tensors = {n: _take(getattr(self, n), picked) for n in _TENSORS}
-        host = {n: None if getattr(self, n) is None else getattr(self, n)[index] for n in _HOST}
-        objects = None if self.objects is None else {k: v[index] for k, v in self.objects.items()}
-        behaviour = None
-        if self.behaviour is not None:
-            behaviour = tuple(np.asarray(self.behaviour, dtype=object)[index].tolist())
-        return dataclasses.replace(self, **tensors, **host, objects=objects, behaviour=behaviour)
+        rows = np.asarray(index)
+        if rows.dtype == bool:
+            if rows.shape != (B,):
+                raise ValueError(f"a boolean mask over {B} windows must be [{B}], got {rows.shape}")
+            return np.flatnonzero(rows)
+        if rows.dtype.kind not in "iu":
+            raise TypeError(f"Contexts index must be integers or a boolean mask, got {rows.dtype}")
+        rows = rows.astype(np.int64).reshape(-1)  # an int (or 0-d array) keeps the batch dim
+        bad = rows[(rows < -B) | (rows >= B)]
+        if len(bad):
+            raise ContextIndexError(
+                f"window {int(bad[0])} is not in a batch of {B} (-{B}..{B - 1})"
+            )
+        return rows % max(B, 1)
 
     @classmethod
     def concat(cls, parts: Sequence[Contexts]) -> Contexts:
@@ -203,6 +238,12 @@ class Contexts:
         for name in _TENSORS:
             got = [getattr(p, name) for p in parts]
             values[name] = None if any(g is None for g in got) else torch.cat(got)
+        encoders = {None if p.encoded_by is None else p.encoded_by() for p in parts}
+        if len(encoders) != 1:  # embeddings of different models do not mix
+            values["state_embeddings"] = None
+        values["encoded_by"] = (
+            parts[0].encoded_by if values["state_embeddings"] is not None else None
+        )
         for name in _HOST:
             got = [getattr(p, name) for p in parts]
             values[name] = None if any(g is None for g in got) else np.concatenate(got)
@@ -314,7 +355,9 @@ def read_contexts(
     episodes = np.asarray(episodes, dtype=np.int64).reshape(-1)
     steps = np.asarray(steps, dtype=np.int64).reshape(-1)
     if len(episodes) != len(steps):
-        raise ValueError(f"{len(episodes)} episodes but {len(steps)} steps: give one step each")
+        raise UserError(f"{len(episodes)} episodes but {len(steps)} steps: give one step each")
+    if len(episodes) == 0:
+        raise UserError("no windows asked for: give at least one (episode, step)")
     rows = np.empty(len(episodes), dtype=np.int64)
     for i, (episode, step) in enumerate(zip(episodes, steps, strict=True)):
         rows[i] = _row(store, int(episode), int(step))

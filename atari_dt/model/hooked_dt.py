@@ -96,7 +96,7 @@ class HookedDecisionTransformer(HookedRootModule):
         the CNN does not run again); the tensor form is TransformerLens's."""
         if isinstance(frames, Contexts):
             contexts = frames
-            if contexts.state_embeddings is not None:
+            if contexts.encoded_for(self):
                 return self.forward_from_state_embeddings(
                     contexts.state_embeddings,
                     contexts.actions,
@@ -218,7 +218,7 @@ class HookedDecisionTransformer(HookedRootModule):
         ``Contexts`` or the tensor arguments, and TransformerLens's keyword arguments
         (``names_filter``, ``remove_batch_dim``, ...). Contexts that carry state embeddings
         start from them: the encoder's hooks are then not in the cache."""
-        if args and isinstance(args[0], Contexts) and args[0].state_embeddings is not None:
+        if args and isinstance(args[0], Contexts) and args[0].encoded_for(self):
             contexts = args[0]
             if len(args) > 1 or kwargs.keys() - {"names_filter"}:
                 raise TypeError(
