@@ -100,8 +100,18 @@ def _add_attribute(stages: argparse._SubParsersAction) -> None:
         "attribution.json to --out.",
     )
     _add_decision_args(p)
-    p.add_argument("--method", default="ig", choices=["ig", "smoothgrad", "gradient_shap",
-                   "occlusion", "ablation_frames", "ablation_superpixels"])  # fmt: skip
+    p.add_argument(
+        "--method",
+        default="ig",
+        choices=[
+            "ig",
+            "smoothgrad",
+            "gradient_shap",
+            "occlusion",
+            "ablation_frames",
+            "ablation_superpixels",
+        ],
+    )
     p.add_argument("--baseline", default="black", choices=["black", "blur", "mean", "noise"])
     p.add_argument("--action", type=int, help="action explained (default: the model's choice)")
     p.add_argument("--kind", default="logit", choices=["logit", "log_prob", "logit_diff"])
@@ -113,9 +123,14 @@ def _add_attribute(stages: argparse._SubParsersAction) -> None:
         help="attribute the current frame stack or every stack of the window",
     )
     p.add_argument("--n-steps", type=int, default=50, help="integration steps of IG")
-    p.add_argument("--gif", type=int, default=0, metavar="N",
-                   help="also write episode.gif: IG (with --baseline) of the model's choice at N "
-                   "steps from --step")  # fmt: skip
+    p.add_argument(
+        "--gif",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write episode.gif: IG (with --baseline) of the model's choice at N "
+        "steps from --step",
+    )
     p.add_argument("--out", required=True, help="output directory")
 
 
@@ -128,8 +143,12 @@ def _add_scan(stages: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", help="training run directory")
     p.add_argument("--rtg", required=True, help="grid: start:stop:count (0:3000:31) or 0,10,20")
     p.add_argument("--contexts", type=int, default=256, help="context windows from the data")
-    p.add_argument("--mode", choices=["constant", "decremented"], default="constant",
-                   help="RTG constant over the window, or decremented by its rewards")  # fmt: skip
+    p.add_argument(
+        "--mode",
+        choices=["constant", "decremented"],
+        default="constant",
+        help="RTG constant over the window, or decremented by its rewards",
+    )
     p.add_argument(
         "--reference",
         type=float,

@@ -30,9 +30,13 @@ def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:
 
 
 def save_captioned_gif(
-    images: list[np.ndarray], captions: list[str], path: str | Path, *, scale: int = 3,
+    images: list[np.ndarray],
+    captions: list[str],
+    path: str | Path,
+    *,
+    scale: int = 3,
     fps: int = 10,
-) -> Path:  # fmt: skip
+) -> Path:
     """An animated GIF of ``images`` (uint8 ``[H, W]`` gray or ``[H, W, 3]`` RGB), each
     enlarged ``scale`` times under a one-line caption, written atomically."""
     from PIL import Image, ImageDraw
@@ -46,6 +50,12 @@ def save_captioned_gif(
         ImageDraw.Draw(canvas).text((4, 3), caption, fill="white")
         frames.append(canvas)
     with atomic_path(path) as tmp:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
-                       duration=int(1000 / fps), loop=0)  # fmt: skip
+        frames[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=frames[1:],
+            duration=int(1000 / fps),
+            loop=0,
+        )
     return Path(path)

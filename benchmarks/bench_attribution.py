@@ -59,17 +59,22 @@ def main() -> None:
     repeats = 1 if args.small else 3
 
     def explain(fast: bool):
-        return attribute_pixels(model, window, target, n_steps=50, internal_batch_size=10,
-                                baseline="blur", fast=fast)  # fmt: skip
+        return attribute_pixels(
+            model, window, target, n_steps=50, internal_batch_size=10, baseline="blur", fast=fast
+        )
 
     fast_s, fast = seconds(lambda: explain(True), repeats)
     full_s, full = seconds(lambda: explain(False), repeats)
     difference = float((fast.attributions - full.attributions).abs().max())
     scale = float(full.attributions.abs().max())
-    print(f"IG of the current stack, n_steps 50, T {T}, paper-size model, "
-          f"{torch.get_num_threads()} threads:")  # fmt: skip
-    print(f"  fast path {fast_s:.2f} s vs plain Captum over the full model {full_s:.2f} s: "
-          f"{full_s / fast_s:.1f}x (target >= 5x)")  # fmt: skip
+    print(
+        f"IG of the current stack, n_steps 50, T {T}, paper-size model, "
+        f"{torch.get_num_threads()} threads:"
+    )
+    print(
+        f"  fast path {fast_s:.2f} s vs plain Captum over the full model {full_s:.2f} s: "
+        f"{full_s / fast_s:.1f}x (target >= 5x)"
+    )
     print(
         f"  max |difference| {difference:.2e} (largest attribution {scale:.2e}); "
         f"convergence delta {fast.convergence_delta:.2e} vs {full.convergence_delta:.2e}"

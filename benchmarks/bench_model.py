@@ -83,8 +83,11 @@ def main() -> None:
     windows = real_windows(batch, T)
     frames, actions = torch.from_numpy(windows["frames"]), torch.from_numpy(windows["actions"])
     rtg, timesteps = torch.from_numpy(windows["rtg"]), torch.from_numpy(windows["timesteps"])
-    original = {"actions": actions[..., None], "rtgs": rtg[..., None],
-                "timesteps": timesteps[:, :1, None]}  # fmt: skip
+    original = {
+        "actions": actions[..., None],
+        "rtgs": rtg[..., None],
+        "timesteps": timesteps[:, :1, None],
+    }
 
     def step_reference() -> None:
         # Both start from the uint8 frames: the reference's scaling to [0, 1] is timed too.

@@ -54,12 +54,17 @@ def reference_steps_per_s(episodes: list, batch: int, steps: int) -> float:
     frames = np.concatenate([e.frames for e in episodes])
     actions = np.concatenate([e.actions for e in episodes])
     model = ReferenceAtariDT(18, T, 1500, n_layer=6, n_head=8, n_embd=128).train()
-    decay = [p for n, p in model.named_parameters() if n.endswith("weight") and p.ndim >= 2
-             and "emb" not in n]  # fmt: skip
+    decay = [
+        p
+        for n, p in model.named_parameters()
+        if n.endswith("weight") and p.ndim >= 2 and "emb" not in n
+    ]
     rest = [p for p in model.parameters() if all(p is not q for q in decay)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                                   {"params": rest, "weight_decay": 0.0}], lr=6e-4,
-                                  betas=(0.9, 0.95))  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+        lr=6e-4,
+        betas=(0.9, 0.95),
+    )
     rng = np.random.default_rng(0)
 
     def sample(index: int) -> tuple[torch.Tensor, ...]:
@@ -92,9 +97,15 @@ def our_steps_per_s(
     config = ExperimentConfig(
         data=DataConfig(path=str(store), context_len=T),
         model=ModelConfig(n_actions=18, context_len=T, max_timestep=1500, rtg_scale=10.0),
-        train=TrainConfig(max_steps=2 * steps, batch_size=batch, log_every=steps,
-                          checkpoint_every=10**6, warmup_steps=1, precision=precision),
-    )  # fmt: skip
+        train=TrainConfig(
+            max_steps=2 * steps,
+            batch_size=batch,
+            log_every=steps,
+            checkpoint_every=10**6,
+            warmup_steps=1,
+            precision=precision,
+        ),
+    )
     windows = ContextWindows(store, config.data)
     train(config, workdir, windows, Distributed(0, 1, torch.device("cpu")), progress=False)
     return read_metrics(workdir)[-1]["perf/frames_per_s"] / (batch * T)
@@ -129,8 +140,16 @@ def rollout_ratio(steps: int) -> tuple[float, float]:
         ModelConfig(n_actions=18, context_len=T, max_timestep=30000)
     ).eval()
     start = time.perf_counter()
-    results = run_episodes(model, "Seaquest", [0.0], 8, reward_units="clipped", n_envs=8,
-                           max_episode_steps=steps, progress=False)  # fmt: skip
+    results = run_episodes(
+        model,
+        "Seaquest",
+        [0.0],
+        8,
+        reward_units="clipped",
+        n_envs=8,
+        max_episode_steps=steps,
+        progress=False,
+    )
     # The agent steps actually played: an episode that ends before the cap counts its length.
     ours = sum(r.length for r in results) / (time.perf_counter() - start)
     return ours, original_style_steps_per_s(steps // 2)
@@ -155,8 +174,13 @@ def original_style_steps_per_s(steps: int) -> float:
         states = torch.from_numpy(np.stack(stacks[first:])).float().div(255).flatten(1)[None]
         previous = torch.tensor(actions[first:], dtype=torch.long).reshape(1, -1, 1)
         with torch.no_grad():
-            logits = model(states, previous, torch.full((1, states.shape[1], 1), 10.0),
-                           torch.tensor([[[first]]]), training_shape=False)  # fmt: skip
+            logits = model(
+                states,
+                previous,
+                torch.full((1, states.shape[1], 1), 10.0),
+                torch.tensor([[[first]]]),
+                training_shape=False,
+            )
         action = int(torch.multinomial(torch.softmax(logits[0, -1], -1), 1))
         actions.append(action)
         frame, _, terminated, truncated, _ = env.step(action)
@@ -180,17 +204,25 @@ def main() -> None:
         reference = reference_steps_per_s(episodes, batch, steps)
     frames = batch * T
     print(f"1. training, paper model, batch {batch} x T {T}, {torch.get_num_threads()} threads:")
-    print(f"   ours {ours * frames:7.0f} frames/s vs plain loop over the reference "
-          f"{reference * frames:7.0f}: {ours / reference:.2f}x (target >= 1.5x)")  # fmt: skip
-    print(f"   ours with train.precision=bfloat16: {bf16 * frames:7.0f} frames/s, "
-          f"{bf16 / reference:.2f}x")  # fmt: skip
+    print(
+        f"   ours {ours * frames:7.0f} frames/s vs plain loop over the reference "
+        f"{reference * frames:7.0f}: {ours / reference:.2f}x (target >= 1.5x)"
+    )
+    print(
+        f"   ours with train.precision=bfloat16: {bf16 * frames:7.0f} frames/s, "
+        f"{bf16 / reference:.2f}x"
+    )
     flops, peak = step_flops(batch), matmul_flops_per_s()
     achieved = flops * ours
-    print(f"2. training FLOP/s {achieved / 1e9:.1f} G = {achieved / peak:.0%} of the matmul peak "
-          f"{peak / 1e9:.1f} G (target >= 50%; {flops / 1e9:.1f} GFLOP per step)")  # fmt: skip
+    print(
+        f"2. training FLOP/s {achieved / 1e9:.1f} G = {achieved / peak:.0%} of the matmul peak "
+        f"{peak / 1e9:.1f} G (target >= 50%; {flops / 1e9:.1f} GFLOP per step)"
+    )
     agent, original = rollout_ratio(200 if args.small else 600)
-    print(f"3. rollout: cached agent x8 envs {agent:.0f} steps/s vs original-style "
-          f"{original:.0f}: {agent / original:.1f}x (target >= 10x)")  # fmt: skip
+    print(
+        f"3. rollout: cached agent x8 envs {agent:.0f} steps/s vs original-style "
+        f"{original:.0f}: {agent / original:.1f}x (target >= 10x)"
+    )
 
 
 if __name__ == "__main__":

@@ -76,11 +76,15 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, seaquest_store_path: Path
 
     tmp = tmp_path_factory.mktemp("tiny_run")
     config = tmp / "train.yaml"
-    config.write_text(yaml.safe_dump({
-        "data": {"path": str(seaquest_store_path), "context_len": 4},
-        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_timestep": 512},
-        "train": {"max_steps": 3, "batch_size": 4, "checkpoint_every": 3, "seed": seed(0)},
-        "eval": {"envs": 2, "max_episode_steps": 30},
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"path": str(seaquest_store_path), "context_len": 4},
+                "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_timestep": 512},
+                "train": {"max_steps": 3, "batch_size": 4, "checkpoint_every": 3, "seed": seed(0)},
+                "eval": {"envs": 2, "max_episode_steps": 30},
+            }
+        )
+    )
     assert main(["train", str(config), "--out", str(tmp / "run"), "--no-progress"]) == 0
     return tmp / "run"

@@ -58,12 +58,21 @@ class Setting:
 
 def kernel_sets() -> list[str]:
     """The kernel sets this CPU can run, lowest first (torch reports its best one)."""
-    best = subprocess.run(
-        [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-        env={k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY",
-                                                                "ONEDNN_MAX_CPU_ISA")},
-        capture_output=True, text=True, check=True,
-    ).stdout.strip().lower()  # fmt: skip
+    best = (
+        subprocess.run(
+            [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+            env={
+                k: v
+                for k, v in os.environ.items()
+                if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+            },
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .lower()
+    )
     order = ["default", "avx2", "avx512"]
     return order[: order.index(best) + 1] if best in order else ["default"]
 
@@ -77,8 +86,16 @@ def matrix(kernels: list[str], seeds: list[int], full: bool) -> list[Setting]:
 
 def run_suite(setting: Setting, report: Path, pytest_args: list[str]) -> tuple[int, set[str]]:
     """Run pytest under ``setting``; its exit code and the ids of the tests that failed."""
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               f"--junitxml={report}", *pytest_args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={report}",
+        *pytest_args,
+    ]
     code = subprocess.run(command, cwd=ROOT, env=setting.env()).returncode
     failed: set[str] = set()
     if report.exists():

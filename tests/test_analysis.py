@@ -50,8 +50,9 @@ def test_scan_at_the_contexts_own_rtg_reproduces_the_forward_pass(model, batch) 
     for row in range(len(first)):
         one = batch[row]
         own = float(first[row])
-        torch.testing.assert_close(scanned_rtg(one, own, "decremented")[one.mask],
-                                   one.rtg[one.mask])  # fmt: skip
+        torch.testing.assert_close(
+            scanned_rtg(one, own, "decremented")[one.mask], one.rtg[one.mask]
+        )
         scan = rtg_scan(model, one, np.array([own]), mode="decremented", reference_rtg=own)
         torch.testing.assert_close(scan.logits[0, 0], expected[row], rtol=0, atol=1e-5)
         assert scan.kl_to_reference[0] == pytest.approx(0.0, abs=1e-6)
@@ -101,10 +102,19 @@ def test_saturation_rtg_is_where_the_policy_stops_moving(model, batch) -> None:
     grid = np.arange(0.0, 100.0, 10.0)
     logits = torch.zeros(10, 3, 4)
     logits[:, :, 0] = torch.from_numpy(np.minimum(grid, 30.0) / 10).float()[:, None]
-    scan = RtgScan(rtg=grid, mode="constant", logits=logits, action_probs=np.zeros((10, 4)),
-                   entropy=np.zeros(10), kl_to_reference=np.zeros(10), js_to_reference=np.zeros(10),
-                   reference_rtg=0.0, state_resid=torch.zeros(10, 3, 32),
-                   data_return_range=(0.0, 20.0), data_return_percentiles=None)  # fmt: skip
+    scan = RtgScan(
+        rtg=grid,
+        mode="constant",
+        logits=logits,
+        action_probs=np.zeros((10, 4)),
+        entropy=np.zeros(10),
+        kl_to_reference=np.zeros(10),
+        js_to_reference=np.zeros(10),
+        reference_rtg=0.0,
+        state_resid=torch.zeros(10, 3, 32),
+        data_return_range=(0.0, 20.0),
+        data_return_percentiles=None,
+    )
     result = saturation(model, scan, tolerance=1e-6)
     assert result.saturation_rtg == 30.0 and result.relative_to_data_max == 1.5
     assert np.all(result.policy_change[3:] == 0) and np.all(result.policy_change[:3] > 0)
@@ -185,6 +195,7 @@ def test_patching_maps(model, batch) -> None:
     assert torch.isfinite(heads.restored).all() and len(heads.labels) == 8
     with pytest.raises(ValueError, match="same metric"):
         patch_residual(model, clean, clean, metric)
+
     # The metric is the caller's: a callable equal to the Target gives the same map.
     def as_callable(logits):
         return logits[:, -1, action] - logits[:, -1, other]
@@ -232,11 +243,18 @@ def test_probes_hold_out_whole_groups() -> None:
     episodes = np.repeat(np.arange(80), 4)
     features = generator.normal(size=(80, 6))[episodes] + 0.05 * generator.normal(size=(320, 6))
     labels = generator.integers(0, 2, size=80)[episodes]
-    grouped = probe(features[None], labels, ["0"], kind="classification", alpha=1e-3,
-                    groups=episodes)  # fmt: skip
+    grouped = probe(
+        features[None], labels, ["0"], kind="classification", alpha=1e-3, groups=episodes
+    )
     nearest = probe(np.eye(80)[episodes][None], labels, ["0"], kind="classification", alpha=1e-3)
-    grouped_nearest = probe(np.eye(80)[episodes][None], labels, ["0"], kind="classification",
-                            alpha=1e-3, groups=episodes)  # fmt: skip
+    grouped_nearest = probe(
+        np.eye(80)[episodes][None],
+        labels,
+        ["0"],
+        kind="classification",
+        alpha=1e-3,
+        groups=episodes,
+    )
     # With an episode-identity feature, seen episodes leak their labels: a held-out window is
     # missed only when its whole episode is held out (then the probe has only its intercept).
     _, test = _split(len(episodes), 0.3, 0, None)  # the probe's own split (held_out, seed)
@@ -258,8 +276,14 @@ def test_ablation_effect_on_returns(batch) -> None:
     from atari_dt.rollout.evaluate import run_episodes
 
     model = make_model()
-    settings = {"reward_units": "clipped", "n_envs": 2, "max_episode_steps": 25,
-                "progress": False, "sample": False, "seed": seed(4)}  # fmt: skip
+    settings = {
+        "reward_units": "clipped",
+        "n_envs": 2,
+        "max_episode_steps": 25,
+        "progress": False,
+        "sample": False,
+        "seed": seed(4),
+    }
     plain = run_episodes(model, "Seaquest", [0.0], 2, **settings)
     untaken = np.flatnonzero(np.sum([r.action_counts for r in plain], axis=0) == 0)
     assert len(untaken) > 0  # 50 argmax steps of a random model use few of the 18 actions
@@ -332,11 +356,19 @@ def test_mean_ablation(model, batch) -> None:
 
 def test_cli_scan(tiny_run, tmp_path, capsys) -> None:
     out = tmp_path / "scan"
-    assert main(["scan", str(tiny_run), "--rtg", "0:20:5", "--contexts", "16", "--out",
-                 str(out)]) == 0  # fmt: skip
+    assert (
+        main(["scan", str(tiny_run), "--rtg", "0:20:5", "--contexts", "16", "--out", str(out)]) == 0
+    )
     report = json.loads((out / "scan.json").read_text())
-    for key in ("rtg", "action_probs", "entropy", "divergence_to_reference", "reference_rtg",
-                "data_return_range", "saturation_rtg"):  # fmt: skip
+    for key in (
+        "rtg",
+        "action_probs",
+        "entropy",
+        "divergence_to_reference",
+        "reference_rtg",
+        "data_return_range",
+        "saturation_rtg",
+    ):
         assert key in report, key
     assert report["rtg"] == [0, 5, 10, 15, 20] and np.shape(report["action_probs"]) == (5, 18)
     assert (out / "scan.png").read_bytes()[:4] == b"\x89PNG"
@@ -365,14 +397,36 @@ def test_mean_ablation_reaches_rollouts(model, batch) -> None:
 
 def test_cli_analyze(tiny_run, tmp_path) -> None:
     out = tmp_path / "analysis"
-    assert main(["analyze", str(tiny_run), "--episode", "1", "--step", "50", "--contexts", "24",
-                 "--corrupt", "frame", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "analyze",
+                str(tiny_run),
+                "--episode",
+                "1",
+                "--step",
+                "50",
+                "--contexts",
+                "24",
+                "--corrupt",
+                "frame",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "analysis.json").read_text())
     assert {"dla", "logit_lens", "patching", "probes", "mean_ablation_kl"} <= set(report)
     assert np.shape(report["mean_ablation_kl"]["heads"]) == (2, 2)
-    assert {p.name for p in out.glob("*.png")} >= {"dla.png", "dla_heads.png", "logit_lens.png",
-                                                   "attention.png", "probes.png",
-                                                   "ablation_heads.png"}  # fmt: skip
+    assert {p.name for p in out.glob("*.png")} >= {
+        "dla.png",
+        "dla_heads.png",
+        "logit_lens.png",
+        "attention.png",
+        "probes.png",
+        "ablation_heads.png",
+    }
 
 
 def test_dla_along_the_scan_sums_to_the_scanned_logits(model, batch) -> None:
@@ -386,3 +440,27 @@ def test_dla_along_the_scan_sums_to_the_scanned_logits(model, batch) -> None:
     torch.testing.assert_close(along.values.sum(1), expected, rtol=0, atol=1e-4)
 
 
+def test_a_given_cache_is_used_as_is(model, batch) -> None:
+    """``cache=``: one run's cache serves attention, probe features and ablation means; the
+    results are those each function computes on its own (to the unfused kernels' ~1e-6)."""
+    from atari_dt.analysis.dla import residual_by_layer
+
+    with torch.no_grad():
+        _, cache = model.run_with_cache(batch)
+    patterns = mean_patterns(model, batch, cache=cache).patterns
+    torch.testing.assert_close(patterns, mean_patterns(model, batch).patterns)
+    shared = residual_by_layer(model, batch, cache=cache)
+    torch.testing.assert_close(shared, residual_by_layer(model, batch), rtol=0, atol=1e-5)
+    means = component_means(model, batch, cache=cache)
+    alone = component_means(model, batch)
+    assert means.keys() == alone.keys()
+    for name in means:
+        torch.testing.assert_close(means[name], alone[name], rtol=0, atol=1e-5)
+
+
+def test_reference_action_is_the_policy_at_the_reference_rtg(model, batch) -> None:
+    grid = np.array([0.0, 10.0, 40.0])
+    scan = rtg_scan(model, batch, grid, reference_rtg=10.0)
+    with torch.no_grad():  # independently: the mean policy when every step asks for 10
+        policy = torch.softmax(model(batch.with_rtg(10.0))[:, -1], -1).mean(0)
+    assert scan.reference_action == int(policy.argmax())

@@ -35,18 +35,46 @@ def trained(tmp_path_factory):
     a context where the submarine is on screen, and the run directory."""
     tmp = tmp_path_factory.mktemp("attribution")
     store = tmp / "seaquest.h5"
-    assert main(["collect", "--config", str(ROOT / "configs/collect/seaquest.yaml"), "--steps",
-                 "3000", "--max-episode-steps", "500", "--workers", "1", "--seed", str(seed(0)),
-                 "--out", str(store)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--config",
+                str(ROOT / "configs/collect/seaquest.yaml"),
+                "--steps",
+                "3000",
+                "--max-episode-steps",
+                "500",
+                "--workers",
+                "1",
+                "--seed",
+                str(seed(0)),
+                "--out",
+                str(store),
+            ]
+        )
+        == 0
+    )
     config = tmp / "train.yaml"
     # lr 1e-3: at 2e-3 one seed drove the encoder's tanh into saturation (every state embedding
     # +-1, so no pixel moved any logit); the tests below then fail on a zero change, not pass.
-    config.write_text(yaml.safe_dump({
-        "data": {"path": str(store), "reward_units": "raw", "context_len": 4},
-        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_timestep": 512},
-        "train": {"max_steps": 150, "batch_size": 16, "lr": 1e-3, "warmup_steps": 10,
-                  "checkpoint_every": 150, "log_every": 50, "seed": seed(0)},
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"path": str(store), "reward_units": "raw", "context_len": 4},
+                "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_timestep": 512},
+                "train": {
+                    "max_steps": 150,
+                    "batch_size": 16,
+                    "lr": 1e-3,
+                    "warmup_steps": 10,
+                    "checkpoint_every": 150,
+                    "log_every": 50,
+                    "seed": seed(0),
+                },
+            }
+        )
+    )
     run = tmp / "run"
     assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 0
     with load_run(run) as opened:
@@ -106,8 +134,15 @@ def test_every_window_step_at_once(trained) -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method(trained, method) -> None:
     model, _, window, _ = trained
-    result = attribute_pixels(model, window, chosen(model, window), method=method,
-                              baseline="blur", n_steps=16, n_samples=4)  # fmt: skip
+    result = attribute_pixels(
+        model,
+        window,
+        chosen(model, window),
+        method=method,
+        baseline="blur",
+        n_steps=16,
+        n_samples=4,
+    )
     assert result.attributions.shape == (1, 4, 84, 84)
     assert torch.isfinite(result.attributions).all() and result.attributions.abs().sum() > 0
     assert result.map().shape == (84, 84)
@@ -232,24 +267,56 @@ def test_targets() -> None:
 def test_cli_attribute(trained, tmp_path, capsys) -> None:
     _, _, _, run = trained
     out = tmp_path / "explained"
-    assert main(["attribute", str(run), "--episode", "0", "--step", "120", "--baseline", "mean",
-                 "--steps", "all", "--n-steps", "16", "--gif", "3",
-                 "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "attribute",
+                str(run),
+                "--episode",
+                "0",
+                "--step",
+                "120",
+                "--baseline",
+                "mean",
+                "--steps",
+                "all",
+                "--n-steps",
+                "16",
+                "--gif",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "attribution.json").read_text())
-    for key in ("method", "baseline", "target", "target_value", "baseline_value",
-                "attribution_sum", "convergence_delta", "objects", "tokens"):  # fmt: skip
+    for key in (
+        "method",
+        "baseline",
+        "target",
+        "target_value",
+        "baseline_value",
+        "attribution_sum",
+        "convergence_delta",
+        "objects",
+        "tokens",
+    ):
         assert key in report, key
     assert report["baseline"] == "mean" and report["attributed_window_steps"] == [0, 1, 2, 3]
     assert "player" in report["objects"] and np.isfinite(report["objects"]["player"]["mass"])
     assert sorted(p.name for p in out.iterdir()) == [
-        "attribution.json", "episode.gif", "objects.png", "overlay.png", "window.png"
-    ]  # fmt: skip
+        "attribution.json",
+        "episode.gif",
+        "objects.png",
+        "overlay.png",
+        "window.png",
+    ]
     from PIL import Image
 
     with Image.open(out / "episode.gif") as gif:
         assert gif.n_frames == 3
-    assert main(["attribute", str(run), "--episode", "99", "--step", "0", "--out",
-                 str(out)]) == 2  # fmt: skip
+    assert main(["attribute", str(run), "--episode", "99", "--step", "0", "--out", str(out)]) == 2
     assert "episode 99 is not in" in capsys.readouterr().err
 
 
@@ -341,8 +408,14 @@ def test_window_from_a_live_rollout(trained) -> None:
         frame, reward, *_ = env.step(actions[-1])
         agent.observe(np.array([0]), np.array([reward]))
         stacker.push(0, frame)
-    window = Contexts.from_history(np.stack(stacks), np.array(actions), np.array(rtgs),
-                                   np.arange(6), context_len=4, game="Seaquest")  # fmt: skip
+    window = Contexts.from_history(
+        np.stack(stacks),
+        np.array(actions),
+        np.array(rtgs),
+        np.arange(6),
+        context_len=4,
+        game="Seaquest",
+    )
     with torch.no_grad():
         probs = torch.softmax(model(window)[0, -1], -1)
     torch.testing.assert_close(probs, decision.probs[0], rtol=0, atol=1e-5)
@@ -419,6 +492,37 @@ def test_embeddings_of_another_model_are_not_used(trained) -> None:
     with torch.no_grad():
         torch.testing.assert_close(fresh(encoded), fresh(window), rtol=0, atol=1e-6)
     target = chosen(model, window)
-    torch.testing.assert_close(attribute_pixels(fresh, encoded, target, n_steps=8).attributions,
-                               attribute_pixels(fresh, window, target, n_steps=8).attributions,
-                               rtol=1e-5, atol=1e-8)  # fmt: skip
+    torch.testing.assert_close(
+        attribute_pixels(fresh, encoded, target, n_steps=8).attributions,
+        attribute_pixels(fresh, window, target, n_steps=8).attributions,
+        rtol=1e-5,
+        atol=1e-8,
+    )
+
+
+def test_the_decision_explained_is_the_models_choice(trained) -> None:
+    """The library's choices, as the CLI uses them: the target defaults to the preferred
+    action; the newest stack is where the object masses come from."""
+    from atari_dt.attribution.explain import decision_target, explain_decision
+    from atari_dt.errors import UserError
+
+    logits = torch.tensor([0.5, 2.0, -1.0])
+    assert decision_target(logits) == Target(action=1)
+    contrast = decision_target(logits, action=0, kind="logit_diff", other_action=2)
+    assert contrast == Target(action=0, kind="logit_diff", other_action=2)
+    for kwargs, message in (({"action": 3}, r"action 3 is not an action of the model \(0..2\)"),
+                            ({"other_action": 2}, "only used with kind 'logit_diff'"),
+                            ({"kind": "logit_diff"}, "needs other_action")):  # fmt: skip
+        with pytest.raises(UserError, match=message):
+            decision_target(logits, **kwargs)
+    model, _, window, _ = trained
+    explained = explain_decision(model, window, all_steps=True, n_steps=16)
+    assert explained.target == chosen(model, window)
+    pixels = explained.pixels
+    assert torch.equal(pixels.newest, pixels.attributions[-1])
+    assert torch.equal(pixels.stack(1), pixels.attributions[1])
+    one = attribute_pixels(model, window, explained.target, steps=[1], n_steps=8)
+    assert one.newest is None
+    with pytest.raises(KeyError, match=r"window step 3 was not attributed \(attributed: \[1\]\)"):
+        one.stack(-1)
+    assert set(explained.objects) >= {"player", "background"}

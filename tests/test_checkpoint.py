@@ -32,8 +32,10 @@ def test_round_trip_is_exact(saved, seaquest_windows) -> None:
     with torch.no_grad():
         assert torch.equal(model(*inputs(seaquest_windows)), loaded(*inputs(seaquest_windows)))
     assert sorted(p.name for p in directory.iterdir()) == [
-        "config.json", "metadata.json", "model.safetensors"
-    ]  # fmt: skip
+        "config.json",
+        "metadata.json",
+        "model.safetensors",
+    ]
     assert checkpoint_module.read_metadata(directory) == {"step": 12}
 
 
@@ -128,20 +130,35 @@ def truncate(path, size: int) -> None:
 @pytest.mark.parametrize(
     ("damage", "error", "match"),
     [
-        (lambda d: truncate(d / "model.safetensors", 5000),
-         CheckpointError, "model.safetensors: not a readable safetensors file"),
-        (lambda d: (d / "model.safetensors").unlink(), FileNotFoundError,
-         "model.safetensors is missing"),
+        (
+            lambda d: truncate(d / "model.safetensors", 5000),
+            CheckpointError,
+            "model.safetensors: not a readable safetensors file",
+        ),
+        (
+            lambda d: (d / "model.safetensors").unlink(),
+            FileNotFoundError,
+            "model.safetensors is missing",
+        ),
         (lambda d: (d / "config.json").unlink(), FileNotFoundError, "config.json is missing"),
         (lambda d: (d / "config.json").write_text("{not json"), CheckpointError, "not valid JSON"),
-        (lambda d: (d / "config.json").write_text('{"format": "other"}'), CheckpointError,
-         "not an atari-dt model config"),
-        (lambda d: (d / "config.json").write_text('{"format": "atari-dt/model", "version": 9}'),
-         CheckpointError, "version 9, expected 1"),
-        (lambda d: (d / "config.json").write_text('{"format": "atari-dt/model", "version": 1}'),
-         CheckpointError, "no 'config' mapping"),
+        (
+            lambda d: (d / "config.json").write_text('{"format": "other"}'),
+            CheckpointError,
+            "not an atari-dt model config",
+        ),
+        (
+            lambda d: (d / "config.json").write_text('{"format": "atari-dt/model", "version": 9}'),
+            CheckpointError,
+            "version 9, expected 1",
+        ),
+        (
+            lambda d: (d / "config.json").write_text('{"format": "atari-dt/model", "version": 1}'),
+            CheckpointError,
+            "no 'config' mapping",
+        ),
     ],
-)  # fmt: skip
+)
 def test_damaged_checkpoints_error_clearly(saved, damage, error, match) -> None:
     _, directory = saved
     damage(directory)

@@ -21,12 +21,34 @@ def close(cli: object, library: object) -> None:
 
 
 def test_scan_json_is_the_scan_report(tiny_run: Path, tmp_path: Path) -> None:
-    assert main(["scan", str(tiny_run), "--rtg", "0:6:4", "--contexts", "12", "--seed", "3",
-                 "--mode", "decremented", "--out", str(tmp_path)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "scan",
+                str(tiny_run),
+                "--rtg",
+                "0:6:4",
+                "--contexts",
+                "12",
+                "--seed",
+                "3",
+                "--mode",
+                "decremented",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     cli = json.loads((tmp_path / "scan.json").read_text())
     with adt.load_run(tiny_run) as run:
-        report = adt.scan_report(run.model, run.sample_contexts(12, seed=3), [0, 2, 4, 6],
-                                 mode="decremented", data_returns=run.train_returns)  # fmt: skip
+        report = adt.scan_report(
+            run.model,
+            run.sample_contexts(12, seed=3),
+            [0, 2, 4, 6],
+            mode="decremented",
+            data_returns=run.train_returns,
+        )
     scan = report.scan
     close(cli["action_probs"], scan.action_probs)
     close(cli["entropy"], scan.entropy)
@@ -40,30 +62,81 @@ def test_scan_json_is_the_scan_report(tiny_run: Path, tmp_path: Path) -> None:
 
 
 def test_attribution_json_is_explain_decision(tiny_run: Path, tmp_path: Path) -> None:
-    assert main(["attribute", str(tiny_run), "--episode", "1", "--step", "40", "--baseline",
-                 "blur", "--kind", "logit_diff", "--other-action", "2", "--n-steps", "16",
-                 "--out", str(tmp_path)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "attribute",
+                str(tiny_run),
+                "--episode",
+                "1",
+                "--step",
+                "40",
+                "--baseline",
+                "blur",
+                "--kind",
+                "logit_diff",
+                "--other-action",
+                "2",
+                "--n-steps",
+                "16",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     cli = json.loads((tmp_path / "attribution.json").read_text())
     with adt.load_run(tiny_run) as run:
-        explained = adt.explain_decision(run.model, run.contexts(1, 40), kind="logit_diff",
-                                         other_action=2, baseline="blur", n_steps=16)  # fmt: skip
+        explained = adt.explain_decision(
+            run.model,
+            run.contexts(1, 40),
+            kind="logit_diff",
+            other_action=2,
+            baseline="blur",
+            n_steps=16,
+        )
     assert cli["target"] == explained.target.describe()
     close(cli["probabilities"], explained.probabilities)
-    close([cli["target_value"], cli["baseline_value"], cli["attribution_sum"]],
-          [explained.pixels.target_value, explained.pixels.baseline_value,
-           explained.pixels.attribution_sum])  # fmt: skip
+    close(
+        [cli["target_value"], cli["baseline_value"], cli["attribution_sum"]],
+        [
+            explained.pixels.target_value,
+            explained.pixels.baseline_value,
+            explained.pixels.attribution_sum,
+        ],
+    )
     close(cli["tokens"]["state"], explained.tokens.state)
     close(cli["tokens"]["rtg"], explained.tokens.rtg)
 
 
 def test_analysis_json_is_analyze_decision(tiny_run: Path, tmp_path: Path) -> None:
-    assert main(["analyze", str(tiny_run), "--episode", "1", "--step", "50", "--contexts", "16",
-                 "--seed", "2", "--out", str(tmp_path)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "analyze",
+                str(tiny_run),
+                "--episode",
+                "1",
+                "--step",
+                "50",
+                "--contexts",
+                "16",
+                "--seed",
+                "2",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     cli = json.loads((tmp_path / "analysis.json").read_text())
     with adt.load_run(tiny_run) as run:
-        result = adt.analyze_decision(run.model, run.contexts(1, 50),
-                                      run.sample_contexts(16, seed=2),
-                                      data_returns=run.train_returns)  # fmt: skip
+        result = adt.analyze_decision(
+            run.model,
+            run.contexts(1, 50),
+            run.sample_contexts(16, seed=2),
+            data_returns=run.train_returns,
+        )
     assert cli["action"] == result.action
     close([cli["dla"][label] for label in result.dla.labels], result.dla.values[:, 0])
     close(cli["logit_lens"]["probs"], result.logit_lens.probs[:, 0])
@@ -94,8 +167,9 @@ def test_analyze_decision_patches_against_an_out_of_distribution_rtg(tiny_run: P
     assert what == "RTG 9" and torch.equal(high.rtg, torch.full_like(context.rtg, 9.0))
     with adt.load_run(tiny_run) as run:  # a contrast with itself moves nothing: said, not plotted
         preferred = int(run.model(context)[0, -1].argmax())
-        same = adt.analyze_decision(run.model, context, run.sample_contexts(8),
-                                    other_action=preferred)  # fmt: skip
+        same = adt.analyze_decision(
+            run.model, context, run.sample_contexts(8), other_action=preferred
+        )
     assert same.patching.residual is None and "nothing to restore" in same.patching.skipped
     assert torch.equal(blurred.frames[:, :-1], context.frames[:, :-1])  # only the current stack
     assert not torch.equal(blurred.frames[:, -1], context.frames[:, -1])

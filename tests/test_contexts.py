@@ -27,9 +27,26 @@ FIELDS = ("frames", "actions", "rtg", "timesteps", "mask")
 def collected(tmp_path_factory) -> Path:
     """Real Seaquest play by the expert-to-random mixture: RAM, objects and behaviours."""
     path = tmp_path_factory.mktemp("collected") / "seaquest.h5"
-    assert main(["collect", "--config", str(ROOT / "configs/collect/seaquest.yaml"), "--steps",
-                 "800", "--max-episode-steps", "200", "--workers", "1", "--seed", str(seed(0)),
-                 "--out", str(path)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--config",
+                str(ROOT / "configs/collect/seaquest.yaml"),
+                "--steps",
+                "800",
+                "--max-episode-steps",
+                "200",
+                "--workers",
+                "1",
+                "--seed",
+                str(seed(0)),
+                "--out",
+                str(path),
+            ]
+        )
+        == 0
+    )
     return path
 
 
@@ -76,14 +93,17 @@ def test_sampled_contexts_are_drawn_as_training_draws(collected) -> None:
     config = DataConfig(context_len=3, sampling="episodes")
     windows = ContextWindows(collected, config)
     with EpisodeStore.open(collected) as store:
-        drawn = store.sample_contexts(40, context_len=3, seed=seed(2), sampling="episodes",
-                                      episodes=windows.episodes)  # fmt: skip
-        again = store.sample_contexts(40, context_len=3, seed=seed(2), sampling="episodes",
-                                      episodes=windows.episodes)  # fmt: skip
+        drawn = store.sample_contexts(
+            40, context_len=3, seed=seed(2), sampling="episodes", episodes=windows.episodes
+        )
+        again = store.sample_contexts(
+            40, context_len=3, seed=seed(2), sampling="episodes", episodes=windows.episodes
+        )
         with pytest.raises(ValueError, match="n >= 1"):
             store.sample_contexts(0, context_len=3)
-    expected = windows.get_batch(np.sort(windows.sample_indices(np.random.default_rng(seed(2)),
-                                                                40)))  # fmt: skip
+    expected = windows.get_batch(
+        np.sort(windows.sample_indices(np.random.default_rng(seed(2)), 40))
+    )
     assert_same_windows(drawn, expected)
     assert_same_windows(drawn, again)
     assert np.all(np.diff(drawn.rows) >= 0) and set(drawn.episodes) <= set(windows.episodes)
@@ -116,9 +136,12 @@ def test_indexing_concatenation_and_new_rtg(collected) -> None:
 
 def test_shapes_are_checked_with_the_field_named() -> None:
     frames = torch.zeros(2, 3, 4, 84, 84, dtype=torch.uint8)
-    good = {"actions": torch.zeros(2, 3, dtype=torch.long), "rtg": torch.zeros(2, 3),
-            "timesteps": torch.zeros(2, 3, dtype=torch.long),
-            "mask": torch.ones(2, 3, dtype=torch.bool)}  # fmt: skip
+    good = {
+        "actions": torch.zeros(2, 3, dtype=torch.long),
+        "rtg": torch.zeros(2, 3),
+        "timesteps": torch.zeros(2, 3, dtype=torch.long),
+        "mask": torch.ones(2, 3, dtype=torch.bool),
+    }
     Contexts(frames, **good)
     with pytest.raises(ValueError, match=r"Contexts.rtg must be a \[B, T\] = \[2, 3\] tensor"):
         Contexts(frames, **{**good, "rtg": torch.zeros(2, 4)})
@@ -145,8 +168,12 @@ def test_the_model_takes_contexts(tiny_run) -> None:
     torch.testing.assert_close(logits, plain, rtol=0, atol=1e-5)
     assert "encoder.hook_out" in cache
     assert "encoder.hook_out" not in from_states  # the CNN did not run
-    torch.testing.assert_close(from_states["blocks.1.hook_resid_post"],
-                               cache["blocks.1.hook_resid_post"], rtol=0, atol=1e-6)  # fmt: skip
+    torch.testing.assert_close(
+        from_states["blocks.1.hook_resid_post"],
+        cache["blocks.1.hook_resid_post"],
+        rtol=0,
+        atol=1e-6,
+    )
     with_frames = encoded.with_frames(contexts.frames // 2)
     assert with_frames.state_embeddings is None  # other frames: the embeddings are stale
 
@@ -180,13 +207,31 @@ def test_a_moved_store_names_itself_and_the_fix(tiny_run, seaquest_store_path, t
     run, store = copy_run(tiny_run, seaquest_store_path, tmp_path)
     moved = tmp_path / "elsewhere.h5"
     store.rename(moved)
-    with pytest.raises(UserError, match=r"store .* was trained on, .*store\.h5, is gone.*"
-                       r"load_run\(.*data=PATH\) or --data PATH"):  # fmt: skip
+    with pytest.raises(
+        UserError,
+        match=r"store .* was trained on, .*store\.h5, is gone.*"
+        r"load_run\(.*data=PATH\) or --data PATH",
+    ):
         adt.load_run(run)
     with adt.load_run(run, data=moved) as opened:  # the same content at its new place
         assert opened.store.path == moved
-    assert main(["scan", str(run), "--rtg", "0:6:3", "--contexts", "4", "--data", str(moved),
-                 "--out", str(tmp_path / "scan")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "scan",
+                str(run),
+                "--rtg",
+                "0:6:3",
+                "--contexts",
+                "4",
+                "--data",
+                str(moved),
+                "--out",
+                str(tmp_path / "scan"),
+            ]
+        )
+        == 0
+    )
     assert main(["scan", str(run), "--rtg", "0:6:3", "--contexts", "4"]) == 2
 
 
@@ -196,8 +241,11 @@ def test_a_changed_store_is_refused(tiny_run, seaquest_store_path, seaquest_epis
     with EpisodeStoreWriter(store, game="Seaquest", n_actions=18) as writer:
         for e in seaquest_episodes[:2]:  # other data at the recorded place
             writer.add_episode(e.frames, e.actions, e.rewards)
-    with pytest.raises(UserError, match=r"not the one .* was trained on .*episodes.*differ.*"
-                       r"changed since training"):  # fmt: skip
+    with pytest.raises(
+        UserError,
+        match=r"not the one .* was trained on .*episodes.*differ.*"
+        r"changed since training",
+    ):
         adt.load_run(run)
     with pytest.warns(UserWarning, match="not the one"):  # chosen explicitly: allowed, said
         adt.load_run(run, data=store).close()
@@ -221,8 +269,10 @@ def test_a_run_without_a_store_record_looks_beside_it(tiny_run, seaquest_store_p
 
 def test_the_public_api_is_lazy_and_complete() -> None:
     """``import atari_dt`` pulls in no torch; every exported name resolves."""
-    code = ("import sys, atari_dt; assert 'torch' not in sys.modules, 'torch imported'; "
-            "atari_dt.load_run; assert 'torch' not in sys.modules")  # fmt: skip
+    code = (
+        "import sys, atari_dt; assert 'torch' not in sys.modules, 'torch imported'; "
+        "atari_dt.load_run; assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     for name in adt.__all__:
         assert getattr(adt, name) is not None, name
@@ -299,3 +349,24 @@ def test_resuming_on_other_data_is_refused(tiny_run, seaquest_store_path, tmp_pa
     with pytest.raises(UserError, match=r"--resume: the episode store .*other\.h5 is not the one"):
         record_store(run, other, resume=True)
     record_store(run, other)  # a new run (no --resume) records whatever it trains on
+
+
+def test_context_probes_probe_what_the_store_knows(collected) -> None:
+    """RTG always; behaviour when the episodes were played by more than one policy; each
+    object seen in enough episodes. Contexts without provenance cannot be held out by episode."""
+    from atari_dt.analysis.probes import MIN_PROBE_EPISODES, context_probes
+
+    with EpisodeStore.open(collected) as store:
+        contexts = store.sample_contexts(64, context_len=2, seed=seed(4))
+        n_behaviours = len({b["component"] for b in store.behaviours})
+    features = np.random.default_rng(seed(4)).normal(size=(2, 64, 8))
+    probes = context_probes(features, contexts, ["0", "final"])
+    assert "rtg" in probes and probes["rtg"].scores.shape == (2,)
+    assert ("behaviour" in probes) == (len(set(contexts.behaviour)) > 1) and n_behaviours > 1
+    for name, positions in contexts.objects.items():
+        seen = len(np.unique(contexts.episodes[np.isfinite(positions).all(1)]))
+        assert (f"{name}_xy" in probes) == (seen >= MIN_PROBE_EPISODES), name
+    bare = Contexts(contexts.frames, contexts.actions, contexts.rtg, contexts.timesteps,
+                    contexts.mask)  # fmt: skip
+    with pytest.raises(UserError, match="probes hold out whole episodes"):
+        context_probes(features, bare, ["0", "final"])

@@ -136,20 +136,30 @@ def test_nested_state_dict_is_accepted(tmp_path) -> None:
     ("edit", "match"),
     [
         (lambda sd: sd.pop("head.weight"), "key 'head.weight' is missing"),
-        (lambda sd: sd.update({"blocks.0.attn.gate.weight": torch.zeros(2)}),
-         "unexpected key 'blocks.0.attn.gate.weight'"),
-        (lambda sd: sd.update({"value_head.weight": torch.zeros(2)}),
-         "unexpected key 'value_head.weight'"),
-        (lambda sd: sd.update({"pos_emb": torch.zeros(1, 20, 32)}),
-         r"pos_emb has shape \[1, 20, 32\]"),
+        (
+            lambda sd: sd.update({"blocks.0.attn.gate.weight": torch.zeros(2)}),
+            "unexpected key 'blocks.0.attn.gate.weight'",
+        ),
+        (
+            lambda sd: sd.update({"value_head.weight": torch.zeros(2)}),
+            "unexpected key 'value_head.weight'",
+        ),
+        (
+            lambda sd: sd.update({"pos_emb": torch.zeros(1, 20, 32)}),
+            r"pos_emb has shape \[1, 20, 32\]",
+        ),
         (lambda sd: sd.pop("blocks.1.ln2.bias"), r"'blocks.1.ln2.b' \[32\] is missing"),
         (lambda sd: sd.pop("ret_emb.0.weight"), "import it with behaviour_cloning=True"),
-        (lambda sd: sd.update({"blocks.0.attn.query.weight": torch.zeros(16, 32)}),
-         r"'blocks.0.attn.query.weight' has shape \[16, 32\], which does not fit"),
-        (lambda sd: sd.update({"global_pos_emb": torch.zeros(401, 32)}),
-         r"global_pos_emb has shape \[401, 32\], expected \(1, max_timestep\+1, 32\)"),
+        (
+            lambda sd: sd.update({"blocks.0.attn.query.weight": torch.zeros(16, 32)}),
+            r"'blocks.0.attn.query.weight' has shape \[16, 32\], which does not fit",
+        ),
+        (
+            lambda sd: sd.update({"global_pos_emb": torch.zeros(401, 32)}),
+            r"global_pos_emb has shape \[401, 32\], expected \(1, max_timestep\+1, 32\)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_state_dicts_error_clearly(tmp_path, edit, match) -> None:
     state_dict = dict(make_reference().state_dict())
     edit(state_dict)
@@ -184,8 +194,20 @@ def test_naive_checkpoints_need_the_flag(tmp_path, seaquest_windows) -> None:
     path = tmp_path / "bc.pt"
     torch.save(reference.state_dict(), path)
     as_bc, as_dt = tmp_path / "bc", tmp_path / "dt"
-    assert main(["model", "import-original", str(path), str(as_bc), "--n-heads", "4",
-                 "--behaviour-cloning"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "model",
+                "import-original",
+                str(path),
+                str(as_bc),
+                "--n-heads",
+                "4",
+                "--behaviour-cloning",
+            ]
+        )
+        == 0
+    )
     import_original(path, as_dt, n_heads=4)
     with torch.no_grad():
         expected = reference(**original_inputs(seaquest_windows))

@@ -59,8 +59,15 @@ def expected_hook_shapes(cfg: ModelConfig, B: int, T: int) -> dict[str, tuple[in
     }
     for layer in range(cfg.n_layers):
         block = f"blocks.{layer}."
-        for name in ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out",
-                     "hook_resid_post", "ln1.hook_normalized", "ln2.hook_normalized"):  # fmt: skip
+        for name in (
+            "hook_resid_pre",
+            "hook_attn_out",
+            "hook_resid_mid",
+            "hook_mlp_out",
+            "hook_resid_post",
+            "ln1.hook_normalized",
+            "ln2.hook_normalized",
+        ):
             shapes[block + name] = (B, P, d)
         shapes[block + "ln1.hook_scale"] = shapes[block + "ln2.hook_scale"] = (B, P, 1)
         for name in ("q", "k", "v", "z"):
@@ -364,26 +371,50 @@ def _steps_from(first: int) -> torch.Tensor:
 
 # argument, how to spoil it, the error, and what its message must say
 BAD_INPUTS = {
-    "frame channels": ("frames", lambda t: t[:, :, :3], ValueError,
-                       r"frames must have shape \[B, T, 4, 84, 84\]"),
+    "frame channels": (
+        "frames",
+        lambda t: t[:, :, :3],
+        ValueError,
+        r"frames must have shape \[B, T, 4, 84, 84\]",
+    ),
     "frame dtype": ("frames", lambda t: t.int(), TypeError, "frames must be uint8"),
     "frames as numpy": ("frames", lambda t: t.numpy(), TypeError, "must be a torch.Tensor"),
-    "action steps": ("actions", lambda t: t[:, :5], ValueError,
-                     r"actions must have shape \[B, T\] = \[6, 8\]"),
+    "action steps": (
+        "actions",
+        lambda t: t[:, :5],
+        ValueError,
+        r"actions must have shape \[B, T\] = \[6, 8\]",
+    ),
     "action dtype": ("actions", lambda t: t.float(), TypeError, "must be an integer tensor"),
-    "action range": ("actions", lambda t: t + 18, ValueError,
-                     r"actions must be in \[0, n_actions=18\)"),
-    "timestep range": ("timesteps", lambda t: t + 400, ValueError,
-                       r"timesteps must be in \[0, max_timestep=400\)"),
+    "action range": (
+        "actions",
+        lambda t: t + 18,
+        ValueError,
+        r"actions must be in \[0, n_actions=18\)",
+    ),
+    "timestep range": (
+        "timesteps",
+        lambda t: t + 400,
+        ValueError,
+        r"timesteps must be in \[0, max_timestep=400\)",
+    ),
     "negative timestep": ("timesteps", lambda t: t - 1000, ValueError, "timesteps must be in"),
     "rtg dtype": ("rtg", lambda t: t.long(), TypeError, "rtg must be a float tensor"),
     "rtg missing": ("rtg", lambda t: None, TypeError, "rtg must be a torch.Tensor"),
     "mask dtype": ("mask", lambda t: torch.ones(6, 8), TypeError, "mask must be a bool tensor"),
-    "mask right padding": ("mask", lambda t: ~_steps_from(4), ValueError,
-                           "last step of every window must be real"),
-    "mask hole": ("mask", lambda t: torch.arange(8).expand(6, 8) != 5, ValueError,
-                  "left padding only"),
-}  # fmt: skip
+    "mask right padding": (
+        "mask",
+        lambda t: ~_steps_from(4),
+        ValueError,
+        "last step of every window must be real",
+    ),
+    "mask hole": (
+        "mask",
+        lambda t: torch.arange(8).expand(6, 8) != 5,
+        ValueError,
+        "left padding only",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))

@@ -64,8 +64,9 @@ def test_cached_agent_equals_the_full_model(positional) -> None:
 def test_episodes_at_several_targets() -> None:
     model = make_model()
     settings = {"reward_units": "clipped", "n_envs": 4, "max_episode_steps": 60, "seed": seed(1)}
-    results = run_episodes(model, "Seaquest", [0.0, 5.0], 3, **settings, record={(1, 2)},
-                           progress=False)  # fmt: skip
+    results = run_episodes(
+        model, "Seaquest", [0.0, 5.0], 3, **settings, record={(1, 2)}, progress=False
+    )
     assert [(r.target, r.episode) for r in results] == [
         (0, 0),
         (0, 1),
@@ -99,8 +100,14 @@ def test_sweep_summary() -> None:
         for t, rs in ((0.0, [1, 2, 3]), (10.0, [5, 9]))
         for e, r in enumerate(rs)
     ]
-    sweep = summarise(results, game="Seaquest", reward_units="clipped",
-                      data_return_range=(0.0, 8.0), sample=True, temperature=1.0)  # fmt: skip
+    sweep = summarise(
+        results,
+        game="Seaquest",
+        reward_units="clipped",
+        data_return_range=(0.0, 8.0),
+        sample=True,
+        temperature=1.0,
+    )
     first, second = sweep.targets
     assert (first.target, first.returns, first.mean, first.min, first.max) == (
         0.0,
@@ -118,8 +125,14 @@ def test_sweep_summary() -> None:
     assert rows[0].startswith("target,episodes,mean") and len(rows) == 3
     payload = json.loads(json.dumps(sweep.to_json(), allow_nan=False))
     assert payload["targets"][1]["returns"] == [5.0, 9.0]
-    one = summarise([fake_result(0.0, 0, 3.0)], game="Seaquest", reward_units="clipped",
-                    data_return_range=None, sample=False, temperature=1.0)  # fmt: skip
+    one = summarise(
+        [fake_result(0.0, 0, 3.0)],
+        game="Seaquest",
+        reward_units="clipped",
+        data_return_range=None,
+        sample=False,
+        temperature=1.0,
+    )
     assert json.loads(json.dumps(one.to_json(), allow_nan=False))["targets"][0]["ci95"] == [
         None,
         None,
@@ -128,8 +141,19 @@ def test_sweep_summary() -> None:
 
 def test_eval_cli(tiny_run, tmp_path, capsys) -> None:
     out = tmp_path / "eval"
-    args = ["eval", str(tiny_run), "--targets", "0,3", "--episodes", "2", "--video", "1",
-            "--out", str(out), "--json"]  # fmt: skip
+    args = [
+        "eval",
+        str(tiny_run),
+        "--targets",
+        "0,3",
+        "--episodes",
+        "2",
+        "--video",
+        "1",
+        "--out",
+        str(out),
+        "--json",
+    ]
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert [t["target"] for t in printed["targets"]] == [0.0, 3.0]
@@ -137,8 +161,13 @@ def test_eval_cli(tiny_run, tmp_path, capsys) -> None:
     assert printed["reward_units"] == "clipped" and printed["game"] == "Seaquest"
     assert printed["data_return_range"] is not None
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["episode_target0_0.gif", "episode_target3_0.gif", "sweep.csv",
-                     "sweep.json", "sweep.png"]  # fmt: skip
+    assert names == [
+        "episode_target0_0.gif",
+        "episode_target3_0.gif",
+        "sweep.csv",
+        "sweep.json",
+        "sweep.png",
+    ]
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     from PIL import Image
 

@@ -184,8 +184,9 @@ def test_lazy_exports_point_at_their_module(tmp_path: Path) -> None:
         "    if name in ('B', 'C'):\n        from pkg.b import B\n        return B\n"
     )
     (package / "a.py").write_text("from pkg import B\nA = 1\n")
-    (package / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                                  "    from pkg.a import A\nB = 2\n")  # fmt: skip
+    (package / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import A\nB = 2\n"
+    )
     graph = import_graph(package)
     assert graph == {"pkg.a": {"pkg.b"}, "pkg.b": set()}
 

@@ -36,21 +36,54 @@ def repeat_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     probability 0.8 (2,000 steps, 5 episodes)."""
     path = tmp_path_factory.mktemp("train") / "repeat.h5"
     policy = "collect.policy=[{policy: random, repeat: 0.8}]"
-    assert main(["collect", "--game", "Seaquest", "--set", policy, "--steps", "2000",
-                 "--max-episode-steps", "400", "--seed", str(seed(0)), "--workers", "1",
-                 "--out", str(path)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--game",
+                "Seaquest",
+                "--set",
+                policy,
+                "--steps",
+                "2000",
+                "--max-episode-steps",
+                "400",
+                "--seed",
+                str(seed(0)),
+                "--workers",
+                "1",
+                "--out",
+                str(path),
+            ]
+        )
+        == 0
+    )
     return path
 
 
 def write_config(tmp_path: Path, store: Path, **train: object) -> Path:
     values = {
         "data": {"path": str(store), "context_len": 4},
-        "model": {"n_actions": 18, "d_model": 32, "n_layers": 2, "n_heads": 2,
-                  "max_timestep": 512, "dropout": 0.1},
-        "train": {"max_steps": 30, "batch_size": 16, "lr": 1e-3, "warmup_steps": 5,
-                  "log_every": 5, "checkpoint_every": 5, "keep_checkpoints": 10,
-                  "seed": seed(0), **train},
-    }  # fmt: skip
+        "model": {
+            "n_actions": 18,
+            "d_model": 32,
+            "n_layers": 2,
+            "n_heads": 2,
+            "max_timestep": 512,
+            "dropout": 0.1,
+        },
+        "train": {
+            "max_steps": 30,
+            "batch_size": 16,
+            "lr": 1e-3,
+            "warmup_steps": 5,
+            "log_every": 5,
+            "checkpoint_every": 5,
+            "keep_checkpoints": 10,
+            "seed": seed(0),
+            **train,
+        },
+    }
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
@@ -94,10 +127,22 @@ def test_loss_falls_on_real_data(tmp_path, repeat_store) -> None:
 def start_training(config: Path, run: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "atari_dt", "train", str(config), "--out", str(run),
-         "--no-progress", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "atari_dt",
+            "train",
+            str(config),
+            "--out",
+            str(run),
+            "--no-progress",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for_checkpoint(run: Path, step: int, process: subprocess.Popen) -> None:
@@ -149,10 +194,23 @@ def free_port() -> int:
 
 def torchrun(config: Path, run: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """``atari-dt train`` on 2 gloo ranks (one thread each) under torchrun."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-               "-m", "atari_dt.training", str(config), "--out", str(run),
-               "--no-progress"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "atari_dt.training",
+        str(config),
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -198,13 +256,15 @@ def test_ddp_two_cpu_ranks_match_one_process(tmp_path, repeat_store) -> None:
             # shift of all scores), so theirs (~3e-12, squared ~1e-23) is rounding noise alone.
             scale = float(tensor.abs().max())
             floor = 1e-20 if name.endswith("_sq") else 1e-10
-            torch.testing.assert_close(ddp[name], tensor, rtol=0, atol=1e-4 * scale + floor,
-                                       msg=name)  # fmt: skip
+            torch.testing.assert_close(
+                ddp[name], tensor, rtol=0, atol=1e-4 * scale + floor, msg=name
+            )
         else:  # weights: this mostly checks the same initialisation (most steps are below half
             # an ulp and leave a weight unchanged). A step moves one by at most 1.17 lr (weight
             # decay 1 - 1e-13 rounds to 1), at most doubled by rounding to the nearest float.
-            torch.testing.assert_close(ddp[name], tensor, rtol=0, atol=2 * steps * 2.4 * lr,
-                                       msg=name)  # fmt: skip
+            torch.testing.assert_close(
+                ddp[name], tensor, rtol=0, atol=2 * steps * 2.4 * lr, msg=name
+            )
 
 
 def test_optimizer_groups_follow_the_original() -> None:
@@ -252,17 +312,21 @@ def test_bad_runs_fail_clearly(tmp_path, repeat_store, capsys) -> None:
     capsys.readouterr()
     cases = [
         ([], "already holds a run; pass --resume or --force"),
-        (["--resume", "--set", "train.lr=0.01"],
-         r"--resume: the config differs from .* at train.lr"),
+        (
+            ["--resume", "--set", "train.lr=0.01"],
+            r"--resume: the config differs from .* at train.lr",
+        ),
         (["--data", str(tmp_path / "nope.h5"), "--force"], "nope.h5 does not exist"),
-        (["--force", "--set", "model.n_actions=6"],
-         "the episode store has 18 actions but model.n_actions=6"),
+        (
+            ["--force", "--set", "model.n_actions=6"],
+            "the episode store has 18 actions but model.n_actions=6",
+        ),
         (["--force", "--set", "model.max_timestep=100"], "set --set model.max_timestep=400"),
         (["--force", "--set", "train.batch_size=0"], "batch_size must be >= 1"),
         (["--force", "--set", "train.bogus=1"], "unknown config key 'train.bogus'"),
         (["--force", "--set", "train.return_loss_weight=1"], "needs a return head"),
         (["--force", "--set", "train.grad_clip=-1"], "grad_clip must be >= 0"),
-    ]  # fmt: skip
+    ]
     for extra, message in cases:
         assert main(["train", str(config), "--out", str(run), "--no-progress", *extra]) == 2
         err = capsys.readouterr().err
@@ -290,9 +354,14 @@ def small_config(tmp_path: Path, store: Path, **model: object) -> Path:
     values = {
         "data": {"path": str(store), "context_len": 4},
         "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_timestep": 64, **model},
-        "train": {"max_steps": 2, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2,
-                  "seed": seed(0)},
-    }  # fmt: skip
+        "train": {
+            "max_steps": 2,
+            "batch_size": 4,
+            "warmup_steps": 1,
+            "checkpoint_every": 2,
+            "seed": seed(0),
+        },
+    }
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
@@ -306,8 +375,9 @@ def test_n_actions_auto_takes_the_stores_count(tmp_path) -> None:
     assert ModelConfig().n_actions == "auto"
     store = four_action_store(tmp_path / "breakout.h5")
     run = tmp_path / "run"
-    assert main(["train", str(small_config(tmp_path, store)), "--out", str(run),
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(["train", str(small_config(tmp_path, store)), "--out", str(run), "--no-progress"]) == 0
+    )
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["n_actions"] == 4
     _, directory = list_checkpoints(run)[-1]
     assert json.loads((directory / "config.json").read_text())["config"]["n_actions"] == 4
@@ -368,12 +438,45 @@ def test_return_head_trains_under_ddp_with_and_without_its_loss(tmp_path, repeat
 def test_training_from_replay_logs(tmp_path) -> None:
     """``--data`` may be a replay_logs directory: it is converted into the run first."""
     logs = tmp_path / "Seaquest" / "1" / "replay_logs"
-    assert main(["collect", "--game", "Seaquest", "--policy", "random", "--steps", "700",
-                 "--format", "dqn-replay", "--capacity", "400", "--seed", "0",
-                 "--out", str(logs)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--game",
+                "Seaquest",
+                "--policy",
+                "random",
+                "--steps",
+                "700",
+                "--format",
+                "dqn-replay",
+                "--capacity",
+                "400",
+                "--seed",
+                "0",
+                "--out",
+                str(logs),
+            ]
+        )
+        == 0
+    )
     config = write_config(tmp_path, tmp_path / "unused.h5", max_steps=2)
     run = tmp_path / "run"
-    assert main(["train", str(config), "--data", str(logs), "--out", str(run), "--no-progress",
-                 "--set", "model.max_timestep=4096"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                str(config),
+                "--data",
+                str(logs),
+                "--out",
+                str(run),
+                "--no-progress",
+                "--set",
+                "model.max_timestep=4096",
+            ]
+        )
+        == 0
+    )
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["data"]["path"] == str(run / "episodes.h5") and (run / "episodes.h5").is_file()

@@ -206,8 +206,12 @@ def test_windows_hold_one_episode_right_aligned(case: dict[str, Any]) -> None:
         # The store cuts the same windows, reading each from the file (the analysis path).
         batch = datasets[0].get_batch(np.array(indices))
         with EpisodeStore.open(path) as store:
-            cut = store.contexts(batch.episodes, batch.steps, context_len=case["context_len"],
-                                 stack_size=case["stack_size"])  # fmt: skip
+            cut = store.contexts(
+                batch.episodes,
+                batch.steps,
+                context_len=case["context_len"],
+                stack_size=case["stack_size"],
+            )
         assert_batches_equal(cut, batch)
         np.testing.assert_array_equal(cut.rows, batch.rows)
 

@@ -9,17 +9,23 @@ from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
+from transformer_lens import ActivationCache
 
 from atari_dt.analysis.divergence import kl, log_policy
 from atari_dt.datasets.contexts import Contexts
 
 
 @torch.no_grad()
-def component_means(model, contexts: Contexts) -> dict[str, torch.Tensor]:
+def component_means(
+    model, contexts: Contexts, *, cache: ActivationCache | None = None
+) -> dict[str, torch.Tensor]:
     """Mean over the contexts of every head's ``hook_z`` (``[P, H, e]``) and every
-    ``hook_mlp_out`` (``[P, d]``), per position; padded steps excluded."""
+    ``hook_mlp_out`` (``[P, d]``), per position; padded steps excluded. ``cache``: a cache of
+    these contexts holding them (else one run, the frames encoded once)."""
     names = lambda n: n.endswith(("attn.hook_z", "hook_mlp_out"))  # noqa: E731
-    _, cache = model.run_with_cache(contexts.encoded(model), names_filter=names)
+    if cache is None:
+        _, cache = model.run_with_cache(contexts.encoded(model), names_filter=names)
+    cache = {name: value for name, value in cache.items() if names(name)}
     real = contexts.mask.repeat_interleave(model.cfg.tokens_per_step, dim=1).float()  # [N, P]
     means = {}
     for name, value in cache.items():

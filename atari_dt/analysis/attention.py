@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from jaxtyping import Float
+from transformer_lens import ActivationCache
 
 from atari_dt.analysis.scan import check_grid, scanned_rtg
 from atari_dt.datasets.contexts import Contexts
@@ -31,13 +32,17 @@ class AttentionPatterns:
 
 
 @torch.no_grad()
-def mean_patterns(model, contexts: Contexts) -> AttentionPatterns:
+def mean_patterns(
+    model, contexts: Contexts, *, cache: ActivationCache | None = None
+) -> AttentionPatterns:
     """Every head's attention pattern averaged over the contexts. A padded context counts only
     in the rows of its real queries (which never attend to padding), so every row still sums
-    to 1; the frames are encoded once."""
-    _, cache = model.run_with_cache(
-        contexts.encoded(model), names_filter=lambda n: n.endswith("hook_pattern")
-    )
+    to 1. ``cache``: a cache of these contexts with the patterns (else one run, the frames
+    encoded once)."""
+    if cache is None:
+        _, cache = model.run_with_cache(
+            contexts.encoded(model), names_filter=lambda n: n.endswith("hook_pattern")
+        )
     k = model.cfg.tokens_per_step
     real = contexts.mask.repeat_interleave(k, dim=1).float()  # [N, P]
     weight = real[:, None, :, None]  # [N, 1, P_query, 1]

@@ -156,11 +156,14 @@ def dla_along_scan(
 
 @torch.no_grad()
 def residual_by_layer(
-    model, contexts: Contexts, *, step: int = -1
+    model, contexts: Contexts, *, step: int = -1, cache: ActivationCache | None = None
 ) -> Float[torch.Tensor, "L1 N d"]:
     """The residual stream at window ``step``'s state token before each layer and after the
-    last: ``[n_layers + 1, N, d]`` (probe features); the frames are encoded once."""
-    _, cache = model.run_with_cache(contexts.encoded(model), names_filter=lambda n: "resid" in n)
+    last: ``[n_layers + 1, N, d]`` (probe features). ``cache``: a cache of these contexts with
+    the residual streams (else one run, the frames encoded once)."""
+    if cache is None:
+        names = lambda n: "resid" in n  # noqa: E731
+        _, cache = model.run_with_cache(contexts.encoded(model), names_filter=names)
     accumulated = cache.accumulated_resid()
     T = accumulated.shape[2] // model.cfg.tokens_per_step
     return accumulated[:, :, model.cfg.token_index(step, T)]

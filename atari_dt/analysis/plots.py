@@ -28,11 +28,16 @@ def plot_scan(scan: RtgScan, sat: Saturation, path: Path, *, title: str, top: in
         axes[0].plot(scan.rtg, probs[:, action], label=f"action {action}")
     axes[0].set_ylabel("mean probability")
     axes[1].plot(scan.rtg, scan.entropy, color="#4477aa", label="entropy (nats)")
-    axes[1].plot(scan.rtg, scan.js_to_reference, color="#cc6677",
-                 label=f"JS to RTG {scan.reference_rtg:g}")  # fmt: skip
+    axes[1].plot(
+        scan.rtg, scan.js_to_reference, color="#cc6677", label=f"JS to RTG {scan.reference_rtg:g}"
+    )
     axes[2].plot(scan.rtg, sat.saturated_fraction, color="#228833", label="saturated RTG units")
-    axes[2].plot(scan.rtg, sat.policy_change / max(sat.policy_change.max(), 1e-12),
-                 color="#aa3377", label="policy change (scaled)")  # fmt: skip
+    axes[2].plot(
+        scan.rtg,
+        sat.policy_change / max(sat.policy_change.max(), 1e-12),
+        color="#aa3377",
+        label="policy change (scaled)",
+    )
     if sat.saturation_rtg is not None:
         for ax in axes:
             ax.axvline(sat.saturation_rtg, color="#aa3377", linestyle=":", linewidth=1)
@@ -46,9 +51,15 @@ def plot_scan(scan: RtgScan, sat: Saturation, path: Path, *, title: str, top: in
 
 
 def plot_heatmap(
-    values: np.ndarray, path: Path, *, title: str, xlabel: str, ylabel: str,
-    xticks: list[str] | None = None, yticks: list[str] | None = None,
-) -> Path:  # fmt: skip
+    values: np.ndarray,
+    path: Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    xticks: list[str] | None = None,
+    yticks: list[str] | None = None,
+) -> Path:
     """A signed matrix (layer x head, layer x position, ...) with a diverging colour map."""
     plt = pyplot()
     limit = float(np.abs(values).max()) or 1.0

@@ -64,8 +64,9 @@ def saturation(model, scan: RtgScan, *, tolerance: float = 0.02) -> Saturation:
     )
     data_max = scan.data_return_range[1] if scan.data_return_range else None
     relative = saturation_rtg / data_max if saturation_rtg is not None and data_max else None
-    return Saturation(grid, saturated, embed_change, resid_change, policy_change, saturation_rtg,
-                      relative)  # fmt: skip
+    return Saturation(
+        grid, saturated, embed_change, resid_change, policy_change, saturation_rtg, relative
+    )
 
 
 def _per_unit(change: np.ndarray, step: np.ndarray) -> np.ndarray:

@@ -47,24 +47,34 @@ def plot_stack_overlay(
     for name, box in (boxes or {}).items():
         if not np.isnan(box).any():
             left, top, right, bottom = box
-            axes[S].add_patch(plt.Rectangle((left, top), right - left, bottom - top, fill=False,
-                                            edgecolor="#ffcc00", linewidth=0.8))  # fmt: skip
+            axes[S].add_patch(
+                plt.Rectangle(
+                    (left, top),
+                    right - left,
+                    bottom - top,
+                    fill=False,
+                    edgecolor="#ffcc00",
+                    linewidth=0.8,
+                )
+            )
             axes[S].text(left, top - 1, name, color="#ffcc00", fontsize=5)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path, dpi=130)
 
 
-def plot_window_strip(frames: torch.Tensor, maps: torch.Tensor, steps: list[int], path: Path,
-                      *, title: str) -> Path:  # fmt: skip
+def plot_window_strip(
+    frames: torch.Tensor, maps: torch.Tensor, steps: list[int], path: Path, *, title: str
+) -> Path:
     """The newest frame of every attributed window step with its stack-summed map
     (``frames`` ``[k, H, W]``, ``maps`` ``[k, H, W]``), one shared colour scale (PNG)."""
     plt = pyplot()
     maps_np = maps.detach().cpu().numpy()
     limit = _symmetric_limit(maps_np)
     fig, axes = plt.subplots(1, len(steps), figsize=(1.6 * len(steps), 2.0), squeeze=False)
-    for ax, frame, attribution, step in zip(axes[0], frames.cpu().numpy(), maps_np, steps,
-                                            strict=True):  # fmt: skip
+    for ax, frame, attribution, step in zip(
+        axes[0], frames.cpu().numpy(), maps_np, steps, strict=True
+    ):
         _overlay(ax, frame, attribution, limit, f"step {step}")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -81,8 +91,14 @@ def plot_object_masses(masses: dict[str, dict[str, float]], path: Path, *, title
     bars = ax.bar(names, ratios, color="#4477aa")
     ax.axhline(1.0, color="#888888", linestyle="--", linewidth=1, label="background density")
     for bar, share in zip(bars, shares, strict=True):
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{share:.0%}",
-                ha="center", va="bottom", fontsize=7)  # fmt: skip
+        ax.text(
+            bar.get_x() + bar.get_width() / 2,
+            bar.get_height(),
+            f"{share:.0%}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     ax.set_ylabel("|attribution| per pixel / background's")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
@@ -92,9 +108,14 @@ def plot_object_masses(masses: dict[str, dict[str, float]], path: Path, *, title
 
 
 def save_attribution_gif(
-    frames: list[np.ndarray], maps: list[np.ndarray], captions: list[str], path: Path,
-    *, scale: int = 3, fps: int = 6,
-) -> Path:  # fmt: skip
+    frames: list[np.ndarray],
+    maps: list[np.ndarray],
+    captions: list[str],
+    path: Path,
+    *,
+    scale: int = 3,
+    fps: int = 6,
+) -> Path:
     """An animated GIF along an episode: each newest frame (``[H, W]`` uint8) with its signed
     attribution map (``[H, W]``; red raises the target, blue lowers it), one colour scale for
     the whole GIF, and a caption per frame."""

@@ -30,33 +30,55 @@ def evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"{run_dir}: the run does not name its game; pass --game")
     record = {(i, e) for i in range(len(cfg.targets)) for e in range(min(args.video, cfg.episodes))}
     results = run_episodes(
-        model, game, cfg.targets, cfg.episodes, reward_units=units, n_envs=cfg.envs,
-        sample=cfg.sample, temperature=cfg.temperature, max_episode_steps=cfg.max_episode_steps,
-        preset=cfg.preset, seed=cfg.seed, record=record, progress=not args.json,
-    )  # fmt: skip
+        model,
+        game,
+        cfg.targets,
+        cfg.episodes,
+        reward_units=units,
+        n_envs=cfg.envs,
+        sample=cfg.sample,
+        temperature=cfg.temperature,
+        max_episode_steps=cfg.max_episode_steps,
+        preset=cfg.preset,
+        seed=cfg.seed,
+        record=record,
+        progress=not args.json,
+    )
     # The training episodes' returns (not every episode in the store: a return quantile may
     # hold the best ones out, which is the point of an extrapolation study).
     data_range = data.get("train_return_range") if units == config.data.reward_units else None
-    sweep = summarise(results, game=game, reward_units=units, sample=cfg.sample,
-                      temperature=cfg.temperature,
-                      data_return_range=tuple(data_range) if data_range else None)  # fmt: skip
+    sweep = summarise(
+        results,
+        game=game,
+        reward_units=units,
+        sample=cfg.sample,
+        temperature=cfg.temperature,
+        data_return_range=tuple(data_range) if data_range else None,
+    )
     out = Path(args.out or run_dir / "eval")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "sweep.json", json.dumps(sweep.to_json(), indent=2).encode())
     atomic_write_bytes(out / "sweep.csv", sweep.to_csv().encode())
     plot_sweep(sweep, out / "sweep.png")
     for result in (r for r in results if r.frames is not None):
-        save_episode_gif(result, out / f"episode_target{result.target:g}_{result.episode}.gif",
-                         reward_units=units)  # fmt: skip
+        save_episode_gif(
+            result,
+            out / f"episode_target{result.target:g}_{result.episode}.gif",
+            reward_units=units,
+        )
     if args.json:
         print(json.dumps(sweep.to_json()))
         return 0
-    print(f"{game}, model at step {metadata.get('step')}: returns in {units} rewards "
-          f"({'sampled' if cfg.sample else 'argmax'}; data range {data_range})")  # fmt: skip
+    print(
+        f"{game}, model at step {metadata.get('step')}: returns in {units} rewards "
+        f"({'sampled' if cfg.sample else 'argmax'}; data range {data_range})"
+    )
     for s in sweep.targets:
         top = sorted(range(len(s.action_counts)), key=lambda a: -s.action_counts[a])[:3]
-        print(f"  target {s.target:>8g}: {s.mean:8.1f} +- {s.std:6.1f}  [{s.min:g}, {s.max:g}]"
-              f"  length {sum(s.lengths) / len(s.lengths):7.0f}  top actions {top}")  # fmt: skip
+        print(
+            f"  target {s.target:>8g}: {s.mean:8.1f} +- {s.std:6.1f}  [{s.min:g}, {s.max:g}]"
+            f"  length {sum(s.lengths) / len(s.lengths):7.0f}  top actions {top}"
+        )
     print(f"wrote {out}/sweep.json, sweep.csv, sweep.png")
     return 0
 
@@ -71,9 +93,14 @@ def _flag_values(args: argparse.Namespace) -> dict:
             raise UserError(
                 f"--targets {args.targets!r}: expected comma-separated numbers, e.g. 0,500,1000"
             ) from None
-    for flag, key in (("episodes", "episodes"), ("envs", "envs"), ("seed", "seed"),
-                      ("temperature", "temperature"), ("max_episode_steps", "max_episode_steps"),
-                      ("reward_units", "reward_units")):  # fmt: skip
+    for flag, key in (
+        ("episodes", "episodes"),
+        ("envs", "envs"),
+        ("seed", "seed"),
+        ("temperature", "temperature"),
+        ("max_episode_steps", "max_episode_steps"),
+        ("reward_units", "reward_units"),
+    ):
         if getattr(args, flag) is not None:
             values[key] = getattr(args, flag)
     if args.argmax:

@@ -44,9 +44,14 @@ def train(args: argparse.Namespace) -> int:
             torch.set_num_threads(config.train.threads)
         evaluate = _periodic_evaluation(config, windows) if config.train.eval_every else None
         result = run_training(
-            config, run_dir, windows, dist, resume=args.resume, progress=not args.no_progress,
+            config,
+            run_dir,
+            windows,
+            dist,
+            resume=args.resume,
+            progress=not args.no_progress,
             evaluate=evaluate,
-        )  # fmt: skip
+        )
     finally:
         distributed.teardown(dist)
     if dist.is_main:
@@ -69,10 +74,19 @@ def _periodic_evaluation(config, windows):
     def evaluate(model, step: int) -> dict[str, float]:
         was_training = model.training
         results = run_episodes(
-            model, windows.game, cfg.targets, cfg.episodes, reward_units=units, n_envs=cfg.envs,
-            sample=cfg.sample, temperature=cfg.temperature, preset=cfg.preset,
-            max_episode_steps=cfg.max_episode_steps, seed=cfg.seed + step, progress=False,
-        )  # fmt: skip
+            model,
+            windows.game,
+            cfg.targets,
+            cfg.episodes,
+            reward_units=units,
+            n_envs=cfg.envs,
+            sample=cfg.sample,
+            temperature=cfg.temperature,
+            preset=cfg.preset,
+            max_episode_steps=cfg.max_episode_steps,
+            seed=cfg.seed + step,
+            progress=False,
+        )
         model.train(was_training)
         values: dict[str, float] = {}
         for target in cfg.targets:

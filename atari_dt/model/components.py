@@ -93,11 +93,13 @@ class Attention(nn.Module):
             z = self._explicit(q, k, v, self._allowed(x, key_mask))
         else:  # torch's fused kernel: nothing asks for the scores or the pattern
             z = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                q.transpose(1, 2),
+                k.transpose(1, 2),
+                v.transpose(1, 2),
                 attn_mask=None if key_mask is None else self._allowed(x, key_mask),
                 dropout_p=self.pattern_dropout.p if self.training else 0.0,
                 is_causal=key_mask is None,
-            ).transpose(1, 2)  # fmt: skip
+            ).transpose(1, 2)
         return self.output(self.hook_z(z))  # z: [B, P, H, e]
 
     def _explicit(

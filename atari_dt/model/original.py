@@ -73,8 +73,13 @@ def convert_original_state_dict(
             ) from err
         for name, value in converted.items():
             ours[name] = value.contiguous()
-    assumed = {"n_heads": n_heads, "behaviour_cloning": behaviour_cloning, "dropout": dropout,
-               "rtg_scale": 1.0, "b_U": "zeros"}  # fmt: skip
+    assumed = {
+        "n_heads": n_heads,
+        "behaviour_cloning": behaviour_cloning,
+        "dropout": dropout,
+        "rtg_scale": 1.0,
+        "b_U": "zeros",
+    }
     return ours, ImportReport(cfg, inferred, assumed, ignored)
 
 
@@ -174,8 +179,14 @@ def _infer_config(
     }
     values = {name: value for name, (value, _) in inferred.items()}
     try:
-        cfg = ModelConfig(**values, n_heads=n_heads, dropout=dropout, positional="original",
-                          rtg_scale=1.0, behaviour_cloning=behaviour_cloning)  # fmt: skip
+        cfg = ModelConfig(
+            **values,
+            n_heads=n_heads,
+            dropout=dropout,
+            positional="original",
+            rtg_scale=1.0,
+            behaviour_cloning=behaviour_cloning,
+        )
     except ValueError as err:
         raise CheckpointError(f"original DT checkpoint: {err}") from err
     return cfg, {name: {"value": v, "from": source} for name, (v, source) in inferred.items()}
@@ -193,8 +204,12 @@ def _convert_key(key: str, tensor: torch.Tensor, cfg: ModelConfig) -> dict[str, 
         "ln_f.weight": "ln_final.w",
         "ln_f.bias": "ln_final.b",
     }
-    encoder = {"state_encoder.0": "conv0", "state_encoder.2": "conv1",
-               "state_encoder.4": "conv2", "state_encoder.7": "linear"}  # fmt: skip
+    encoder = {
+        "state_encoder.0": "conv0",
+        "state_encoder.2": "conv1",
+        "state_encoder.4": "conv2",
+        "state_encoder.7": "linear",
+    }
     if key in direct:
         return {direct[key]: tensor}
     if key.rsplit(".", 1)[0] in encoder:

@@ -28,9 +28,16 @@ class PrefixCache:
 
 
 def build_prefix_cache(
-    model, state_embeddings: torch.Tensor, actions: torch.Tensor, rtg: torch.Tensor | None,
-    timesteps: torch.Tensor, mask: torch.Tensor | None, *, start: int, end: int,
-) -> PrefixCache:  # fmt: skip
+    model,
+    state_embeddings: torch.Tensor,
+    actions: torch.Tensor,
+    rtg: torch.Tensor | None,
+    timesteps: torch.Tensor,
+    mask: torch.Tensor | None,
+    *,
+    start: int,
+    end: int,
+) -> PrefixCache:
     """Run the window once (batch 1) and keep the keys and values of its first ``start`` tokens."""
     if model.training:
         raise ValueError("the prefix cache needs the model in eval() (dropout off)")
@@ -56,9 +63,14 @@ def build_prefix_cache(
 
 
 def forward_suffix(
-    model, cache: PrefixCache, state_embeddings: torch.Tensor, actions: torch.Tensor,
-    rtg: torch.Tensor | None, timesteps: torch.Tensor, mask: torch.Tensor | None,
-) -> torch.Tensor:  # fmt: skip
+    model,
+    cache: PrefixCache,
+    state_embeddings: torch.Tensor,
+    actions: torch.Tensor,
+    rtg: torch.Tensor | None,
+    timesteps: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
     """The final normalised residual ``[n, end - start, d_model]`` of tokens start..end-1 for
     ``n`` variants of the window (inputs batched as for ``transformer``)."""
     s, e = cache.start, cache.end

@@ -17,8 +17,9 @@ def model_summary(model: HookedDecisionTransformer) -> dict[str, Any]:
     parts: Counter[str] = Counter()
     for name, param in model.named_parameters():
         parts[_part_of(name)] += param.numel()
-    hooks = Counter(name.split(".", 2)[-1] if name.startswith("blocks.") else name
-                    for name in model.hook_dict)  # fmt: skip
+    hooks = Counter(
+        name.split(".", 2)[-1] if name.startswith("blocks.") else name for name in model.hook_dict
+    )
     return {
         "config": config_to_dict(model.cfg),
         "derived": {"d_head": model.cfg.d_head, "d_mlp": model.cfg.d_mlp, "n_ctx": model.cfg.n_ctx},

@@ -50,9 +50,14 @@ class DTAgent:
     """
 
     def __init__(
-        self, model: torch.nn.Module, n_envs: int, *, sample: bool = True,
-        temperature: float = 1.0, seed: int = 0,
-    ) -> None:  # fmt: skip
+        self,
+        model: torch.nn.Module,
+        n_envs: int,
+        *,
+        sample: bool = True,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> None:
         self.model = model.eval()
         cfg = model.cfg
         self.T, self.max_timestep = cfg.context_len, cfg.max_timestep

@@ -128,8 +128,9 @@ def run_episodes(
     return sorted((_result(job, cfg.n_actions) for job in done), key=_order(targets))
 
 
-def _start(env: int, jobs: deque, running: dict, agent: DTAgent, stacker: FrameStacker,
-           frame: np.ndarray) -> None:  # fmt: skip
+def _start(
+    env: int, jobs: deque, running: dict, agent: DTAgent, stacker: FrameStacker, frame: np.ndarray
+) -> None:
     if not jobs:
         return
     job = jobs.popleft()
@@ -149,13 +150,17 @@ def _result(job: _Job, n_actions: int) -> EpisodeResult:
     counts = np.bincount(np.asarray(job.actions, dtype=np.int64), minlength=n_actions)
     recorded = job.record and job.frames
     return EpisodeResult(
-        target=job.target, episode=job.episode, return_raw=job.raw, return_clipped=job.clipped,
-        length=job.length, truncated=job.truncated,
+        target=job.target,
+        episode=job.episode,
+        return_raw=job.raw,
+        return_clipped=job.clipped,
+        length=job.length,
+        truncated=job.truncated,
         action_counts=counts.tolist(),
         frames=np.stack(job.frames) if recorded else None,
         actions=np.asarray(job.actions) if recorded else None,
         targets_left=np.asarray(job.targets_left) if recorded else None,
-    )  # fmt: skip
+    )
 
 
 def _order(targets: list[float]) -> Any:

@@ -29,9 +29,14 @@ def plot_sweep(sweep: SweepResult, path: Path) -> Path:
     ax.plot(span, span, color="#999999", linestyle=":", label="y = x (target reached)")
     for s in sweep.targets:
         ax.scatter([s.target] * len(s.returns), s.returns, s=10, color="#4477aa", alpha=0.35)
-    ax.fill_between(targets, np.where(np.isnan(low), means, low),
-                    np.where(np.isnan(high), means, high), color="#4477aa", alpha=0.25,
-                    label="95% interval of the mean")  # fmt: skip
+    ax.fill_between(
+        targets,
+        np.where(np.isnan(low), means, low),
+        np.where(np.isnan(high), means, high),
+        color="#4477aa",
+        alpha=0.25,
+        label="95% interval of the mean",
+    )
     ax.plot(targets, means, marker="o", color="#4477aa", label="achieved (mean)")
     mode = f"sampled, temperature {sweep.temperature:g}" if sweep.sample else "argmax"
     ax.set_xlabel(f"target return ({sweep.reward_units} rewards)")
@@ -54,7 +59,8 @@ def save_episode_gif(
     """
     if result.frames is None:
         raise ValueError(f"episode {result.episode} at target {result.target:g} was not recorded")
-    captions = [f"t={step}  RTG left={left:.4g} ({reward_units})  a={int(action)}"
-                for step, (left, action) in enumerate(zip(result.targets_left, result.actions,
-                                                          strict=True))]  # fmt: skip
+    captions = [
+        f"t={step}  RTG left={left:.4g} ({reward_units})  a={int(action)}"
+        for step, (left, action) in enumerate(zip(result.targets_left, result.actions, strict=True))
+    ]
     return save_captioned_gif(list(result.frames), captions, path, scale=scale, fps=fps)

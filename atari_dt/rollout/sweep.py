@@ -53,11 +53,34 @@ class SweepResult:
         """One row per target: target, n, mean, std, min, max, ci95_low, ci95_high, mean_length."""
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["target", "episodes", "mean", "std", "min", "max", "ci95_low",
-                         "ci95_high", "mean_length", "reward_units"])  # fmt: skip
+        writer.writerow(
+            [
+                "target",
+                "episodes",
+                "mean",
+                "std",
+                "min",
+                "max",
+                "ci95_low",
+                "ci95_high",
+                "mean_length",
+                "reward_units",
+            ]
+        )
         for s in self.targets:
-            writer.writerow([s.target, len(s.returns), s.mean, s.std, s.min, s.max, *s.ci95,
-                             float(np.mean(s.lengths)), self.reward_units])  # fmt: skip
+            writer.writerow(
+                [
+                    s.target,
+                    len(s.returns),
+                    s.mean,
+                    s.std,
+                    s.min,
+                    s.max,
+                    *s.ci95,
+                    float(np.mean(s.lengths)),
+                    self.reward_units,
+                ]
+            )
         return out.getvalue()
 
 

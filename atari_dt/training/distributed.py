@@ -94,8 +94,9 @@ def setup(device_name: str) -> Distributed:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         # A long timeout: rank 0 may run evaluation rollouts while the others wait.
-        dist.init_process_group(backend=backend, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(hours=2))  # fmt: skip
+        dist.init_process_group(
+            backend=backend, rank=rank, world_size=world, timeout=datetime.timedelta(hours=2)
+        )
     return Distributed(rank=rank, world=world, device=device)
 
 
