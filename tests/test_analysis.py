@@ -308,8 +308,8 @@ def test_ablation_effect_on_returns(batch) -> None:
     means = component_means(model, batch)
     means[f"blocks.{last}.hook_mlp_out"] = means[f"blocks.{last}.hook_mlp_out"] + scale * direction
     effect = rollout_effect(model, means, "Seaquest", [0.0], 2, mlps=[last], **settings)
-    assert [r.action_counts for r in effect["plain"]] == [r.action_counts for r in plain]
-    for result in effect["ablated"]:
+    assert [r.action_counts for r in effect.plain] == [r.action_counts for r in plain]
+    for result in effect.ablated:
         assert result.action_counts[action] == result.length == sum(result.action_counts)
 
 

@@ -69,6 +69,15 @@ class AblationEffects:
     mlps: Float[torch.Tensor, " L"]
 
 
+@dataclass(frozen=True)
+class RolloutEffect:
+    """``EpisodeResult`` lists of the same episodes played ``plain`` and ``ablated``, ordered
+    by target, then episode."""
+
+    plain: list
+    ablated: list
+
+
 @torch.no_grad()
 def ablation_effects(
     model, contexts: Contexts, means: dict[str, torch.Tensor] | None = None
@@ -103,14 +112,13 @@ def rollout_effect(
     heads: list[tuple[int, int]] = (),
     mlps: list[int] = (),
     **rollout: object,
-) -> dict[str, list]:
+) -> RolloutEffect:
     """Evaluation episodes with and without the mean ablation (same seeds): the effect of the
     ablated components on achieved returns. ``rollout`` goes to ``run_episodes`` (reward_units,
-    n_envs, max_episode_steps, seed, ...). Returns ``{"plain": [...], "ablated": [...]}`` of
-    ``EpisodeResult``, ordered by target then episode."""
+    n_envs, max_episode_steps, seed, ...)."""
     from atari_dt.rollout.evaluate import run_episodes
 
     plain = run_episodes(model, game, targets, episodes, **rollout)
     with mean_ablated(model, means, heads=heads, mlps=mlps):
         ablated = run_episodes(model, game, targets, episodes, **rollout)
-    return {"plain": plain, "ablated": ablated}
+    return RolloutEffect(plain, ablated)

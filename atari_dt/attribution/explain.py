@@ -13,7 +13,7 @@ from jaxtyping import Float
 
 from atari_dt.attribution.baselines import BaselineName
 from atari_dt.attribution.core import Target, TargetKind, eval_model
-from atari_dt.attribution.objects import object_masses
+from atari_dt.attribution.objects import ObjectMasses, object_masses
 from atari_dt.attribution.pixels import Method, PixelAttribution, attribute_pixels
 from atari_dt.attribution.tokens import TokenAttribution, attribute_tokens
 from atari_dt.datasets.contexts import Contexts
@@ -68,7 +68,7 @@ class Explanation:
     pixels: PixelAttribution
     tokens: TokenAttribution
     boxes: dict[str, np.ndarray] | None
-    objects: dict[str, dict[str, float]] | None
+    objects: ObjectMasses | None
 
 
 def explain_decision(

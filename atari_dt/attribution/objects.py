@@ -3,17 +3,49 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from typing import Any
+
 import numpy as np
 import torch
 
 
-def object_masses(
-    attribution_map: torch.Tensor, boxes: dict[str, np.ndarray]
-) -> dict[str, dict[str, float]]:
-    """Per object: ``mass`` (sum of |attribution| inside its box), ``share`` (of the total),
-    ``density`` (mass per pixel) and ``density_ratio`` (density / the background's density,
-    None when the background has none); boxes may overlap, so shares can sum past 1;
-    plus ``background`` (everything outside every box).
+@dataclass(frozen=True)
+class ObjectMass:
+    """|attribution| inside one region: ``mass`` (its sum), ``share`` (of the whole map's),
+    ``pixels``, ``density`` (mass per pixel) and ``density_ratio`` (density / the background's;
+    None for the background itself, and when the background holds no attribution)."""
+
+    mass: float
+    share: float
+    pixels: int
+    density: float
+    density_ratio: float | None
+
+
+@dataclass(frozen=True)
+class ObjectMasses:
+    """``objects`` name -> ``ObjectMass`` of each labelled object on screen (boxes may overlap,
+    so shares can sum past 1) and the ``background`` (everything outside every box)."""
+
+    objects: dict[str, ObjectMass]
+    background: ObjectMass
+
+    def ranked(self) -> list[tuple[str, ObjectMass]]:
+        """Objects from the densest (relative to the background) down."""
+        return sorted(self.objects.items(), key=lambda item: -(item[1].density_ratio or 0.0))
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """JSON-ready: name -> fields, plus ``background`` (without a density ratio)."""
+        out = {name: asdict(mass) for name, mass in self.objects.items()}
+        background = asdict(self.background)
+        background.pop("density_ratio")
+        return {**out, "background": background}
+
+
+def object_masses(attribution_map: torch.Tensor, boxes: dict[str, np.ndarray]) -> ObjectMasses:
+    """How much of a map's |attribution| falls inside each object's box, against the
+    background (see ``ObjectMasses``).
 
     Args:
         attribution_map: float ``[H, W]``.
@@ -33,11 +65,8 @@ def object_masses(
             masks[name] = mask
             outside &= ~mask
     background = _entry(magnitude, outside, total, None)
-    result = {
-        name: _entry(magnitude, mask, total, background["density"]) for name, mask in masks.items()
-    }
-    result["background"] = background
-    return result
+    objects = {name: _entry(magnitude, mask, total, background) for name, mask in masks.items()}
+    return ObjectMasses(objects, background)
 
 
 def box_mask(box: np.ndarray, height: int, width: int) -> torch.Tensor:
@@ -50,12 +79,12 @@ def box_mask(box: np.ndarray, height: int, width: int) -> torch.Tensor:
 
 
 def _entry(
-    magnitude: torch.Tensor, mask: torch.Tensor, total: float, reference: float | None
-) -> dict[str, float]:
+    magnitude: torch.Tensor, mask: torch.Tensor, total: float, background: ObjectMass | None
+) -> ObjectMass:
     pixels = int(mask.sum())
     mass = float(magnitude[mask].sum())
     density = mass / max(pixels, 1)
-    entry = {"mass": mass, "share": mass / total, "pixels": pixels, "density": density}
-    if reference is not None:  # undefined (None) when the background holds no attribution
-        entry["density_ratio"] = density / reference if reference > 0 else None
-    return entry
+    ratio = None  # undefined when the background holds no attribution
+    if background is not None and background.density > 0:
+        ratio = density / background.density
+    return ObjectMass(mass, mass / total, pixels, density, ratio)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atari_dt.attribution.objects import ObjectMasses
 from atari_dt.figures import pyplot, save_captioned_gif, save_figure
 
 
@@ -81,12 +82,12 @@ def plot_window_strip(
     return save_figure(fig, path, dpi=130)
 
 
-def plot_object_masses(masses: dict[str, dict[str, float]], path: Path, *, title: str) -> Path:
+def plot_object_masses(masses: ObjectMasses, path: Path, *, title: str) -> Path:
     """Attribution density inside each object's box relative to the background (bar chart)."""
     plt = pyplot()
-    names = [n for n in masses if n != "background"]
-    ratios = [masses[n]["density_ratio"] or 0.0 for n in names]  # None: no background mass
-    shares = [masses[n]["share"] for n in names]
+    names = list(masses.objects)
+    ratios = [masses.objects[n].density_ratio or 0.0 for n in names]  # None: no background mass
+    shares = [masses.objects[n].share for n in names]
     fig, ax = plt.subplots(figsize=(max(4, 0.7 * len(names) + 2), 3))
     bars = ax.bar(names, ratios, color="#4477aa")
     ax.axhline(1.0, color="#888888", linestyle="--", linewidth=1, label="background density")

@@ -170,15 +170,25 @@ def _curve(
         return forward(torch.stack(batch)).cpu().numpy()
 
 
-def agreement(a: torch.Tensor, b: torch.Tensor, *, top_fraction: float = 0.1) -> dict[str, float]:
-    """How two maps of the same decision agree (e.g. IG cross-checked by blur occlusion):
-    Spearman of the signed maps, of their magnitudes, and the overlap (intersection over
-    union) of their ``top_fraction`` largest-magnitude pixels."""
+@dataclass(frozen=True)
+class Agreement:
+    """How two maps agree: Spearman ``rank_correlation`` of the signed maps,
+    ``abs_rank_correlation`` of their magnitudes, and ``top_overlap`` (intersection over union)
+    of their largest-magnitude pixels."""
+
+    rank_correlation: float
+    abs_rank_correlation: float
+    top_overlap: float
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor, *, top_fraction: float = 0.1) -> Agreement:
+    """How two maps of the same decision agree (e.g. IG cross-checked by blur occlusion), over
+    their ``top_fraction`` largest-magnitude pixels for the overlap (see ``Agreement``)."""
     k = max(1, round(top_fraction * a.numel()))
     top_a = set(a.detach().abs().flatten().topk(k).indices.tolist())
     top_b = set(b.detach().abs().flatten().topk(k).indices.tolist())
-    return {
-        "rank_correlation": rank_correlation(a, b),
-        "abs_rank_correlation": rank_correlation(a.abs(), b.abs()),
-        "top_overlap": len(top_a & top_b) / len(top_a | top_b),
-    }
+    return Agreement(
+        rank_correlation(a, b),
+        rank_correlation(a.abs(), b.abs()),
+        len(top_a & top_b) / len(top_a | top_b),
+    )

@@ -90,7 +90,7 @@ def attribute(args: argparse.Namespace) -> int:
             "action": tokens.action.tolist(),
             "convergence_delta": tokens.convergence_delta,
         },
-        "objects": explained.objects,
+        "objects": None if explained.objects is None else explained.objects.as_dict(),
     }
     atomic_write_bytes(
         out / "attribution.json", json.dumps(report, indent=2, allow_nan=False).encode()
@@ -100,15 +100,11 @@ def attribute(args: argparse.Namespace) -> int:
         f"  target {pixels.target_value:.4g} (baseline {pixels.baseline_value:.4g}), "
         f"attribution sum {pixels.attribution_sum:.4g}, delta {pixels.convergence_delta}"
     )
-    masses = explained.objects
-    if masses:
-        ranked = sorted(
-            (n for n in masses if n != "background"),
-            key=lambda n: -(masses[n]["density_ratio"] or 0),
-        )
+    if explained.objects is not None:
+        densest = explained.objects.ranked()[:4]
         print(
             "  densest objects (newest frame): "
-            + ", ".join(f"{n} {masses[n]['density_ratio'] or 0:.1f}x" for n in ranked[:4])
+            + ", ".join(f"{n} {m.density_ratio or 0:.1f}x" for n, m in densest)
         )
     if movie is not None:
         captions = [
