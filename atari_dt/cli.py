@@ -4,6 +4,7 @@ only when they run, so ``atari-dt --help`` starts in well under a second."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -332,7 +333,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     from atari_dt.commands import run_command
 
-    return run_command(args)
+    if argv is None:
+        sys.unraisablehook = _quiet_hdf5_teardown(sys.unraisablehook)
+    code = run_command(args)
+    if argv is None and getattr(args, "environment_error", False) and "h5py" in sys.modules:
+        # HDF5 cannot close a file whose last write failed (a full disk), and its library
+        # teardown at exit then crashes (SIGSEGV, measured). The writer already removed its
+        # temporary file and the error is printed: end the process without that teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _quiet_hdf5_teardown(hook):
+    """An unraisable-exception hook that drops h5py's "Can't decrement id ref count" noise
+    (one per open HDF5 object when a write failed, e.g. on a full disk: the error itself is
+    already reported in one line) and passes everything else to ``hook``."""
+
+    def quiet(unraisable) -> None:
+        where = getattr(unraisable.object, "__qualname__", repr(unraisable.object))
+        if "ObjectID.__dealloc__" in where or "h5py._objects" in repr(unraisable.object):
+            return
+        hook(unraisable)
+
+    return quiet
 
 
 if __name__ == "__main__":

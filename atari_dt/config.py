@@ -135,6 +135,11 @@ def apply_overrides(values: dict[str, Any], overrides: Iterable[str]) -> dict[st
     return result
 
 
+def _first_line(err: Exception) -> str:
+    """A YAML error's gist in one line (its messages span several, with a caret drawing)."""
+    return " ".join(str(err).split())
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
     """Read a YAML config (or start from ``cls``'s defaults when ``path`` is None), apply
     overrides and validate into ``cls``, e.g. ``load_config(ExperimentConfig, "train.yaml",
@@ -150,9 +155,14 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
     if path is not None:
         text = Path(path).read_text()
         try:
-            values = yaml.safe_load(text) or {}
+            values = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from err
+            raise ConfigError(f"{path}: not valid YAML ({_first_line(err)})") from None
+        if values is None:  # an empty file is a mistake, not a request for every default
+            raise ConfigError(
+                f"{path} is empty; give the sections to set (e.g. `collect: {{game: Pong}}`), "
+                "or leave out the config file to run on the defaults"
+            )
         if not isinstance(values, dict):
             raise ConfigError(
                 f"{path}: expected a mapping of sections, got {type(values).__name__}"

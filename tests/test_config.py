@@ -193,8 +193,12 @@ def test_load_config_missing_file(tmp_path: Path) -> None:
 
 
 def test_load_config_empty_file(tmp_path: Path) -> None:
-    """An empty YAML file gives the defaults."""
-    assert load_config(ExperimentConfig, write_yaml(tmp_path, "")) == ExperimentConfig()
+    """An empty YAML file (or one of comments only) is refused: it was meant to say something.
+    An explicit empty mapping asks for the defaults."""
+    for text in ("", "# collect: {game: Pong}\n"):
+        with pytest.raises(ConfigError, match=r"is empty; give the sections to set"):
+            load_config(ExperimentConfig, write_yaml(tmp_path, text))
+    assert load_config(ExperimentConfig, write_yaml(tmp_path, "{}\n")) == ExperimentConfig()
 
 
 def test_overrides_on_top_of_a_file(tmp_path: Path) -> None:

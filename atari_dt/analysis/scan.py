@@ -95,6 +95,8 @@ def rtg_scan(
     grid = check_grid(rtg_grid)
     model.eval()
     contexts = contexts.encoded(model)
+    if reference_rtg is not None and not np.isfinite(reference_rtg):
+        raise UserError(f"the reference RTG must be a finite return, got {reference_rtg}")
     if reference_rtg is None:
         reference_rtg = (
             float(np.median(data_returns)) if data_returns is not None else float(np.median(grid))

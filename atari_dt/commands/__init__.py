@@ -5,7 +5,36 @@ become one clear line and exit 2; anything else keeps its traceback."""
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+
+# What the machine (not atari-dt) refuses: a read-only place, no permission, a full disk.
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an ``OSError`` the machine raised: which path, and why (with a hint).
+    HDF5's messages are many lines with the path and errno inside; a temporary sibling
+    (``.name.PID.tmp``, see ``atari_dt.io``) is named by the file it was to become."""
+    import os
+    import re
+
+    text = str(err)
+    path = err.filename or next(iter(re.findall(r"(?:\bfile|\b)name = '([^']+)'", text)), "a file")
+    why = os.strerror(err.errno) if err.errno else (err.strerror or text.splitlines()[0])
+    folder, name = os.path.split(str(path))
+    temporary = re.fullmatch(r"\.(.+)\.\d+\.tmp", name)
+    if temporary:
+        path = os.path.join(folder, temporary.group(1))
+    hint = {
+        errno.ENOSPC: "free some space or write elsewhere (--out)",
+        errno.EDQUOT: "free some space or write elsewhere (--out)",
+        errno.EROFS: "write elsewhere (--out)",
+        errno.EACCES: "check its permissions or write elsewhere (--out)",
+        errno.EPERM: "check its permissions or write elsewhere (--out)",
+    }.get(err.errno, "")
+    verb = "write" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "use"
+    return f"cannot {verb} {path}: {why}" + (f"; {hint}" if hint else "")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -63,6 +92,12 @@ def run_command(args: argparse.Namespace) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:
+        if err.errno not in _ENVIRONMENT_ERRNOS:
+            raise  # not the machine refusing a write: a bug, with its traceback
+        print(f"atari-dt: error: {describe_os_error(err)}", file=sys.stderr)
+        args.environment_error = True  # see atari_dt.cli.main: HDF5 may not survive exit
+        return 2
     except KeyboardInterrupt:
         print("atari-dt: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from atari_dt.errors import UserError
@@ -22,6 +23,8 @@ def evaluate(args: argparse.Namespace) -> int:
     config = load_run_config(run_dir)
     eval_values = apply_overrides({"eval": config_to_dict(config.eval)}, args.set)["eval"]
     cfg = config_from_dict(EvalConfig, {**eval_values, **_flag_values(args)}, where="eval")
+    if not cfg.targets or not all(math.isfinite(t) for t in cfg.targets):
+        raise UserError(f"eval targets must be finite returns, got {cfg.targets}")
     model, metadata = load_run_model(run_dir)
     data = metadata.get("data", {})
     units = config.data.reward_units if cfg.reward_units == "auto" else cfg.reward_units

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -29,6 +30,15 @@ def import_original(args: argparse.Namespace) -> int:
         print(f"  {name:<18} {value}")
     if report.ignored:
         print(f"ignored: {', '.join(sorted(report.ignored))}")
+    dropped = sorted(k for k in report.ignored if k.startswith("ret_emb."))
+    if dropped:  # the original makes ret_emb even for its naive model: say what was assumed
+        print(
+            f"warning: --behaviour-cloning dropped the checkpoint's RTG embedding "
+            f"({', '.join(dropped)}). The original creates it even for its behaviour-cloning "
+            "('naive') model, so it cannot tell; if this model was trained with returns, "
+            "import it again without --behaviour-cloning.",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -352,6 +352,8 @@ def read_contexts(
     Raises:
         IndexError: no such episode or step (the message gives the valid range).
     """
+    from atari_dt.datasets.reading import read_span
+
     episodes = np.asarray(episodes, dtype=np.int64).reshape(-1)
     steps = np.asarray(steps, dtype=np.int64).reshape(-1)
     if len(episodes) != len(steps):
@@ -376,7 +378,8 @@ def read_contexts(
         first = max(start, row - T + 1)  # first real step of the window
         n = row + 1 - first
         first_frame = max(start, row - T - S + 2)
-        frames[i, T + S - 1 - (row + 1 - first_frame) :] = h5["frames"][first_frame : row + 1]
+        frames[i, T + S - 1 - (row + 1 - first_frame) :] = read_span(h5["frames"], first_frame,
+                                                                     row + 1)  # fmt: skip
         actions[i, T - n :] = h5["actions"][first : row + 1]
         rtg[i, T - n :] = h5[rtg_key][first : row + 1]
         timesteps[i, T - n :] = np.arange(first - start, row + 1 - start)

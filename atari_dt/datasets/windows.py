@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, RandomSampler, Sampler, WeightedRandomSamp
 
 from atari_dt.datasets.config import DataConfig
 from atari_dt.datasets.contexts import Contexts
+from atari_dt.datasets.reading import read_span
 from atari_dt.datasets.sampling import locate, sample_window_indices
 from atari_dt.datasets.store import EpisodeStore
 from atari_dt.errors import UserError
@@ -113,8 +114,11 @@ class ContextWindows(Dataset):
         ).astype(np.int64)  # (N',) store position of each selected transition
         starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
         self._episode_start = np.repeat(starts, self.lengths).astype(np.int64)  # (N',)
-        self._actions = store.column("actions")[self._store_index].astype(np.int32)
-        self._rtg = store.column("rtg")[self._store_index].astype(np.float32)
+        rtg_name = "rtg" if store.reward_units == "clipped" else "raw_rtg"
+        actions = read_span(store.h5["actions"], 0, store.n_transitions)
+        self._actions = actions[self._store_index].astype(np.int32)
+        rtg = read_span(store.h5[rtg_name], 0, store.n_transitions)
+        self._rtg = rtg[self._store_index].astype(np.float32)
         self._timesteps = (np.arange(len(self._store_index)) - self._episode_start).astype(np.int32)
 
     def _in_memory(self, store: EpisodeStore) -> bool:
@@ -142,7 +146,7 @@ class ContextWindows(Dataset):
             unit="episode",
             disable=not progress,
         ):
-            frames[position : position + length] = store.frames[offset : offset + length]
+            frames[position : position + length] = read_span(store.frames, offset, offset + length)
             position += length
         return frames
 
@@ -219,7 +223,7 @@ class ContextWindows(Dataset):
         for row, (row_steps, row_valid) in enumerate(zip(steps, valid, strict=True)):
             first = int(np.argmax(row_valid))  # valid steps are a contiguous suffix
             positions = self._store_index[row_steps[first:]]
-            out[row, first:] = self._h5_frames[positions[0] : positions[-1] + 1]
+            out[row, first:] = read_span(self._h5_frames, positions[0], positions[-1] + 1)
         return out
 
     def __getstate__(self) -> dict[str, Any]:

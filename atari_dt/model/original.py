@@ -64,6 +64,16 @@ def convert_original_state_dict(
         if key in IGNORED or key.endswith(".attn.mask") or unused:
             ignored.append(key)
             continue
+        if not tensor.is_floating_point():  # weights are floats; ints mean another file
+            raise CheckpointError(
+                f"original DT checkpoint: {key!r} is {tensor.dtype}, expected floating-point "
+                "weights (is this a model's state dict?)"
+            )
+        if not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"original DT checkpoint: {key!r} has {int((~torch.isfinite(tensor)).sum())} "
+                "non-finite values (NaN or inf): the run it comes from diverged"
+            )
         try:
             converted = _convert_key(key, tensor.float(), cfg)
         except RuntimeError as err:  # a reshape that does not fit the inferred sizes
