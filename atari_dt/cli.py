@@ -7,6 +7,7 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 
 from atari_dt import __version__
@@ -335,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if argv is None:
         sys.unraisablehook = _quiet_hdf5_teardown(sys.unraisablehook)
+        warnings.formatwarning = _one_line_warning
     code = run_command(args)
     if argv is None and getattr(args, "environment_error", False) and "h5py" in sys.modules:
         # HDF5 cannot close a file whose last write failed (a full disk), and its library
@@ -344,6 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """What the library warns about, as the CLI says it: one line, no source location."""
+    return f"atari-dt: warning: {message}\n"
 
 
 def _quiet_hdf5_teardown(hook):

@@ -20,3 +20,8 @@ class UserError(ValueError):
 class OutOfRangeError(UserError, IndexError):
     """An episode, step or index that is not there; the message gives the valid range. Also an
     ``IndexError``, so code that catches missing indices keeps working."""
+
+
+class StoreFormatError(UserError):
+    """An episode store is missing, unreadable, damaged, unfinished or of another format or
+    version (``atari_dt.datasets.store`` re-exports it)."""

@@ -32,6 +32,7 @@ def test_round_trip_is_exact(saved, seaquest_windows) -> None:
     with torch.no_grad():
         assert torch.equal(model(*inputs(seaquest_windows)), loaded(*inputs(seaquest_windows)))
     assert sorted(p.name for p in directory.iterdir()) == [
+        "checksums.json",
         "config.json",
         "metadata.json",
         "model.safetensors",

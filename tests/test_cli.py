@@ -205,7 +205,7 @@ def test_show_with_config_file(converted_store: Path, workdir: Path) -> None:
         "--set",
         "data.context_len=4",
         "--episode",
-        "-1",
+        "0",
         "--step",
         "0",
         "--out",

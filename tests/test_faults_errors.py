@@ -293,3 +293,116 @@ def test_results_are_finite_numbers_or_refused(tiny_run) -> None:
     with adt.load_run(tiny_run) as run:
         scan = adt.rtg_scan(run.model, run.sample_contexts(4, seed=seed(2)), [0.0, 2.0])
     assert np.isfinite(scan.action_probs).all() and np.isfinite(scan.kl_to_reference).all()
+
+
+def test_the_resume_hint_after_sigterm_is_a_command_that_works(seaquest_store_path, tmp_path):
+    """Interrupted, ``train`` prints how to resume: the run's own config (which holds --data,
+    --set and --max-steps as given), so the printed command resumes and finishes the run."""
+    import shlex
+    import signal
+    import time
+
+    import yaml
+
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"context_len": 4},
+        "model": {"d_model": 16, "n_layers": 1, "n_heads": 2, "max_timestep": 512},
+        "train": {"batch_size": 2, "log_every": 1, "checkpoint_every": 50, "seed": seed(0)},
+    }))  # fmt: skip
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "atari_dt.cli", "train", str(config), "--data",
+               str(seaquest_store_path), "--max-steps", "100000", "--out", str(run),
+               "--no-progress"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # a few steps in
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    hint = next(line for line in out.splitlines() if line.startswith("resume with: "))
+    resume = shlex.split(hint.removeprefix("resume with: "))
+    assert resume[:3] == ["atari-dt", "train", str(run / "config.yaml")]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["max_steps"] == 100000  # --max-steps travels in the run's config
+    assert saved["data"]["path"] == str(seaquest_store_path)  # and so does --data
+    first = len((run / "metrics.jsonl").read_text().splitlines())
+    again = [sys.executable, "-m", "atari_dt.cli", *resume[1:], "--no-progress"]
+    resumed = subprocess.Popen(again, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and resumed.poll() is None:
+        if len((run / "metrics.jsonl").read_text().splitlines()) > first + 3:
+            break  # the resumed run is training
+        time.sleep(0.2)
+    resumed.send_signal(signal.SIGTERM)
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 130, err[-2000:]  # resumed and interrupted again, not refused
+    assert "interrupted at step" in out
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda h5: h5["episodes/offset"].__setitem__(1, h5["episodes/offset"][1] + 7),
+         "do not tile the transitions: episode 1 has offset"),
+        (lambda h5: h5.attrs.__setitem__("collection", "{not json"),
+         "the collection attribute is not valid JSON"),
+        (lambda h5: h5.attrs.__setitem__("n_actions", -1),
+         "records n_actions=-1, which no game has"),
+    ],
+)  # fmt: skip
+def test_a_damaged_store_table_is_named_before_training(
+    seaquest_store_path, tmp_path, capsys, damage, message
+) -> None:
+    store = tmp_path / "damaged.h5"
+    shutil.copy(seaquest_store_path, store)
+    with h5py.File(store, "r+") as h5:
+        damage(h5)
+    assert main(["train", "configs/train/demo_seaquest.yaml", "--data", str(store), "--out",
+                 str(tmp_path / "run"), "--max-steps", "1", "--no-progress"]) == 2  # fmt: skip
+    fails_in_one_line(capsys, message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_short_actions_are_named_not_an_index_error(seaquest_store_path, tmp_path) -> None:
+    """A store whose /actions lost rows opens with the table named (analysis and training)."""
+    from atari_dt.datasets import EpisodeStore, StoreFormatError
+
+    store = tmp_path / "short.h5"
+    shutil.copy(seaquest_store_path, store)
+    with h5py.File(store, "r+") as h5:
+        actions = h5["actions"][:-5]
+        del h5["actions"]
+        h5["actions"] = actions
+    with pytest.raises(StoreFormatError, match=r"the episodes cover \d+ transitions but /actions"):
+        EpisodeStore.open(store)
+
+
+def test_contradicting_context_lengths_are_refused(seaquest_store_path, tmp_path, capsys):
+    """``model.context_len`` set explicitly against ``data.context_len`` (T comes from the
+    data's windows): refused, not silently overridden."""
+    assert main(["train", "configs/train/demo_seaquest.yaml", "--data", str(seaquest_store_path),
+                 "--set", "model.context_len=20", "--out", str(tmp_path / "run"),
+                 "--max-steps", "1", "--no-progress"]) == 2  # fmt: skip
+    fails_in_one_line(capsys, "model.context_len=20 disagrees with data.context_len=10")
+
+
+@pytest.mark.parametrize("lr", ["1.0e+39", ".nan", "100"])
+def test_an_absurd_learning_rate_is_refused(seaquest_store_path, tmp_path, capsys, lr) -> None:
+    assert main(["train", "configs/train/demo_seaquest.yaml", "--data", str(seaquest_store_path),
+                 "--set", f"train.lr={lr}", "--out", str(tmp_path / "run"),
+                 "--max-steps", "1", "--no-progress"]) == 2  # fmt: skip
+    fails_in_one_line(capsys, "is absurd: at most 10")
+
+
+def test_warnings_print_as_one_line(tmp_path) -> None:
+    """The CLI's warnings say what was assumed in one line (no source location)."""
+    out = str(tmp_path / "c.h5")
+    command = [sys.executable, "-m", "atari_dt.cli", "collect", "--game", "Seaquest", "--policy",
+               "random", "--steps", "60", "--workers", "64", "--out", out]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    warned = [line for line in result.stderr.splitlines() if "workers reduced" in line]
+    assert warned and warned[0].startswith("atari-dt: warning: collect: 64 workers reduced")

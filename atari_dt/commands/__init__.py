@@ -22,10 +22,9 @@ def describe_os_error(err: OSError) -> str:
     text = str(err)
     path = err.filename or next(iter(re.findall(r"(?:\bfile|\b)name = '([^']+)'", text)), "a file")
     why = os.strerror(err.errno) if err.errno else (err.strerror or text.splitlines()[0])
-    folder, name = os.path.split(str(path))
-    temporary = re.fullmatch(r"\.(.+)\.\d+\.tmp", name)
-    if temporary:
-        path = os.path.join(folder, temporary.group(1))
+    # every temporary component (a staged directory too) named by what it was to become
+    parts = [re.sub(r"^\.(.+)\.\d+\.tmp$", r"\1", part) for part in str(path).split(os.sep)]
+    path = os.sep.join(parts)
     hint = {
         errno.ENOSPC: "free some space or write elsewhere (--out)",
         errno.EDQUOT: "free some space or write elsewhere (--out)",

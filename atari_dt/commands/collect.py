@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +40,22 @@ def collect(args: argparse.Namespace) -> int:
         collection_record,
         run_collection,
     )
+    from atari_dt.envs.config import worker_count
     from atari_dt.envs.sinks import ReplaySink, StoreSink
 
     config = resolve_config(args)
     out = Path(args.out)
     policy_spec = build_policy(config.policy, config.game).spec()  # fails early on bad policies
+    if config.format == "h5" and args.force and not args.resume:
+        from atari_dt.commands.data import check_replaceable_store
+
+        check_replaceable_store(out)  # before collecting: --force only ever replaces a store
     sink_class = StoreSink if config.format == "h5" else ReplaySink
     sink = sink_class(out, config, policy_spec, resume=args.resume, overwrite=args.force)
+    workers, note = worker_count(config.workers, max(config.steps - sink.steps, 1))
+    if note:  # said before the progress bar starts, so it gets a line of its own
+        warnings.warn(note, stacklevel=1)
+        config = dataclasses.replace(config, workers=workers)
     bar = tqdm(
         total=config.steps,
         initial=min(sink.steps, config.steps),

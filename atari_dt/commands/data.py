@@ -21,6 +21,8 @@ def convert(args: argparse.Namespace) -> int:
     checkpoints = parse_checkpoint_selection(args.checkpoints) if args.checkpoints else None
     if Path(args.destination).exists() and not args.force:
         raise FileExistsError(f"{args.destination} exists; pass --force to replace it")
+    if args.force:
+        check_replaceable_store(Path(args.destination))
     game, n_actions = _game_and_actions(args.game or infer_game(Path(args.source)))
     destination = convert_replay_logs(
         args.source,
@@ -41,18 +43,46 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_replaceable_store(path: Path) -> None:
+    """Refuse ``--force`` onto a file that is not an atari-dt episode store (a directory is
+    refused by the store writer itself); a missing ``path`` is fine.
+
+    Raises:
+        UserError: ``path`` is a file without the store's ``format`` attribute (names what it
+            is instead); nothing is deleted.
+    """
+    if not path.is_file():
+        return
+    import h5py
+
+    from atari_dt.datasets.store import STORE_FORMAT
+    from atari_dt.io import refuse_to_replace
+
+    expected = f"an atari-dt episode store (HDF5, format {STORE_FORMAT!r})"
+    if not h5py.is_hdf5(path):
+        raise refuse_to_replace(path, expected, f"not an HDF5 file, {path.stat().st_size} bytes")
+    try:
+        with h5py.File(path, "r") as handle:
+            found = handle.attrs.get("format")
+    except OSError as err:  # HDF5 signature but unreadable: not provably ours
+        raise refuse_to_replace(path, expected, f"an unreadable HDF5 file: {err}") from None
+    if isinstance(found, bytes):
+        found = found.decode(errors="replace")
+    if found != STORE_FORMAT:
+        raise refuse_to_replace(path, expected, f"an HDF5 file with format attribute {found!r}")
+
+
 def _game_and_actions(name: str | None) -> tuple[str | None, int | None]:
-    """Canonical game name and its minimal action-set size; a name ALE does not know is kept
-    as given (the store then records no action count)."""
+    """Canonical game name and its minimal action-set size.
+
+    Raises:
+        UserError: a name ALE does not know (with close matches).
+    """
     if name is None:
         return None, None
     from atari_dt.envs.games import canonical_game, minimal_action_count
 
-    try:
-        game = canonical_game(name)
-    except UserError as err:
-        print(f"atari-dt: warning: {err}; keeping the name as given")
-        return name, None
+    game = canonical_game(name)
     return game, minimal_action_count(game)
 
 
@@ -111,11 +141,13 @@ def verify(args: argparse.Namespace) -> int:
             f"OK {report.path}: {report.episodes} episodes, {report.transitions} transitions, "
             f"{report.frames_checked} frames read back"
         )
-        return 0
-    print(f"FAILED {report.path}:")
-    for problem in report.problems:
-        print(f"  - {problem}")
-    return 1
+    else:
+        print(f"FAILED {report.path}:")
+        for problem in report.problems:
+            print(f"  - {problem}")
+    for note in report.notes:  # what was not checked, and why
+        print(f"note: {note}")
+    return 0 if report.ok else 1
 
 
 def show(args: argparse.Namespace) -> int:
@@ -128,6 +160,8 @@ def show(args: argparse.Namespace) -> int:
     # One window is drawn: read it from the store rather than loading every frame.
     config = load_config(ExperimentConfig, args.config, args.set).data
     config = dataclasses.replace(config, frames_in_memory="never")
+    if args.episode < 0:  # a store's episodes are numbered from 0; -1 is not "the last"
+        raise UserError(f"--episode {args.episode}: episodes are numbered from 0")
     with EpisodeStore.open(args.path, reward_units=config.reward_units) as store:
         episode = store.episode(args.episode)  # validates the episode number
         windows = ContextWindows(store, config)

@@ -16,7 +16,12 @@ def train(args: argparse.Namespace) -> int:
     from atari_dt.run import record_store
     from atari_dt.training import distributed
     from atari_dt.training.config import ExperimentConfig
-    from atari_dt.training.run import claim_run_dir, resolve_config, save_or_check_config
+    from atari_dt.training.run import (
+        check_run_dir,
+        check_step_memory,
+        claim_run_dir,
+        save_or_check_config,
+    )
     from atari_dt.training.trainer import train as run_training
 
     config = load_config(ExperimentConfig, args.config, args.set)
@@ -27,13 +32,19 @@ def train(args: argparse.Namespace) -> int:
     run_dir = Path(args.out or Path("runs") / Path(args.config).stem)
     dist = distributed.setup(config.train.device)
     try:
-        dist.on_main(lambda: claim_run_dir(run_dir, resume=args.resume, force=args.force))
-        store_path = _episode_store(args.data or config.data.path, run_dir, dist)
-        config = dataclasses.replace(
-            config, data=dataclasses.replace(config.data, path=str(store_path))
-        )
-        windows, n_actions = _windows(config, dist)
-        config = resolve_config(config, windows, n_actions)
+        # Every input is checked before --force empties the run directory: the config (loaded
+        # above), the data, and that the run directory is a run and does not hold the data.
+        source = _training_data(args.data or config.data.path)
+        check_step_memory(config)  # an absurd batch is refused before any data is read
+        claim = dict(resume=args.resume, force=args.force, data=source)
+        dist.on_main(lambda: check_run_dir(run_dir, **claim))
+        if source.is_file():  # the store and what it decides about the config, checked first
+            windows, config = _prepare(config, source, dist)
+            dist.on_main(lambda: claim_run_dir(run_dir, **claim))
+        else:  # replay logs are converted into the run directory, so it is claimed first
+            dist.on_main(lambda: claim_run_dir(run_dir, **claim))
+            windows, config = _prepare(config, _converted_store(source, run_dir, dist), dist)
+        store_path = Path(config.data.path)
         dist.on_main(lambda: save_or_check_config(run_dir, config, resume=args.resume))
         dist.on_main(
             lambda: record_store(run_dir, store_path, resume=args.resume)
@@ -59,7 +70,8 @@ def train(args: argparse.Namespace) -> int:
         state = "interrupted at" if result.interrupted else "trained to"
         print(f"{state} step {result.step} (loss {loss:.4f}); checkpoint {result.checkpoint}")
         if result.interrupted:
-            print(f"resume with: atari-dt train {args.config} --out {run_dir} --resume")
+            # The run's own resolved config: it carries --data, --set and --max-steps as given.
+            print(f"resume with: atari-dt train {run_dir / 'config.yaml'} --out {run_dir} --resume")
     return 130 if result.interrupted else 0
 
 
@@ -97,16 +109,23 @@ def _periodic_evaluation(config, windows):
     return evaluate
 
 
-def _episode_store(path: str | None, run_dir: Path, dist) -> Path:
-    """The episode store to train on; a replay_logs directory is converted into the run
-    directory first (by rank 0, once)."""
+def _training_data(path: str | None) -> Path:
+    """The training data (an episode store, or a replay_logs directory to convert).
+
+    Raises:
+        UserError: no path given, or nothing there.
+    """
     if path is None:
         raise UserError("no training data: set data.path in the config or pass --data PATH")
     source = Path(path)
     if not source.exists():
-        raise FileNotFoundError(f"training data {source} does not exist")
-    if source.is_file():
-        return source
+        raise UserError(f"training data {source} does not exist (--data or data.path)")
+    return source
+
+
+def _converted_store(source: Path, run_dir: Path, dist) -> Path:
+    """The episode store made from the replay_logs directory ``source`` in the run directory
+    (by rank 0, once)."""
     store = run_dir / "episodes.h5"
 
     def convert() -> None:
@@ -122,6 +141,18 @@ def _episode_store(path: str | None, run_dir: Path, dist) -> Path:
 
     dist.on_main(convert)
     return store
+
+
+def _prepare(config, store_path: Path, dist):
+    """The context windows of the store at ``store_path`` and the config resolved against it
+    (``data.path`` set, ``model.n_actions`` etc. from the data; raises as ``resolve_config``)."""
+    from atari_dt.training.run import resolve_config
+
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, path=str(store_path))
+    )
+    windows, n_actions = _windows(config, dist)
+    return windows, resolve_config(config, windows, n_actions)
 
 
 def _windows(config, dist):

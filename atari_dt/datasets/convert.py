@@ -56,8 +56,10 @@ def convert_replay_logs(
     Args:
         source: the ``replay_logs`` directory.
         destination: the ``.h5`` to write (atomically: nothing appears there on failure).
-        game: game name; inferred from ``<Game>/<run>/replay_logs`` when omitted.
-        n_actions: size of the action set, recorded in the store when given.
+        game: game name (any spelling ALE knows); inferred from ``<Game>/<run>/replay_logs``
+            when omitted.
+        n_actions: size of the action set (default: the game's minimal action set, as the
+            DQN-replay agents used), recorded in the store; every action must lie in it.
         checkpoints: checkpoint numbers (default all), e.g. ``parse_checkpoint_selection("0-4")``.
         layout: ``auto``, ``logged`` or ``circular`` (see :mod:`atari_dt.datasets.replay_files`).
         chunk_rows: frames decompressed at a time.
@@ -69,15 +71,27 @@ def convert_replay_logs(
         the destination path.
 
     Raises:
-        ReplayFileError: bad or inconsistent replay files (names the file).
-        UserError: no game name given or inferable.
+        ReplayFileError: bad or inconsistent replay files (names the file), actions outside
+            the game's action set, rewards that are NaN or infinite.
+        UserError: no game name given or inferable, or a game ALE does not know.
     """
     from tqdm.auto import tqdm
 
+    from atari_dt.envs.games import canonical_game, minimal_action_count
+
     logs = ReplayLogs(source, checkpoints, layout=layout)
-    game = game or infer_game(logs.directory)
-    if not game:
+    name = game or infer_game(logs.directory)
+    if not name:
         raise UserError(f"cannot infer the game from {logs.directory}; pass game= (--game)")
+    try:
+        game = canonical_game(name)
+    except UserError as err:
+        inferred = "" if game else f" (taken from the path {logs.directory}; pass --game)"
+        raise UserError(f"{err}{inferred}") from None
+    # Every action is checked against the game's action set, so logs of another game (or
+    # damaged ones) are refused before anything is written.
+    n_actions = minimal_action_count(game) if n_actions is None else int(n_actions)
+    logs.check_values(n_actions, game)
     # Logs written by `atari-dt collect` carry each episode's behaviour beside them; it lines up
     # with the store's episodes only when the selection starts at the run's first transition.
     collection = _read_collection_record(logs)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from atari_dt.datasets.store import StoreFormatError
+from atari_dt.errors import StoreFormatError
 
 
 def read_span(dataset: Any, start: int, stop: int) -> np.ndarray:

@@ -24,6 +24,8 @@ from atari_dt.datasets.replay_files import (
     replay_file,
 )
 
+_FULL_ACTION_SET = 18  # ALE's full action set: no game's minimal set is larger
+
 
 @dataclass(frozen=True)
 class EpisodeSpan:
@@ -314,6 +316,46 @@ class ReplayLogs:
                 block.episodes.extend(finish_stream(state))
             yield block
 
+    def check_values(self, n_actions: int, game: str) -> None:
+        """Refuse logs that no agent of ``game`` could have written, before anything is
+        converted: actions that are not integers in the game's action set ``[0, n_actions)``
+        (e.g. logs of another game under this game's name) and rewards that are NaN or
+        infinite. Reads only the small per-checkpoint files.
+
+        Raises:
+            ReplayFileError: names the file, its checkpoint, the bad values and their slots.
+        """
+        for lay in self.layouts:
+            actions = load_npy_gz(lay.path("action"))[lay.slots]
+            if actions.dtype.kind not in "biu":
+                bad = ~(np.round(actions) == actions)  # NaN is not integral either
+                if bad.any():
+                    raise ReplayFileError(
+                        f"{lay.path('action')}: checkpoint {lay.checkpoint} holds non-integer "
+                        f"actions {_examples(actions, bad, lay)}"
+                    )
+            bad = (actions < 0) | (actions >= n_actions)
+            if bad.any():
+                foreign = (actions[bad] >= 0) & (actions[bad] < _FULL_ACTION_SET)
+                why = (
+                    "are these logs of another game? (the game comes from --game or the "
+                    "<Game>/<run>/replay_logs path)"
+                    if foreign.all()
+                    else f"no Atari game has such actions (ALE's full set has "
+                    f"{_FULL_ACTION_SET}): the file is damaged or not DQN-replay data"
+                )
+                raise ReplayFileError(
+                    f"{lay.path('action')}: checkpoint {lay.checkpoint} holds actions outside "
+                    f"{game}'s action set [0, {n_actions}): {_examples(actions, bad, lay)}; {why}"
+                )
+            rewards = load_npy_gz(lay.path("reward"))[lay.slots]
+            bad = ~np.isfinite(rewards.astype(np.float64))
+            if bad.any():
+                raise ReplayFileError(
+                    f"{lay.path('reward')}: checkpoint {lay.checkpoint} holds rewards that are "
+                    f"not finite: {_examples(rewards, bad, lay)}"
+                )
+
     def _lead_padding(self, lay: CheckpointLayout) -> int | None:
         """Padding at the start of a stream that begins at ``lay`` (see :func:`start_stream`):
         from the previous logged dump's terminal flags when that file is on disk (cheap), else
@@ -339,6 +381,16 @@ class ReplayLogs:
             actions, rewards, terminals, state, stack_size=self.stack_size, where=where
         )
         return ReplayBlock(lay, actions, rewards, terminals, keep, positions, episodes)
+
+
+def _examples(values: np.ndarray, bad: np.ndarray, lay: CheckpointLayout) -> str:
+    """``'99, -3 (at slots 17, 40, ...; 5 in all)'``: the distinct bad values (up to 5) and
+    where the first of them are in the file."""
+    where = np.flatnonzero(bad)
+    distinct = ", ".join(f"{v:g}" for v in np.unique(values[where].astype(np.float64))[:5])
+    slots = ", ".join(str(int(slot)) for slot in lay.slots[where[:3]])
+    more = ", ..." if len(where) > 3 else ""
+    return f"{distinct} (at slots {slots}{more}; {len(where)} in all)"
 
 
 def _ranges(numbers: list[int]) -> str:

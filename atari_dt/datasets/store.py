@@ -17,10 +17,19 @@ Layout (format ``atari-dt/episode-store``, version 1; readable with plain h5py):
     /episodes/raw_return float32 [E]         optional: sum of /raw_rewards
     /episodes/complete   bool    [E]         False if cut at either end (not trained on by default)
     /episodes/behaviour  string  [E]         optional: JSON, how each episode was played
+    /checksums/<path>    uint8   [K, 32]     SHA-256 of each block of rows of dataset <path>
 
 Root attributes: ``format``, ``format_version``, ``finalized`` (True once fully written),
-``game``, ``n_actions``, and JSON strings ``source``, ``preprocessing``, ``behaviour_policy``
-and (for collected data) ``collection`` (seed, target and collected steps, episodes).
+``game``, ``n_actions``, ``frame_shape`` (``[H, W]`` the store was written with), and JSON
+strings ``source``, ``preprocessing``, ``behaviour_policy`` and (for collected data)
+``collection`` (seed, target and collected steps, episodes).
+
+Checksums (stores written before they existed have none, and still open and verify): every numeric
+dataset ``<path>`` has ``/checksums/<path>``, the SHA-256 digests of its rows taken in blocks of
+``block_rows`` rows (an attribute of the checksum dataset; blocks of about 4 MiB), each over the
+block's bytes as stored, in row order (:func:`block_digests`). Blocks let the writer hash rows as
+they are written and let ``data verify`` name the rows that changed. They are compared only by
+``data verify`` (reading everything), never at open.
 Transition ``i`` is (frame_i, action_i, reward_i, terminal_i): the agent saw frame ``i`` (the
 newest of its 4-frame stack), took action ``i`` and received reward ``i``.
 """
@@ -34,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from atari_dt.errors import OutOfRangeError, UserError
+from atari_dt.errors import OutOfRangeError, StoreFormatError, UserError
 
 if TYPE_CHECKING:
     from atari_dt.datasets.contexts import Contexts
@@ -44,8 +53,12 @@ STORE_FORMAT_VERSION = 1
 RewardUnits = Literal["clipped", "raw"]
 
 
-class StoreFormatError(UserError):
-    """An episode store is missing, unreadable, unfinished or of another format or version."""
+class StoreLayoutError(StoreFormatError):
+    """A store's datasets have the wrong dtype or row shape; ``problems`` lists each."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,7 @@ class EpisodeStore:
         self.game: str = str(attrs.get("game", ""))
         self.n_actions: int | None = int(attrs["n_actions"]) if "n_actions" in attrs else None
         self.metadata: dict[str, Any] = {
-            key: json.loads(attrs[key])
+            key: _json_attribute(path, key, attrs[key])
             for key in ("source", "preprocessing", "behaviour_policy", "collection")
             if key in attrs
         }
@@ -110,18 +123,60 @@ class EpisodeStore:
         return_key = "return" if reward_units == "clipped" else "raw_return"
         self.returns = episodes[return_key][:].astype(np.float64)
         self.behaviours: list[dict[str, Any] | None] = (
-            [json.loads(text) if text else None for text in episodes["behaviour"].asstr()[:]]
+            [
+                _json_attribute(path, f"/episodes/behaviour[{i}]", text) if text else None
+                for i, text in enumerate(episodes["behaviour"].asstr()[:])
+            ]
             if "behaviour" in episodes
             else [None] * len(self.offsets)
         )
 
+    def _check_tables(self) -> None:
+        """The episode table tiles the transitions and every per-transition dataset has a row
+        per transition (cheap: the tables and shapes only). Else reading a window would fail
+        deep inside numpy with an index that names no file.
+
+        Raises:
+            StoreFormatError: naming the table or dataset and what it should hold.
+        """
+        n = self.n_transitions
+        tables = (self.offsets, self.lengths, self.complete, self.returns, self.behaviours)
+        if len({len(t) for t in tables}) != 1:
+            raise StoreFormatError(
+                f"{self.path}: the /episodes tables have different lengths "
+                f"({', '.join(str(len(t)) for t in tables)}); the file is damaged"
+            )
+        starts = (np.cumsum(self.lengths) - self.lengths).astype(np.int64)
+        if (self.lengths < 1).any() or not np.array_equal(self.offsets, starts):
+            bad = int(np.flatnonzero((self.lengths < 1) | (self.offsets != starts))[0])
+            raise StoreFormatError(
+                f"{self.path}: /episodes/offset and /length do not tile the transitions: episode "
+                f"{bad} has offset {int(self.offsets[bad])}, length {int(self.lengths[bad])} "
+                f"(expected offset {int(starts[bad])}); the file is damaged"
+            )
+        if int(self.lengths.sum()) != n:
+            raise StoreFormatError(
+                f"{self.path}: the episodes cover {int(self.lengths.sum())} transitions but "
+                f"/actions holds {n}; the file is damaged"
+            )
+        for name in ("frames", "rewards", "terminals", "rtg", "raw_rewards", "raw_rtg", "ram"):
+            if name in self._h5 and self._h5[name].shape[0] != n:
+                raise StoreFormatError(
+                    f"{self.path}: /{name} has {self._h5[name].shape[0]} rows for {n} "
+                    "transitions; the file is damaged"
+                )
+
     @classmethod
-    def open(cls, path: str | Path, *, reward_units: RewardUnits = "clipped") -> EpisodeStore:
+    def open(
+        cls, path: str | Path, *, reward_units: RewardUnits = "clipped", check_tables: bool = True
+    ) -> EpisodeStore:
         """Open a store, checking its format, version and that it was fully written.
 
         Args:
             path: the ``.h5`` file.
             reward_units: ``clipped`` (as in DQN-replay) or ``raw`` (only where recorded).
+            check_tables: check that the episode table tiles the transitions (``data verify``
+                turns it off to report every problem itself).
 
         Raises:
             StoreFormatError: missing, not HDF5, unfinished, another format/version, or raw
@@ -140,7 +195,10 @@ class EpisodeStore:
             raise StoreFormatError(f"{path}: not a readable HDF5 file ({err})") from err
         try:
             _check_format(path, handle, reward_units)
-            return cls(path, handle, reward_units)
+            store = cls(path, handle, reward_units)
+            if check_tables:  # `data verify` opens without, to list every problem itself
+                store._check_tables()
+            return store
         except BaseException:
             handle.close()
             raise
@@ -329,6 +387,14 @@ class EpisodeStore:
         )
 
 
+def _json_attribute(path: Path, name: str, text: Any) -> Any:
+    """A JSON attribute of the store, or a ``StoreFormatError`` naming it."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as err:
+        raise StoreFormatError(f"{path}: the {name} attribute is not valid JSON ({err})") from None
+
+
 _REQUIRED = ("frames", "actions", "rewards", "terminals", "rtg", "episodes")
 _EPISODE_TABLES = ("offset", "length", "return", "complete")
 
@@ -355,3 +421,105 @@ def _check_format(path: Path, handle: Any, reward_units: RewardUnits) -> None:
             f"{path}: reward_units='raw' asked, but the store records only clipped rewards "
             "(DQN-replay logs do not keep raw game rewards)"
         )
+    problems = layout_problems(handle)
+    if problems:
+        raise StoreLayoutError(
+            f"{path}: not the episode-store layout: {'; '.join(problems)} (the file was changed "
+            "after it was written; convert or collect the data again)",
+            problems,
+        )
+
+
+# Expected kind of each dataset ("u1": exactly uint8) and its shape after the first axis.
+_LAYOUT: dict[str, tuple[str, tuple[int, ...] | None]] = {
+    "frames": ("u1", None),  # [N, H, W]: H, W checked against the frame_shape attribute
+    "actions": ("iu", ()),
+    "rewards": ("f", ()),
+    "terminals": ("biu", ()),
+    "rtg": ("f", ()),
+    "raw_rewards": ("f", ()),
+    "raw_rtg": ("f", ()),
+    "ram": ("u1", (128,)),
+    "episodes/offset": ("iu", ()),
+    "episodes/length": ("iu", ()),
+    "episodes/return": ("f", ()),
+    "episodes/raw_return": ("f", ()),
+    "episodes/complete": ("biu", ()),
+}
+_KIND_NAMES = {
+    "u1": "uint8",
+    "iu": "an integer type",
+    "f": "a float type",
+    "biu": "bool or integer",
+}
+
+
+def layout_problems(handle: Any) -> list[str]:
+    """Datasets whose dtype or row shape is not the layout's (module docstring), e.g. float64
+    actions, float32 frames or frames of another size than the store was written with. Reads
+    metadata only (cheap at open); row counts and values are ``data verify``'s to check."""
+    expected = dict(_LAYOUT)
+    for name in handle.get("objects", {}):
+        expected[f"objects/{name}"] = ("f", (2,))
+    problems = []
+    for name, (kind, row_shape) in expected.items():
+        if name not in handle:
+            continue
+        dtype, shape = handle[name].dtype, handle[name].shape
+        if not (dtype == np.uint8 if kind == "u1" else dtype.kind in kind):
+            problems.append(f"/{name} is {dtype}, expected {_KIND_NAMES[kind]}")
+        if name == "frames":
+            recorded = handle.attrs.get("frame_shape")
+            if len(shape) != 3:
+                problems.append(f"/frames has shape {list(shape)}, expected [N, H, W]")
+            elif recorded is not None and tuple(int(v) for v in recorded) != shape[1:]:
+                problems.append(
+                    f"/frames holds {shape[1]}x{shape[2]} frames, but the store was written with "
+                    f"{int(recorded[0])}x{int(recorded[1])} (frame_shape attribute)"
+                )
+        elif row_shape is not None and len(shape) >= 1 and tuple(shape[1:]) != row_shape:
+            expected_shape = ", ".join(["N", *map(str, row_shape)])
+            problems.append(f"/{name} has shape {list(shape)}, expected [{expected_shape}]")
+        elif len(shape) == 0:
+            problems.append(f"/{name} is a scalar, expected one value per row")
+    return problems
+
+
+# ---- checksums (layout in the module docstring) ---------------------------------------------
+
+CHECKSUMS = "checksums"  # the group holding one digest dataset per data dataset
+CHECKSUM_BLOCK_BYTES = 1 << 22  # about 4 MiB of rows per digest
+
+
+def checksum_block_rows(row_shape: tuple[int, ...], dtype: Any) -> int:
+    """Rows per checksum block of a dataset whose rows have this shape and dtype."""
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return max(1, CHECKSUM_BLOCK_BYTES // max(row_bytes, 1))
+
+
+def block_digest(rows: np.ndarray) -> bytes:
+    """SHA-256 of rows' bytes as stored (C order)."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(rows)).digest()  # (the buffer: no copy)
+
+
+def block_digests(dataset: Any, block_rows: int, blocks: Any = None) -> Any:
+    """Yield ``(block, digest)`` for each block (default: all) of an h5py dataset, reading one
+    block at a time."""
+    n = dataset.shape[0]
+    for block in range(-(-n // block_rows)) if blocks is None else blocks:
+        yield block, block_digest(dataset[block * block_rows : (block + 1) * block_rows])
+
+
+def checksummed_datasets(handle: Any) -> list[str]:
+    """Paths of the datasets that carry checksums: every numeric one outside ``/checksums``."""
+    names: list[str] = []
+
+    def visit(name: str, item: Any) -> None:
+        numeric = hasattr(item, "dtype") and item.dtype.kind in "biuf"
+        if numeric and name.split("/")[0] != CHECKSUMS:
+            names.append(name)
+
+    handle.visititems(visit)
+    return names

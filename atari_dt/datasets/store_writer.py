@@ -2,12 +2,15 @@
 
 The file is built under a temporary name and renamed onto its final path only by
 :meth:`EpisodeStoreWriter.close`, after returns-to-go are computed and the ``finalized``
-attribute is set: an interrupted write leaves no file that looks complete.
+attribute is set: an interrupted write leaves no file that looks complete. Every dataset's
+checksums (``/checksums``, see :mod:`atari_dt.datasets.store`) are computed as rows are written,
+so ``data verify`` can tell later whether a single bit changed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,7 +20,14 @@ import numpy as np
 
 from atari_dt import __version__
 from atari_dt.datasets.rtg import returns_to_go
-from atari_dt.datasets.store import STORE_FORMAT, STORE_FORMAT_VERSION
+from atari_dt.datasets.store import (
+    CHECKSUMS,
+    STORE_FORMAT,
+    STORE_FORMAT_VERSION,
+    block_digests,
+    checksum_block_rows,
+    checksummed_datasets,
+)
 from atari_dt.io import remove_stale_temporaries, temporary_sibling
 
 
@@ -30,6 +40,53 @@ def h5py_string() -> Any:
 
 # Episodes are finalised in groups of about this many transitions (bounded memory).
 _FINALIZE_GROUP = 1 << 20
+
+
+class _BlockHasher:
+    """The SHA-256 of each block of ``block_rows`` rows of one dataset, fed with rows as they
+    are written. A block whose rows arrive in order from its start is hashed on the fly; any
+    other (written out of order, e.g. a DQN-replay dump's first slot comes last in its file, or
+    only partly before a resume) is read back once by :meth:`finish`. So the digests are always
+    those of the rows as stored, and the fast path only saves reading them again."""
+
+    def __init__(self, block_rows: int, digests: dict[int, bytes] | None = None) -> None:
+        self.block_rows = block_rows
+        self.digests = dict(digests or {})  # finished blocks
+        self._open: dict[int, tuple[Any, int]] = {}  # block -> (sha256 so far, rows hashed)
+        self._stale: set[int] = set()  # blocks to read back
+
+    def update(self, start: int, rows: np.ndarray) -> None:
+        """Rows ``start .. start + len(rows) - 1`` were written with exactly these values."""
+        done = 0
+        while done < len(rows):
+            block, offset = divmod(start + done, self.block_rows)
+            take = min(self.block_rows - offset, len(rows) - done)
+            self.digests.pop(block, None)  # rewritten rows invalidate a finished digest
+            hasher, hashed = self._open.pop(block, (None, 0))
+            if block in self._stale or offset != hashed:
+                self._stale.add(block)
+            else:
+                hasher = hasher or hashlib.sha256()
+                hasher.update(np.ascontiguousarray(rows[done : done + take]))
+                hashed += take
+                if hashed == self.block_rows:
+                    self.digests[block] = hasher.digest()
+                else:
+                    self._open[block] = (hasher, hashed)
+            done += take
+
+    def finish(self, dataset: Any) -> list[bytes]:
+        """Every block's digest, reading back the blocks not hashed in order."""
+        n = dataset.shape[0]
+        n_blocks = -(-n // self.block_rows)
+        last = n_blocks - 1
+        if last in self._open and last not in self._stale:
+            hasher, hashed = self._open[last]
+            if hashed == n - last * self.block_rows:  # a short final block, hashed whole
+                self.digests[last] = hasher.digest()
+        missing = [block for block in range(n_blocks) if block not in self.digests]
+        self.digests.update(block_digests(dataset, self.block_rows, missing))
+        return [self.digests[block] for block in range(n_blocks)]
 
 
 class EpisodeStoreWriter:
@@ -80,6 +137,7 @@ class EpisodeStoreWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.path)
         self.frame_shape = tuple(frame_shape)
+        self.n_actions = n_actions
         self._spans: list[tuple[int, int, bool]] = []
         self._behaviours: list[str] = []  # JSON per episode, "" when not recorded
         self.n_transitions = 0
@@ -91,6 +149,10 @@ class EpisodeStoreWriter:
             if compression == "gzip":
                 options["compression_opts"] = compression_level
             self._create_datasets(raw_rewards, ram, objects, options, chunk_frames)
+            self._hashers = {
+                name: _BlockHasher(self._block_rows(name))
+                for name in checksummed_datasets(self._h5)
+            }
         except BaseException:  # e.g. an unknown compression: leave no temporary file
             self.abort()
             raise
@@ -125,10 +187,37 @@ class EpisodeStoreWriter:
             if name in writer._h5:
                 del writer._h5[name]
         writer._h5.attrs["finalized"] = False
+        writer._h5.attrs["frame_shape"] = np.array(writer.frame_shape, dtype=np.int64)
+        writer.n_actions = (
+            int(writer._h5.attrs["n_actions"]) if "n_actions" in writer._h5.attrs else None
+        )
+        writer._hashers = writer._resumed_hashers()
         writer._spans = [(int(o), int(n), bool(c)) for o, n, c in spans]
         writer._behaviours = behaviours
         writer.n_transitions = int(writer._h5["actions"].shape[0])
         return writer
+
+    def _block_rows(self, name: str) -> int:
+        dataset = self._h5[name]
+        return checksum_block_rows(dataset.shape[1:], dataset.dtype)
+
+    def _resumed_hashers(self) -> dict[str, _BlockHasher]:
+        """Hashers that keep the copied store's digests of whole blocks (so a resume reads back
+        at most each dataset's last, partial block), then drop ``/checksums`` (rewritten at
+        :meth:`close`). A store written before checksums existed is read back whole, once."""
+        recorded = self._h5.get(CHECKSUMS, {})
+        hashers = {}
+        for name in checksummed_datasets(self._h5):
+            block_rows, digests = self._block_rows(name), {}
+            if name in recorded:
+                block_rows = int(recorded[name].attrs.get("block_rows", block_rows))
+                whole = self._h5[name].shape[0] // block_rows
+                table = recorded[name][:whole]
+                digests = {block: bytes(row) for block, row in enumerate(table)}
+            hashers[name] = _BlockHasher(block_rows, digests)
+        if CHECKSUMS in self._h5:
+            del self._h5[CHECKSUMS]
+        return hashers
 
     def _create_datasets(
         self,
@@ -179,6 +268,7 @@ class EpisodeStoreWriter:
         attrs["finalized"] = False
         attrs["game"] = game
         attrs["created_by"] = f"atari-dt {__version__}"
+        attrs["frame_shape"] = np.array(self.frame_shape, dtype=np.int64)
         if n_actions is not None:
             attrs["n_actions"] = int(n_actions)
         for key, value in zip(
@@ -219,13 +309,34 @@ class EpisodeStoreWriter:
             if values is None or len(values) != count:
                 got = "nothing" if values is None else f"length {len(values)}"
                 raise ValueError(f"{name}: expected {count} values (one per action), got {got}")
+        self._check_values(given)
         self.n_transitions += count
         self._h5["frames"].resize(self.n_transitions, axis=0)
         for name, values in given.items():
             dataset = self._h5[name]
+            # converted here, so the bytes hashed are the bytes stored
+            stored = np.asarray(values).astype(dataset.dtype, copy=False)
             dataset.resize(self.n_transitions, axis=0)
-            dataset[start : start + count] = values
+            dataset[start : start + count] = stored
+            self._hashers[name].update(start, stored)
         return start
+
+    def _check_values(self, given: dict[str, Any]) -> None:
+        """Refuse what no store may hold (before anything is appended): actions outside
+        ``[0, n_actions)`` or non-integral, non-finite rewards."""
+        actions = np.asarray(given["actions"])
+        if actions.dtype.kind == "f" and not (np.round(actions) == actions).all():
+            raise ValueError(f"{self.path}: actions must be integers, got {actions.dtype} values")
+        upper = self.n_actions
+        bad = (actions < 0) | (actions >= upper) if upper is not None else actions < 0
+        if bad.any():
+            raise ValueError(
+                f"{self.path}: actions {np.unique(actions[bad])[:5].tolist()} are outside the "
+                f"game's action set [0, {upper if upper is not None else 'n_actions'})"
+            )
+        for name in ("rewards", "raw_rewards"):
+            if name in given and not np.isfinite(np.asarray(given[name], np.float64)).all():
+                raise ValueError(f"{self.path}: {name} must be finite (got NaN or inf)")
 
     def write_frames(self, position: int, frames: np.ndarray) -> None:
         """Write ``frames`` (uint8 ``[m, H, W]``) at store positions ``position .. position+m-1``
@@ -237,6 +348,7 @@ class EpisodeStoreWriter:
                 f"{self.n_transitions} appended transitions"
             )
         self._h5["frames"][position : position + len(frames)] = frames
+        self._hashers["frames"].update(position, frames)
 
     def _check_frames(self, frames: np.ndarray) -> None:
         if frames.dtype != np.uint8 or tuple(frames.shape[1:]) != self.frame_shape:
@@ -335,7 +447,19 @@ class EpisodeStoreWriter:
         ):
             if reward_key in self._h5:
                 group[return_key] = self._write_rtg(reward_key, rtg_key, lengths)
+        self._write_checksums()
         self._h5.attrs["finalized"] = True
+
+    def _write_checksums(self) -> None:
+        """``/checksums/<name>`` of every numeric dataset (the small episode tables hashed
+        here, the rest by their hashers as they were written)."""
+        for name in checksummed_datasets(self._h5):
+            hasher = self._hashers.get(name) or _BlockHasher(self._block_rows(name))
+            digests = hasher.finish(self._h5[name])
+            table = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 32)
+            checksum = self._h5.create_dataset(f"{CHECKSUMS}/{name}", data=table)
+            checksum.attrs["block_rows"] = hasher.block_rows
+            checksum.attrs["algorithm"] = "sha256"
 
     def _write_rtg(self, reward_key: str, rtg_key: str, lengths: np.ndarray) -> np.ndarray:
         """Write returns-to-go in groups of whole episodes; return float32 ``[E]`` returns."""
@@ -345,6 +469,7 @@ class EpisodeStoreWriter:
             dtype=np.float32,
             chunks=(min(1 << 14, self.n_transitions),) if self.n_transitions else None,
         )
+        hasher = self._hashers[rtg_key] = _BlockHasher(self._block_rows(rtg_key))
         ends = np.cumsum(lengths)
         returns = np.zeros(len(lengths), dtype=np.float32)
         first_episode, start = 0, 0
@@ -353,8 +478,9 @@ class EpisodeStoreWriter:
             last = max(last, first_episode + 1)
             stop = int(ends[last - 1])
             rewards = self._h5[reward_key][start:stop]
-            group_rtg = returns_to_go(rewards, lengths[first_episode:last])
+            group_rtg = returns_to_go(rewards, lengths[first_episode:last]).astype(np.float32)
             rtg[start:stop] = group_rtg
+            hasher.update(start, group_rtg)
             returns[first_episode:last] = group_rtg[
                 ends[first_episode:last] - lengths[first_episode:last] - start
             ]

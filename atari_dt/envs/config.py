@@ -3,10 +3,16 @@ and the layout of a collection's config file (``configs/collect/*.yaml``)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
 from atari_dt.config import ConfigError
+
+WORKERS_PER_CORE = 4
+"""Most collection workers per usable core. ALE is CPU-bound: beyond a few per core, workers only
+time-share the cores (and each holds an env and an episode's frames: up to ~190 MB for a
+27,000-step episode), so more cannot collect faster."""
 
 
 @dataclass
@@ -66,7 +72,9 @@ class CollectConfig:
     does not depend on the number of workers."""
 
     workers: int = 0
-    """Worker processes (0: one per CPU core)."""
+    """Worker processes (0: one per usable CPU core). More than ``WORKERS_PER_CORE`` per core,
+    or than there are steps left to collect, is reduced with a note (see ``worker_count``):
+    the output does not depend on it, so there is nothing to refuse."""
 
     format: Literal["h5", "dqn-replay"] = "h5"
     """Write an episode store (with raw rewards, RAM and object positions) or DQN-replay logs."""
@@ -84,6 +92,34 @@ class CollectConfig:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if not self.policy:
             raise ConfigError("policy needs at least one component")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def worker_count(requested: int, steps_left: int, cores: int | None = None) -> tuple[int, str]:
+    """The workers to start for ``requested`` (0: one per core) with ``steps_left`` agent steps
+    to collect, and a note saying why when that is fewer than asked ("" otherwise).
+
+    The cap is ``WORKERS_PER_CORE`` x ``cores`` (None: ``usable_cores()``), and one worker per
+    step left: an episode has at least one step, so a worker beyond that could only play an
+    episode that is thrown away."""
+    cores = cores or usable_cores()
+    wanted = requested or cores
+    limit = max(1, min(WORKERS_PER_CORE * cores, steps_left))
+    if wanted <= limit:
+        return wanted, ""
+    reason = (
+        f"{WORKERS_PER_CORE} per usable core, {cores} cores"
+        if limit == WORKERS_PER_CORE * cores
+        else f"one per step left to collect, {steps_left}"
+    )
+    return limit, f"collect: {wanted} workers reduced to {limit} (at most {reason})"
 
 
 @dataclass

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,15 @@ import numpy as np
 from atari_dt.envs.collect import PlayedEpisode, collection_record, env_overrides
 from atari_dt.envs.config import CollectConfig
 from atari_dt.errors import UserError
-from atari_dt.io import atomic_write_json, deferred_interrupts, replace_directory
+from atari_dt.io import (
+    atomic_write_json,
+    deferred_interrupts,
+    describe_entries,
+    recover_directory,
+    refuse_to_replace,
+    replace_directory,
+    temporary_sibling,
+)
 
 # Settings that must match for --resume to continue the same data (capacity: dqn-replay only).
 _RESUME_KEYS = ("game", "preset", "max_episode_steps", "seed", "format", "policy")
@@ -117,7 +127,17 @@ class ReplaySink:
     """Writes DQN-replay logs (clipped rewards only, as the published ones) plus
     ``collection.json`` with the run's record and each episode's behaviour.
 
-    A fresh run writes into a temporary directory renamed onto ``path`` at :meth:`close`.
+    Every run (fresh or resumed) writes into a temporary directory ``.<name>.<pid>.tmp``
+    that :meth:`close` swaps onto ``path`` crash-safely (:func:`atari_dt.io.replace_directory`).
+    ``collection.json`` is the last file written into it, so a temporary that holds one is a
+    finished copy: the next sink for ``path`` puts it in place if its writer was killed before
+    the swap ended (:attr:`recovered` and stderr say what was done).
+
+    Raises:
+        NotADirectoryError: ``path`` is a file.
+        FileExistsError: ``path`` exists and neither ``resume`` nor ``overwrite``.
+        UserError: ``overwrite`` of a directory that is not logs written by this class, or
+            resuming with different settings.
     """
 
     RECORD = "collection.json"
@@ -133,13 +153,15 @@ class ReplaySink:
     ) -> None:
         from atari_dt.datasets.replay_writer import ReplayLogWriter
         from atari_dt.envs.make import resolve_settings
-        from atari_dt.io import remove_stale_temporaries, temporary_sibling
 
         self.path, self.policy_spec = path, policy_spec
         self.preprocessing = resolve_settings(config.preset, env_overrides(config))
         if path.exists() and not path.is_dir():
             raise NotADirectoryError(f"{path} is a file; dqn-replay output is a directory")
-        remove_stale_temporaries(path)
+        # Before anything reads ``path``: a killed run's finished copy is the newest data.
+        self.recovered = recover_directory(path, is_complete=_is_finished_copy)
+        for line in self.recovered:  # said even if what follows refuses to go on
+            print(f"atari-dt: {line}", file=sys.stderr)
         self.directory = temporary_sibling(path)
         if resume and path.exists():
             record = json.loads((path / self.RECORD).read_text())
@@ -149,11 +171,15 @@ class ReplaySink:
             self.returns = [b["return"] for b in self.behaviours]
             # Work on a hard-linked copy: files are only ever replaced (atomic writes), never
             # modified, so the finished logs at ``path`` stay intact until close() swaps them.
-            shutil.copytree(path, self.directory, copy_function=os.link)
+            # The record is left out: its presence marks a copy that close() finished.
+            ignore = shutil.ignore_patterns(self.RECORD)
+            shutil.copytree(path, self.directory, copy_function=os.link, ignore=ignore)
             self.writer = ReplayLogWriter.resume(self.directory)
             return
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass --force to replace it or --resume")
+        if path.exists():
+            _check_replaceable_logs(path, self.RECORD)
         self.writer = ReplayLogWriter(self.directory, config.capacity)
         self.behaviours, self.episodes, self.steps, self.returns = [], 0, 0, []
 
@@ -179,6 +205,7 @@ class ReplaySink:
                     "behaviour_policy": self.policy_spec,
                     "behaviours": self.behaviours,
                 }
+                # Last into the copy: from here on it is finished (see _is_finished_copy).
                 atomic_write_json(self.directory / self.RECORD, full)
                 replace_directory(self.directory, self.path)
         except BaseException:
@@ -188,6 +215,38 @@ class ReplaySink:
 
     def abort(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# Files ReplayLogWriter writes (datasets/replay_files.py), and atomic-write temporaries of them.
+_LOG_FILE = re.compile(
+    r"^(?:\$store\$_(?:observation|action|reward|terminal)|add_count|invalid_range)_ckpt\.\d+\.gz$"
+)
+_TEMPORARY = re.compile(r"^\..+\.\d+\.tmp$")
+
+
+def _is_finished_copy(directory: Path) -> bool:
+    """Whether a temporary of :class:`ReplaySink` was finished by :meth:`ReplaySink.close`:
+    its record, written last and atomically, is there and says how far it got."""
+    try:
+        record = json.loads((directory / ReplaySink.RECORD).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "steps" in record and "finished" in record
+
+
+def _check_replaceable_logs(path: Path, record: str) -> None:
+    """Raise UserError unless ``path`` is empty or holds only logs this project wrote
+    (``collection.json``, checkpoint files and their temporaries): ``overwrite`` deletes it."""
+    names = sorted(os.listdir(path))
+    if not names:
+        return
+    if record not in names:
+        found = f"no {record}; it holds {describe_entries(path)}"
+        raise refuse_to_replace(path, "a dqn-replay directory written by atari-dt collect", found)
+    others = [n for n in names if n != record and not (_LOG_FILE.match(n) or _TEMPORARY.match(n))]
+    if others:
+        found = f"it also holds {', '.join(others[:5])}" + (" ..." if len(others) > 5 else "")
+        raise refuse_to_replace(path, "a dqn-replay directory written by atari-dt collect", found)
 
 
 def _object_names(game: str) -> tuple[str, ...]:

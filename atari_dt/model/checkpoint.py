@@ -1,10 +1,15 @@
 """Model checkpoints: a directory with ``model.safetensors`` (tensors, no pickle) and
 ``config.json`` (the ``ModelConfig``), plus an optional ``metadata.json`` (e.g. training step,
-data). Written atomically; every tensor is checked against the config on load."""
+data), and ``checksums.json`` (the SHA-256 of every other file, written last). Written
+atomically; on load every tensor is checked against the config and every file against its
+checksum, so a flipped byte is refused instead of loaded."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +17,7 @@ import torch
 
 from atari_dt.config import ConfigError, config_from_dict, config_to_dict
 from atari_dt.errors import UserError
-from atari_dt.io import atomic_directory
+from atari_dt.io import atomic_directory, atomic_write_json
 from atari_dt.model.config import ModelConfig
 
 FORMAT = "atari-dt/model"
@@ -20,7 +25,9 @@ VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 METADATA = "metadata.json"
-FILES = (WEIGHTS, CONFIG, METADATA)
+CHECKSUMS = "checksums.json"
+CHECKSUMS_FORMAT = "atari-dt/checksums"
+FILES = (WEIGHTS, CONFIG, METADATA, CHECKSUMS)
 
 
 class CheckpointError(UserError):
@@ -44,6 +51,7 @@ def save_pretrained(
     _check_writable(directory, overwrite)
     with atomic_directory(directory) as tmp:
         write_model_files(model, tmp, metadata=metadata)
+        write_checksums(tmp)
     return directory
 
 
@@ -51,7 +59,8 @@ def write_model_files(
     model: torch.nn.Module, directory: Path, *, metadata: dict[str, Any] | None = None
 ) -> None:
     """``model.safetensors``, ``config.json`` (and ``metadata.json``) into an existing
-    directory that the caller makes atomic (training checkpoints add their own files)."""
+    directory that the caller makes atomic (training checkpoints add their own files) and
+    finishes with ``write_checksums``."""
     from safetensors.torch import save_file
 
     model = getattr(model, "module", model)  # a DDP wrapper saves the model inside
@@ -136,7 +145,84 @@ def load_weights(model: torch.nn.Module, directory: str | Path) -> None:
     path = Path(directory) / WEIGHTS
     tensors = read_weights(path)
     check_state_dict(tensors, model.state_dict(), source=str(path))
+    # Checked after the structure, whose errors say more ("tensor 'W_U' has shape ..."); before
+    # the model is filled, so a refused checkpoint leaves it as it was.
+    verify_checksums(directory, required=(WEIGHTS, CONFIG, METADATA))
     model.load_state_dict(tensors, strict=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(directory: Path) -> None:
+    """Record the SHA-256 of every file of ``directory`` in its ``checksums.json``.
+
+    Call it last, inside the ``atomic_directory`` block that writes the checkpoint: the
+    directory appears whole with its checksums or not at all.
+    """
+    directory = Path(directory)
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name != CHECKSUMS)
+    record = {
+        "format": CHECKSUMS_FORMAT,
+        "version": 1,
+        "sha256": {p.name: _sha256(p) for p in files},
+    }
+    atomic_write_json(directory / CHECKSUMS, record)
+
+
+def verify_checksums(directory: str | Path, *, required: Iterable[str]) -> bool:
+    """Check every file ``checksums.json`` lists against its SHA-256; returns False (with a
+    warning) for a checkpoint written before checkpoints carried checksums.
+
+    ``required``: the files the caller reads; each one present must be listed (one added after
+    the checkpoint was written is as unverified as a changed one).
+
+    Raises:
+        CheckpointError: a listed file changed or is missing, a required file is not listed,
+            or ``checksums.json`` itself is unreadable; naming the file.
+    """
+    directory = Path(directory)
+    path = directory / CHECKSUMS
+    if not path.is_file():
+        warnings.warn(
+            f"{directory} has no {CHECKSUMS} (written before checkpoints carried checksums): "
+            "loaded without verifying its files; save it again to add them",
+            stacklevel=3,
+        )
+        return False
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    sums = record.get("sha256") if isinstance(record, dict) else None
+    if (
+        not isinstance(sums, dict)
+        or record.get("format") != CHECKSUMS_FORMAT
+        or any(Path(name).name != name for name in sums)  # names in this directory only
+    ):
+        raise CheckpointError(f"{path}: not an atari-dt checksum file ({CHECKSUMS_FORMAT!r})")
+    for name in required:
+        if name not in sums and (directory / name).exists():
+            raise CheckpointError(
+                f"{directory / name}: not in {CHECKSUMS}, so added after the checkpoint was "
+                "written; remove it or use another checkpoint"
+            )
+    for name, expected in sorted(sums.items()):
+        file = directory / name
+        if not file.is_file():
+            raise CheckpointError(f"{file} is missing (listed in {path})")
+        if _sha256(file) != expected:
+            raise CheckpointError(
+                f"{file}: its SHA-256 differs from the one in {CHECKSUMS}: one of them "
+                "changed after the checkpoint was written (a corrupt copy or disk); use another "
+                "checkpoint or a good copy of this one"
+            )
+    return True
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -10,6 +10,8 @@ from atari_dt.config import ConfigError
 from atari_dt.datasets.config import DataConfig
 from atari_dt.model.config import ModelConfig, check_choices
 
+MAX_LR = 10.0  # no optimiser here trains above this; larger values are typos (1e39 crashed)
+
 
 @dataclass
 class TrainConfig:
@@ -79,6 +81,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.eval_every < 0 or self.threads < 0:
             raise ConfigError("lr must be > 0; warmup_steps, eval_every and threads >= 0")
+        if not self.lr <= MAX_LR:  # also refuses NaN; float32 overflows near 3.4e38 anyway
+            raise ConfigError(f"lr {self.lr:g} is absurd: at most {MAX_LR:g} (the paper: 6e-4)")
         for name in ("grad_clip", "weight_decay", "return_loss_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

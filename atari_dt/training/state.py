@@ -1,7 +1,9 @@
 """Resumable training checkpoints, pickle-free: a directory per step holding the model (as
 ``save_pretrained`` writes it), the optimiser's tensors (``optimizer.safetensors``) and the rest
-of the trainer's state (``trainer_state.json``). Written whole in a temporary sibling, then
-renamed, so a killed run never leaves a checkpoint that looks complete but is not.
+of the trainer's state (``trainer_state.json``), and ``checksums.json`` (the SHA-256 of each,
+written last). Written whole in a temporary sibling, then renamed, so a killed run never leaves
+a checkpoint that looks complete but is not; resuming verifies every file, so a corrupt one is
+refused instead of trained on.
 
 RNG and sampler state need no storing: every step seeds its batch sampler and dropout from
 ``(seed, step, rank)``, so the step number is the whole state.
@@ -19,9 +21,14 @@ import torch
 
 from atari_dt.io import atomic_directory, remove_stale_temporaries
 from atari_dt.model.checkpoint import (
+    CONFIG,
+    METADATA,
+    WEIGHTS,
     CheckpointError,
     check_state_dict,
     read_weights,
+    verify_checksums,
+    write_checksums,
     write_model_files,
 )
 
@@ -78,6 +85,7 @@ def save_training_state(
         save_file(tensors, str(tmp / OPTIMIZER))
         state = {"step": step, "optimizer": layout, **trainer_state}
         (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2) + "\n")
+        write_checksums(tmp)  # last: it covers every file above
     for _, old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return directory
@@ -87,19 +95,43 @@ def load_training_state(
     directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
     """Fill ``model`` and ``optimizer`` from a checkpoint directory; returns its trainer state.
+    Nothing is filled unless every check passes.
 
     Raises:
-        CheckpointError: a tensor missing or of the wrong shape, or an optimiser that does not
-            match (other parameter groups), naming the file.
+        CheckpointError: a tensor missing or of the wrong shape, an optimiser that does not
+            match (other parameter groups), a file whose SHA-256 differs from the checkpoint's
+            ``checksums.json``, or a ``trainer_state.json`` whose step is not the one its
+            directory is named after; naming the file.
     """
-    weights = read_weights(directory / "model.safetensors")
-    check_state_dict(weights, model.state_dict(), source=str(directory / "model.safetensors"))
-    model.load_state_dict(weights)
-    state = json.loads((directory / TRAINER_STATE).read_text())
+    weights = read_weights(directory / WEIGHTS)
+    check_state_dict(weights, model.state_dict(), source=str(directory / WEIGHTS))
+    state = _read_trainer_state(directory)
     tensors = read_weights(directory / OPTIMIZER)
-    optimizer.load_state_dict(
-        _unflatten_optimizer(tensors, state["optimizer"], optimizer, directory)
-    )
+    optimizer_state = _unflatten_optimizer(tensors, state["optimizer"], optimizer, directory)
+    verify_checksums(directory, required=(WEIGHTS, CONFIG, METADATA, OPTIMIZER, TRAINER_STATE))
+    model.load_state_dict(weights)
+    optimizer.load_state_dict(optimizer_state)
+    return state
+
+
+def _read_trainer_state(directory: Path) -> dict[str, Any]:
+    """``trainer_state.json``, its step checked against the directory's name: the step is the
+    whole RNG and sampler state, so a wrong one would silently resume a different run."""
+    path = directory / TRAINER_STATE
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{path}: no integer 'step' (not a training checkpoint's state)")
+    if not isinstance(state.get("optimizer"), dict) or "param_groups" not in state["optimizer"]:
+        raise CheckpointError(f"{path}: no 'optimizer' layout (not a training checkpoint's state)")
+    match = _STEP_DIR.match(directory.name)
+    if match and int(match.group(1)) != state["step"]:
+        raise CheckpointError(
+            f"{path}: step {state['step']}, but its directory {directory.name} is step "
+            f"{int(match.group(1))}: the checkpoint was altered"
+        )
     return state
 
 

@@ -5,6 +5,11 @@ A step is a pure function of ``(weights, optimiser state, seed, step)``: its glo
 window indices and its dropout masks are drawn from generators seeded by ``(seed, step)`` (the
 batch) and ``(seed, step, rank)`` (dropout), so a resumed run repeats an uninterrupted one bit
 for bit, and N ranks split exactly the batch one process would draw.
+
+A non-finite loss, gradient, input RTG or weight stops the run before the step is applied or
+saved (every rank together, decided on all-reduced values), naming the step and the likely
+cause; the checkpoints written before it are kept, and no checkpoint is ever written from a
+non-finite state.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -21,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from atari_dt.datasets.contexts import Contexts
+from atari_dt.errors import UserError
+from atari_dt.model.checkpoint import CheckpointError
 from atari_dt.training.config import ExperimentConfig
 from atari_dt.training.distributed import Distributed
 from atari_dt.training.metrics import MetricsLog
@@ -31,6 +38,12 @@ from atari_dt.training.state import (
     remove_stale_checkpoints,
     save_training_state,
 )
+
+
+class NonFiniteError(UserError):
+    """Training met a NaN or inf (in the loss, the gradients, the batch's RTGs or the weights)
+    and stopped without applying or saving it; the message names the step and the likely
+    cause (non-finite data, or a learning rate too high)."""
 
 
 @dataclass
@@ -150,7 +163,7 @@ def train(
     if dist.is_main:
         remove_stale_checkpoints(run_dir)
     if resume and (checkpoints := list_checkpoints(run_dir)):
-        start_step = load_training_state(checkpoints[-1][1], model, optimizer)["step"]
+        start_step = _resume_from(checkpoints, model, optimizer)
     forward = _TrainingForward(model, predict_returns=cfg.return_loss_weight > 0)
     if dist.active:
         # An untrained return head gets no gradient: DDP must be told to expect that.
@@ -175,6 +188,23 @@ def train(
             )
     finally:
         metrics.close()
+
+
+def _resume_from(
+    checkpoints: list[tuple[int, Path]], model: nn.Module, optimizer: torch.optim.Optimizer
+) -> int:
+    """Load the newest checkpoint; returns its step.
+
+    Raises:
+        CheckpointError: it is corrupt or altered (the message says how to fall back to the one
+            before it, if there is one).
+    """
+    newest = checkpoints[-1][1]
+    try:
+        return load_training_state(newest, model, optimizer)["step"]
+    except CheckpointError as err:
+        older = f"; remove {newest} to resume from {checkpoints[-2][1].name}"
+        raise CheckpointError(f"--resume: {err}{older if len(checkpoints) > 1 else ''}") from None
 
 
 def _loop(
@@ -205,7 +235,7 @@ def _loop(
     checkpoint, last, step = None, {}, start_step
     trainer_state = {"world": dist.world, "metadata": {"data": windows.describe()}}
     while step < cfg.max_steps:
-        sums, stop_all = _train_step(config, windows, dist, forward, optimizer, step, stop)
+        sums, stop_all = _train_step(config, run_dir, windows, dist, forward, optimizer, step, stop)
         step += 1
         window.add(sums, frames=cfg.batch_size * config.data.context_len)
         if step % cfg.log_every == 0 or step == cfg.max_steps or stop_all:
@@ -218,6 +248,10 @@ def _loop(
             metrics.log(step, evaluate(model, step))
         bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stop_all:
+            # A finite loss can still leave non-finite weights (a huge update): never save them.
+            # Before the ranks' checksums, which NaN would make differ.
+            if _non_finite_count(model, optimizer, dist) > 0:
+                _stop(config, run_dir, step, "the weights or optimiser moments are NaN/inf")
             check_ranks_agree(model, dist)
             if dist.is_main:
                 checkpoint = save_training_state(
@@ -249,8 +283,49 @@ def check_ranks_agree(model: nn.Module, dist: Distributed) -> None:
         )
 
 
+def _non_finite_count(model: nn.Module, optimizer: torch.optim.Optimizer, dist: Distributed) -> int:
+    """Non-finite values in the weights and the optimiser state, summed over the ranks (so every
+    rank decides alike). One pass over the parameters, only at checkpoints."""
+    tensors = list(model.parameters()) + [
+        value
+        for entries in optimizer.state.values()
+        for value in entries.values()
+        if torch.is_tensor(value) and value.is_floating_point()
+    ]
+    with torch.no_grad():
+        count = sum(int((~torch.isfinite(t)).sum()) for t in tensors)
+    return int(dist.sum(torch.tensor([float(count)]))[0])
+
+
+def _stop(
+    config: ExperimentConfig, run_dir: Path, step: int, problem: str, *, data: bool = False
+) -> NoReturn:
+    """Raise the ``NonFiniteError`` for optimiser step ``step`` (1-based, as checkpoints and
+    metrics count), with the likely cause and the checkpoint a user is left with."""
+    cfg = config.train
+    if data:
+        cause = (
+            f"the training data holds NaN/inf rewards or returns-to-go: check the episode store "
+            f"with `atari-dt data verify {config.data.path}` and convert it again from good data"
+        )
+    else:
+        bf16 = ", or use train.precision=float32" if cfg.precision == "bfloat16" else ""
+        cause = (
+            f"the learning rate is likely too high (train.lr={cfg.lr:g}, "
+            f"{lr_at(step - 1, cfg):.3g} at this step): lower it (or raise "
+            f"train.warmup_steps, keep train.grad_clip > 0{bf16}) and start again with --force"
+        )
+    saved = list_checkpoints(run_dir)
+    kept = f"the last good checkpoint, {saved[-1][1]}, is kept" if saved else "no checkpoint yet"
+    raise NonFiniteError(
+        f"training stopped at step {step}: {problem}; {cause}. Nothing of this step was saved; "
+        f"{kept}"
+    )
+
+
 def _train_step(
     config: ExperimentConfig,
+    run_dir: Path,
     windows: Any,
     dist: Distributed,
     forward: nn.Module,
@@ -262,9 +337,14 @@ def _train_step(
     cfg = config.train
     indices = batch_indices(windows, cfg.seed, step, cfg.batch_size, dist)
     batch = windows.get_batch(indices).to(dist.device)
-    # One all-reduce carries the global count of real steps and any rank's stop request.
-    counts = torch.tensor([float(batch.mask.sum()), float(stop.requested)])
+    # One all-reduce carries the global count of real steps, any rank's stop request, and the
+    # batch's non-finite RTGs (padding is 0): NaN data stops every rank before it is used.
+    bad_rtg = (~torch.isfinite(batch.rtg)).sum()
+    counts = torch.tensor([float(batch.mask.sum()), float(stop.requested), float(bad_rtg)])
     shared = dist.sum(counts).cpu()
+    if shared[2] > 0:
+        problem = f"{int(shared[2])} of the batch's returns-to-go are NaN/inf"
+        _stop(config, run_dir, step + 1, problem, data=True)
     torch.manual_seed(step_seed(cfg.seed, step, dist.rank, 1))  # this step's dropout
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
@@ -285,8 +365,18 @@ def _train_step(
     loss.backward()
     clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
     grad_norm = nn.utils.clip_grad_norm_(forward.parameters(), clip)
+    # One all-reduce of the sums to log and of any rank's non-finite gradient norm, before the
+    # update: a NaN loss or gradient stops every rank alike with the weights still good.
+    local = [v.float() for v in sums.values()]
+    bad_grad = (~torch.isfinite(grad_norm.detach())).float().to(local[0].device)
+    packed = dist.sum(torch.stack([*local, bad_grad])).cpu()
+    if not torch.isfinite(packed[:-1]).all():
+        value = next(float(v) for v in packed[:-1] if not torch.isfinite(v))
+        _stop(config, run_dir, step + 1, f"the loss is {value}")
+    if packed[-1] > 0:
+        _stop(config, run_dir, step + 1, "the loss is finite but its gradient is NaN/inf")
     optimizer.step()
-    sums = {k: dist.sum(v.float()).cpu() for k, v in sums.items()}
+    sums = dict(zip(sums, packed[:-1], strict=True))
     sums["valid"], sums["grad_norm"] = shared[0], grad_norm.detach().cpu()
     return sums, bool(shared[1] > 0)
 
