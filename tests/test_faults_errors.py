@@ -77,6 +77,10 @@ def test_every_writer_names_a_read_only_directory(
     if read_only_dir is None:
         pytest.skip("this machine does not allow a read-only bind mount (simulated below)")
     store, out = str(seaquest_store_path), read_only_dir / "out"
+    from test_import_original import make_reference
+
+    original_checkpoint = read_only_dir.parent / "original.pt"
+    torch.save(make_reference().state_dict(), original_checkpoint)
     commands = [
         ["data", "info", store, "--plot", str(read_only_dir / "returns.png")],
         ["data", "show", store, "--set", "data.context_len=4", "--out", str(out) + ".png"],
@@ -89,6 +93,11 @@ def test_every_writer_names_a_read_only_directory(
          "--max-episode-steps", "5", "--out", str(out)],
         ["collect", "--game", "Seaquest", "--policy", "random", "--steps", "50", "--workers",
          "1", "--out", str(read_only_dir / "c.h5")],
+        ["collect", "--game", "Seaquest", "--policy", "random", "--steps", "50", "--workers",
+         "1", "--format", "dqn-replay", "--out", str(read_only_dir / "logs")],
+        ["train", "configs/train/demo_seaquest.yaml", "--data", store, "--max-steps", "1",
+         "--out", str(out), "--no-progress"],
+        ["model", "import-original", str(original_checkpoint), str(out), "--n-heads", "4"],
     ]  # fmt: skip
     for command in commands:
         assert main(command) == 2, command
@@ -406,3 +415,22 @@ def test_warnings_print_as_one_line(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     warned = [line for line in result.stderr.splitlines() if "workers reduced" in line]
     assert warned and warned[0].startswith("atari-dt: warning: collect: 64 workers reduced")
+
+
+def test_a_full_disk_during_convert_is_one_line_and_no_crash(full_disk, tmp_path) -> None:
+    if full_disk is None:
+        pytest.skip("this machine does not allow a tmpfs mount")
+    logs = tmp_path / "Seaquest" / "1" / "replay_logs"
+    assert main(["collect", "--game", "Seaquest", "--policy", "random", "--steps", "3000",
+                 "--format", "dqn-replay", "--capacity", "1500", "--seed", str(seed(0)),
+                 "--workers", "1", "--out", str(logs)]) == 0  # fmt: skip
+    out = full_disk / "s.h5"
+    command = [sys.executable, "-m", "atari_dt.cli", "data", "convert", str(logs), str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"atari-dt: error: cannot write {out}: No space left on device")
+    )
+    assert list(full_disk.iterdir()) == []

@@ -89,6 +89,9 @@ class _BlockHasher:
         return [self.digests[block] for block in range(n_blocks)]
 
 
+_SPACE_MARGIN = 4 << 20  # bytes kept free for the episode tables, RTG and HDF5's metadata
+
+
 class EpisodeStoreWriter:
     """Append transitions and episodes, then :meth:`close` to finalise (or :meth:`abort`).
 
@@ -310,6 +313,7 @@ class EpisodeStoreWriter:
                 got = "nothing" if values is None else f"length {len(values)}"
                 raise ValueError(f"{name}: expected {count} values (one per action), got {got}")
         self._check_values(given)
+        self._check_space(sum(np.asarray(v).nbytes for v in given.values()))
         self.n_transitions += count
         self._h5["frames"].resize(self.n_transitions, axis=0)
         for name, values in given.items():
@@ -347,8 +351,25 @@ class EpisodeStoreWriter:
                 f"frames {position}..{position + len(frames) - 1} lie outside the "
                 f"{self.n_transitions} appended transitions"
             )
+        self._check_space(frames.nbytes)
         self._h5["frames"][position : position + len(frames)] = frames
         self._hashers["frames"].update(position, frames)
+
+    def _check_space(self, nbytes: int) -> None:
+        """Refuse a write the disk has no room for, before HDF5 tries it. HDF5 reports a full
+        disk late (from its chunk cache, at a later read or at close), cannot then close the
+        file, and its teardown at exit crashes; so the uncompressed size (an upper bound on
+        the compressed one) plus room for the episode tables must be free.
+
+        Raises:
+            OSError: ``ENOSPC`` naming the store (the CLI prints it in one line).
+        """
+        import errno
+        import shutil
+
+        free = shutil.disk_usage(self._tmp.parent).free
+        if free < nbytes + _SPACE_MARGIN:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
 
     def _check_frames(self, frames: np.ndarray) -> None:
         if frames.dtype != np.uint8 or tuple(frames.shape[1:]) != self.frame_shape:
