@@ -50,7 +50,7 @@ def is_stale_temporary(path: Path) -> bool:
     """Whether ``path`` is named as a temporary (``.<name>.<pid>.tmp``) of a process that no
     longer runs: debris of a killed write, nothing anyone will finish."""
     match = re.fullmatch(r"\..+\.(\d+)\.tmp", path.name)
-    return match is not None and not _process_alive(int(match.group(1)))
+    return match is not None and not _writer_alive(int(match.group(1)))
 
 
 def _dead_leftovers(path: Path, suffix: str) -> list[Path]:
@@ -59,7 +59,7 @@ def _dead_leftovers(path: Path, suffix: str) -> list[Path]:
     found = []
     for candidate in path.parent.glob(f".{path.name}.*{suffix}"):
         pid_text = candidate.name[len(path.name) + 2 : -len(suffix)]
-        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+        if pid_text.isdigit() and not _writer_alive(int(pid_text)):
             found.append(candidate)
     return sorted(found, key=lambda p: p.lstat().st_mtime_ns)
 
@@ -69,6 +69,13 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def _writer_alive(pid: int) -> bool:
+    """Whether the writer of a ``.<name>.<pid>.*`` leftover may still be writing it. Our own
+    PID counts as dead: one process never writes one path twice at once, and in a container a
+    killed run's PID is often the next run's too (so its debris carries our PID)."""
+    return pid != os.getpid() and _process_alive(pid)
 
 
 def _process_alive(pid: int) -> bool:
@@ -227,7 +234,7 @@ def staged_outputs(directory: str | os.PathLike[str]) -> Iterator[Path]:
     are written together or not at all — a failure half-way never leaves PNGs without the
     JSON that explains them. (A kill during the final moves, a few renames long, can leave
     some files new and some old; each file is whole.)"""
-    final = Path(directory)
+    final = Path(directory).resolve()  # `--out .` has no name to put a sibling beside
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final)
     stage = temporary_sibling(final)

@@ -372,3 +372,42 @@ def test_unfinished_copy_of_a_killed_run_is_not_taken_for_the_output(
     assert main(collect_args(logs, 600, "--resume")) == 0
     assert_same_replay(replay_contents(logs), resumed_600)
     assert sorted(os.listdir(tmp_path)) == ["replay_logs"]
+
+
+def test_train_force_from_logs_that_are_not_logs_deletes_nothing(
+    train_config: Path, old_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replay logs are converted into the run directory, so it is emptied first: only once
+    the logs are known to be logs (here: a replay_logs directory without checkpoint files)."""
+    logs = tmp_path / "Seaquest" / "1" / "replay_logs"
+    logs.mkdir(parents=True)
+    before = snapshot(old_run)
+    argv = ["train", str(train_config), "--data", str(logs), "--out", str(old_run), "--force"]
+    assert main(argv) == 2
+    assert "no '$store$_observation_ckpt.N.gz' files" in user_error(capsys)
+    assert snapshot(old_run) == before
+
+
+def test_leftovers_carrying_our_own_pid_are_recovered(tmp_path: Path) -> None:
+    """In a container a killed run's PID is often the next run's: its finished copy beside the
+    output (named with that PID) is still recovered, not taken for a live writer's."""
+    from atari_dt.io import aside_sibling, recover_directory, temporary_sibling
+
+    final = tmp_path / "logs"
+    finished = temporary_sibling(final)  # ".logs.<our pid>.tmp", as the killed run left it
+    finished.mkdir()
+    (finished / "collection.json").write_text("{}")
+    old = aside_sibling(final)
+    old.mkdir()
+    (old / "stale").write_text("x")
+    recover_directory(final, is_complete=lambda path: (path / "collection.json").is_file())
+    assert (final / "collection.json").is_file()
+    assert not finished.exists() and not old.exists()
+
+
+def test_outputs_into_the_working_directory(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
+    """``--out .`` stages beside the resolved directory (``.`` has no name of its own)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["scan", str(tiny_run), "--rtg", "0:4:3", "--contexts", "4", "--out", "."]) == 0
+    assert (tmp_path / "scan.json").is_file() and (tmp_path / "scan.png").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -35,13 +35,15 @@ def train(args: argparse.Namespace) -> int:
         # Every input is checked before --force empties the run directory: the config (loaded
         # above), the data, and that the run directory is a run and does not hold the data.
         source = _training_data(args.data or config.data.path)
-        check_step_memory(config)  # an absurd batch is refused before any data is read
+        # An absurd batch is refused before any data is read; rank 0 decides for every rank.
+        dist.on_main(lambda: check_step_memory(config))
         claim = dict(resume=args.resume, force=args.force, data=source)
         dist.on_main(lambda: check_run_dir(run_dir, **claim))
         if source.is_file():  # the store and what it decides about the config, checked first
             windows, config = _prepare(config, source, dist)
             dist.on_main(lambda: claim_run_dir(run_dir, **claim))
-        else:  # replay logs are converted into the run directory, so it is claimed first
+        else:  # replay logs are converted into the run directory, so it is claimed first,
+            dist.on_main(lambda: _check_replay_logs(source))  # once they are known to be logs
             dist.on_main(lambda: claim_run_dir(run_dir, **claim))
             windows, config = _prepare(config, _converted_store(source, run_dir, dist), dist)
         store_path = Path(config.data.path)
@@ -121,6 +123,17 @@ def _training_data(path: str | None) -> Path:
     if not source.exists():
         raise UserError(f"training data {source} does not exist (--data or data.path)")
     return source
+
+
+def _check_replay_logs(source: Path) -> None:
+    """Refuse a replay_logs directory that cannot be converted (no or inconsistent checkpoint
+    files, an unknown game) before anything is deleted: reads the headers, not the data."""
+    from atari_dt.commands.data import _game_and_actions
+    from atari_dt.datasets import ReplayLogs
+    from atari_dt.datasets.convert import infer_game
+
+    _game_and_actions(infer_game(source))
+    ReplayLogs(source)
 
 
 def _converted_store(source: Path, run_dir: Path, dist) -> Path:

@@ -26,14 +26,13 @@ def resolve_config(
     """The config with what the data decides filled in: ``model.n_actions`` (``auto``: the
     store's ``n_actions``; a number is checked against it), ``model.context_len`` from
     ``data.context_len``, ``model.rtg_scale`` from ``train.rtg_scale`` (``auto``: the training
-    episodes' max return), and a checked ``max_timestep``; a step that cannot fit in memory
-    is refused (``check_step_memory``) before the first batch is drawn.
+    episodes' max return), and a checked ``max_timestep``. (Whether a step fits in memory is
+    ``check_step_memory``'s, which needs no data: ``atari-dt train`` asks it first.)
 
     Raises:
         ConfigError: the store's action count differs from ``model.n_actions``, ``auto`` with a
             store that records no count, or its longest episode does not fit
             ``model.max_timestep`` (the message says what to set).
-        UserError: one training step needs more memory than is available.
     """
     model = dataclasses.replace(config.model, n_actions=_n_actions(config.model, n_actions))
     default_len = ModelConfig.__dataclass_fields__["context_len"].default
@@ -57,9 +56,7 @@ def resolve_config(
     if scale == "auto":
         scale = max(1.0, float(abs(windows.returns).max()))
     model = dataclasses.replace(model, context_len=config.data.context_len, rtg_scale=float(scale))
-    resolved = dataclasses.replace(config, model=model)
-    check_step_memory(resolved)
-    return resolved
+    return dataclasses.replace(config, model=model)
 
 
 def check_step_memory(config: ExperimentConfig, available: int | None = None) -> None:
