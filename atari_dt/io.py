@@ -50,7 +50,7 @@ def is_stale_temporary(path: Path) -> bool:
     """Whether ``path`` is named as a temporary (``.<name>.<pid>.tmp``) of a process that no
     longer runs: debris of a killed write, nothing anyone will finish."""
     match = re.fullmatch(r"\..+\.(\d+)\.tmp", path.name)
-    return match is not None and not _writer_alive(int(match.group(1)))
+    return match is not None and not _writer_alive(int(match.group(1)), path)
 
 
 def _dead_leftovers(path: Path, suffix: str) -> list[Path]:
@@ -59,7 +59,7 @@ def _dead_leftovers(path: Path, suffix: str) -> list[Path]:
     found = []
     for candidate in path.parent.glob(f".{path.name}.*{suffix}"):
         pid_text = candidate.name[len(path.name) + 2 : -len(suffix)]
-        if pid_text.isdigit() and not _writer_alive(int(pid_text)):
+        if pid_text.isdigit() and not _writer_alive(int(pid_text), candidate):
             found.append(candidate)
     return sorted(found, key=lambda p: p.lstat().st_mtime_ns)
 
@@ -71,11 +71,16 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _writer_alive(pid: int) -> bool:
-    """Whether the writer of a ``.<name>.<pid>.*`` leftover may still be writing it. Our own
-    PID counts as dead: one process never writes one path twice at once, and in a container a
-    killed run's PID is often the next run's too (so its debris carries our PID)."""
-    return pid != os.getpid() and _process_alive(pid)
+def _writer_alive(pid: int, leftover: Path) -> bool:
+    """Whether the writer of the ``.<name>.<pid>.*`` ``leftover`` may still be writing it. In
+    a container a killed run's PID is often the next run's too, so a leftover with our own PID
+    is ours only if it was made after this process started (else it is a killed run's)."""
+    if pid != os.getpid():
+        return _process_alive(pid)
+    import psutil
+
+    started = psutil.Process().create_time()  # seconds since the epoch, ~10 ms resolution
+    return leftover.lstat().st_mtime >= started - 0.05
 
 
 def _process_alive(pid: int) -> bool:

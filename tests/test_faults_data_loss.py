@@ -390,7 +390,8 @@ def test_train_force_from_logs_that_are_not_logs_deletes_nothing(
 
 def test_leftovers_carrying_our_own_pid_are_recovered(tmp_path: Path) -> None:
     """In a container a killed run's PID is often the next run's: its finished copy beside the
-    output (named with that PID) is still recovered, not taken for a live writer's."""
+    output (named with that PID, made before this process started) is still recovered, not
+    taken for a live writer's; a temporary this process made is left alone."""
     from atari_dt.io import aside_sibling, recover_directory, temporary_sibling
 
     final = tmp_path / "logs"
@@ -400,9 +401,18 @@ def test_leftovers_carrying_our_own_pid_are_recovered(tmp_path: Path) -> None:
     old = aside_sibling(final)
     old.mkdir()
     (old / "stale").write_text("x")
+    import psutil
+
+    before_we_started = psutil.Process().create_time() - 60  # made by the killed run
+    for leftover in (finished, old):
+        os.utime(leftover, (before_we_started, before_we_started))
+    live = temporary_sibling(tmp_path / "other")  # ours, made after we started: kept
+    live.write_text("in progress")
     recover_directory(final, is_complete=lambda path: (path / "collection.json").is_file())
     assert (final / "collection.json").is_file()
     assert not finished.exists() and not old.exists()
+    recover_directory(tmp_path / "other")
+    assert live.exists()
 
 
 def test_outputs_into_the_working_directory(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
