@@ -4,7 +4,6 @@ only when they run, so ``atari-dt --help`` starts in well under a second."""
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import warnings
@@ -335,36 +334,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from atari_dt.commands import run_command
 
     if argv is None:
-        sys.unraisablehook = _quiet_hdf5_teardown(sys.unraisablehook)
         warnings.formatwarning = _one_line_warning
-    code = run_command(args)
-    if argv is None and getattr(args, "environment_error", False) and "h5py" in sys.modules:
-        # HDF5 cannot close a file whose last write failed (a full disk), and its library
-        # teardown at exit then crashes (SIGSEGV, measured). The writer already removed its
-        # temporary file and the error is printed: end the process without that teardown.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    return run_command(args)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """What the library warns about, as the CLI says it: one line, no source location."""
     return f"atari-dt: warning: {message}\n"
-
-
-def _quiet_hdf5_teardown(hook):
-    """An unraisable-exception hook that drops h5py's "Can't decrement id ref count" noise
-    (one per open HDF5 object when a write failed, e.g. on a full disk: the error itself is
-    already reported in one line) and passes everything else to ``hook``."""
-
-    def quiet(unraisable) -> None:
-        where = getattr(unraisable.object, "__qualname__", repr(unraisable.object))
-        if "ObjectID.__dealloc__" in where or "h5py._objects" in repr(unraisable.object):
-            return
-        hook(unraisable)
-
-    return quiet
 
 
 if __name__ == "__main__":

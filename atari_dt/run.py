@@ -121,12 +121,13 @@ def load_run(
 
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    path = find_store(run_dir, config.data.path, data)
+    record = _read_record(run_dir)  # read once: where the store is, and what it must hold
+    path = find_store(run_dir, config.data.path, data, record=record)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, metadata = load_run_model(run_dir, device=device)
     store = EpisodeStore.open(path, reward_units=config.data.reward_units)
     try:
-        _check_fingerprint(run_dir, store, explicit=data is not None)
+        _check_fingerprint(run_dir, record, store, explicit=data is not None)
     except BaseException:
         store.close()
         raise
@@ -162,9 +163,16 @@ def record_store(run_dir: Path, store_path: str | Path, *, resume: bool = False)
     atomic_write_bytes(Path(run_dir) / STORE_RECORD, json.dumps(record, indent=2).encode())
 
 
-def find_store(run_dir: Path, configured: str | None, data: str | Path | None = None) -> Path:
-    """The episode store of a run: ``data`` when given, else the recorded absolute path, else
-    (runs made before ``store.json``) the configured path, tried as given and beside the run.
+def find_store(
+    run_dir: Path,
+    configured: str | None,
+    data: str | Path | None = None,
+    *,
+    record: dict[str, Any] | None,
+) -> Path:
+    """The episode store of a run: ``data`` when given, else the path in the run's store
+    ``record`` (``store.json``; beside the run when both moved), else (runs made before
+    ``store.json``) the configured path, tried as given and beside the run.
 
     Raises:
         UserError: no such file (the message names where it looked and how to point at it).
@@ -173,7 +181,6 @@ def find_store(run_dir: Path, configured: str | None, data: str | Path | None = 
         if not Path(data).is_file():
             raise UserError(f"episode store not found: {data}")
         return Path(data)
-    record = _read_record(run_dir)
     hint = f"pass its new place: load_run({str(run_dir)!r}, data=PATH) or --data PATH"
     if record is not None:
         path = Path(record["path"])
@@ -215,8 +222,9 @@ def _read_record(run_dir: Path) -> dict[str, Any] | None:
     return record
 
 
-def _check_fingerprint(run_dir: Path, store: EpisodeStore, *, explicit: bool) -> None:
-    record = _read_record(run_dir)
+def _check_fingerprint(
+    run_dir: Path, record: dict[str, Any] | None, store: EpisodeStore, *, explicit: bool
+) -> None:
     if record is None or "fingerprint" not in record:
         return
     expected, actual = record["fingerprint"], store.fingerprint()

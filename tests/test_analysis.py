@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from commands import atari_dt
 from seeds import seed
 from test_model import TINY, inputs, make_model
 
@@ -397,25 +398,9 @@ def test_mean_ablation_reaches_rollouts(model, batch) -> None:
 
 def test_cli_analyze(tiny_run, tmp_path) -> None:
     out = tmp_path / "analysis"
-    assert (
-        main(
-            [
-                "analyze",
-                str(tiny_run),
-                "--episode",
-                "1",
-                "--step",
-                "50",
-                "--contexts",
-                "24",
-                "--corrupt",
-                "frame",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    command = f"analyze {tiny_run} --episode 1 --step 50 "
+    command += f"--contexts 24 --corrupt frame --out {out}"
+    assert atari_dt(command) == 0
     report = json.loads((out / "analysis.json").read_text())
     assert {"dla", "logit_lens", "patching", "probes", "mean_ablation_kl"} <= set(report)
     assert np.shape(report["mean_ablation_kl"]["heads"]) == (2, 2)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from commands import atari_dt
 
 import atari_dt as adt
-from atari_dt.cli import main
 
 
 def close(cli: object, library: object) -> None:
@@ -21,25 +21,9 @@ def close(cli: object, library: object) -> None:
 
 
 def test_scan_json_is_the_scan_report(tiny_run: Path, tmp_path: Path) -> None:
-    assert (
-        main(
-            [
-                "scan",
-                str(tiny_run),
-                "--rtg",
-                "0:6:4",
-                "--contexts",
-                "12",
-                "--seed",
-                "3",
-                "--mode",
-                "decremented",
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
+    command = f"scan {tiny_run} --rtg 0:6:4 --contexts 12 "
+    command += f"--seed 3 --mode decremented --out {tmp_path}"
+    assert atari_dt(command) == 0
     cli = json.loads((tmp_path / "scan.json").read_text())
     with adt.load_run(tiny_run) as run:
         report = adt.scan_report(
@@ -62,29 +46,9 @@ def test_scan_json_is_the_scan_report(tiny_run: Path, tmp_path: Path) -> None:
 
 
 def test_attribution_json_is_explain_decision(tiny_run: Path, tmp_path: Path) -> None:
-    assert (
-        main(
-            [
-                "attribute",
-                str(tiny_run),
-                "--episode",
-                "1",
-                "--step",
-                "40",
-                "--baseline",
-                "blur",
-                "--kind",
-                "logit_diff",
-                "--other-action",
-                "2",
-                "--n-steps",
-                "16",
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
+    command = f"attribute {tiny_run} --episode 1 --step 40 --baseline blur "
+    command += f"--kind logit_diff --other-action 2 --n-steps 16 --out {tmp_path}"
+    assert atari_dt(command) == 0
     cli = json.loads((tmp_path / "attribution.json").read_text())
     with adt.load_run(tiny_run) as run:
         explained = adt.explain_decision(
@@ -110,25 +74,9 @@ def test_attribution_json_is_explain_decision(tiny_run: Path, tmp_path: Path) ->
 
 
 def test_analysis_json_is_analyze_decision(tiny_run: Path, tmp_path: Path) -> None:
-    assert (
-        main(
-            [
-                "analyze",
-                str(tiny_run),
-                "--episode",
-                "1",
-                "--step",
-                "50",
-                "--contexts",
-                "16",
-                "--seed",
-                "2",
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
+    command = f"analyze {tiny_run} --episode 1 --step 50 "
+    command += f"--contexts 16 --seed 2 --out {tmp_path}"
+    assert atari_dt(command) == 0
     cli = json.loads((tmp_path / "analysis.json").read_text())
     with adt.load_run(tiny_run) as run:
         result = adt.analyze_decision(

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 import torch
 from seeds import seed
@@ -136,7 +135,8 @@ def test_a_bug_raising_oserror_keeps_its_traceback(monkeypatch) -> None:
 
 def test_a_full_disk_is_one_line_and_no_crash(full_disk, seaquest_store_path) -> None:
     """HDF5 writes on a full disk: exit 2 with the path, nothing left, no segmentation fault
-    (HDF5's own teardown crashes after a failed close; the CLI ends the process before it)."""
+    (the store writer checks free space before each write: HDF5 would report a full disk late,
+    fail to close the file and crash at exit)."""
     if full_disk is None:
         pytest.skip("this machine does not allow a tmpfs mount")
     out = full_disk / "c.h5"
@@ -293,15 +293,6 @@ def test_an_unknown_action_is_named(tiny_run, tmp_path, capsys) -> None:
     assert main(["attribute", str(tiny_run), "--episode", "1", "--step", "9", "--action", "40",
                  "--out", str(tmp_path / "at")]) == 2  # fmt: skip
     fails_in_one_line(capsys, "action 40 is not an action of the model (0..17)")
-
-
-def test_results_are_finite_numbers_or_refused(tiny_run) -> None:
-    """A guard for the rest: the tiny run's scan is finite everywhere (no NaN reaches JSON)."""
-    import atari_dt as adt
-
-    with adt.load_run(tiny_run) as run:
-        scan = adt.rtg_scan(run.model, run.sample_contexts(4, seed=seed(2)), [0.0, 2.0])
-    assert np.isfinite(scan.action_probs).all() and np.isfinite(scan.kl_to_reference).all()
 
 
 def test_the_resume_hint_after_sigterm_is_a_command_that_works(seaquest_store_path, tmp_path):

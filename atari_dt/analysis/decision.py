@@ -134,6 +134,7 @@ def analyze_decision(
     if len(decision) != 1:
         raise UserError(f"analyze_decision takes one decision context, got {len(decision)}")
     model.eval()
+    decision = decision.encoded(model)  # the cache and patching's clean run share one encoding
     with torch.no_grad():
         logits, cache = model.run_with_cache(decision)
     action = int(logits[0, -1].argmax())

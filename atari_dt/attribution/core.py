@@ -173,12 +173,6 @@ class FullForward:
         return self.metric(self.model(frames, *rest.inputs()[1:]))
 
 
-def metric_value(model: Any, contexts: Contexts, metric: Metric) -> float:
-    """The metric at the (single) context itself."""
-    with torch.no_grad():
-        return float(FullForward(model, contexts, metric)(contexts.frames.float())[0])
-
-
 # ---- the one integrated-gradients mechanism ---------------------------------------------------
 
 Inputs = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # noqa: UP007

@@ -8,7 +8,7 @@ of the attributed frames, ``[k, S, H, W]`` for the ``k`` attributed window steps
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from jaxtyping import Float
@@ -28,14 +28,7 @@ from atari_dt.errors import UserError
 Method = Literal[
     "ig", "smoothgrad", "gradient_shap", "occlusion", "ablation_frames", "ablation_superpixels"
 ]
-METHODS: tuple[str, ...] = (
-    "ig",
-    "smoothgrad",
-    "gradient_shap",
-    "occlusion",
-    "ablation_frames",
-    "ablation_superpixels",
-)
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,6 @@ def run_command(args: argparse.Namespace) -> int:
         if err.errno not in _ENVIRONMENT_ERRNOS:
             raise  # not the machine refusing a write: a bug, with its traceback
         print(f"atari-dt: error: {describe_os_error(err)}", file=sys.stderr)
-        args.environment_error = True  # see atari_dt.cli.main: HDF5 may not survive exit
         return 2
     except KeyboardInterrupt:
         print("atari-dt: interrupted; nothing half-written was kept", file=sys.stderr)

@@ -104,19 +104,6 @@ class Contexts:
         """``(frames, actions, rtg, timesteps, mask)``: the model's tensor arguments."""
         return self.frames, self.actions, self.rtg, self.timesteps, self.mask
 
-    def describe(self) -> dict[str, Any]:
-        """Where the windows came from, for result files (JSON-ready)."""
-        out: dict[str, Any] = {
-            "contexts": len(self),
-            "context_len": self.length,
-            "game": self.game,
-            "reward_units": self.reward_units,
-        }
-        for name in ("episodes", "steps", "rows"):
-            value = getattr(self, name)
-            out[name] = None if value is None else value.tolist()
-        return out
-
     # ---- new contexts from this one -------------------------------------------------------
 
     def with_rtg(self, rtg: torch.Tensor | float) -> Contexts:
@@ -419,9 +406,8 @@ def _objects_at(store: EpisodeStore, rows: np.ndarray) -> dict[str, np.ndarray] 
     group = store.h5.get("objects")
     if group is None:
         return None
-    return {
-        name: np.stack([group[name][int(r)] for r in rows]).astype(np.float32) for name in group
-    }
+    unique, where = np.unique(rows, return_inverse=True)  # h5py wants increasing indices
+    return {name: group[name][unique][where].astype(np.float32) for name in group}
 
 
 def behaviour_label(spec: dict | None) -> str | None:

@@ -435,6 +435,8 @@ class EpisodeStoreWriter:
             ValueError: the declared episodes do not tile the appended transitions in order.
         """
         try:
+            # the tables and returns-to-go it writes (8 B per transition for each RTG column)
+            self._check_space(16 * self.n_transitions + 64 * self.n_episodes)
             self._finalize()
             self._h5.close()
             os.replace(self._tmp, self.path)
