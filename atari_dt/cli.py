@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_attribute(stages)
     _add_scan(stages)
     _add_analyze(stages)
+    _add_study(stages)
     model = stages.add_parser("model", help="model checkpoints: import, inspect")
     model_commands = model.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     _add_import_original(model_commands)
@@ -158,6 +159,36 @@ def _add_scan(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="which contexts are sampled")
     p.add_argument("--data", help="episode store (default: the run's data.path)")
     p.add_argument("--out", help="output directory (default: RUN_DIR/scan)")
+
+
+def _add_study(stages: argparse._SubParsersAction) -> None:
+    p = stages.add_parser(
+        "study",
+        help="the RTG-extrapolation study of a trained run: behaviour, mechanism, pixels; "
+        "summary.json and a self-contained report.html",
+        description="Plays, scans, patches, steers and attributes the run at target returns from "
+        "below its data to 4x the data's best, and writes summary.json and report.html to --out "
+        "(RUN/study). Finished parts are cached in OUT/cache and reused by a re-run.",
+    )
+    p.add_argument("run_dir", help="training run directory")
+    p.add_argument(
+        "--targets",
+        help="comma-separated target returns (default: below the data's minimum to 4x its max; "
+        "the training median and best and the data's best are always added)",
+    )
+    p.add_argument("--contexts", type=int, default=64, help="context windows for scan and steering")
+    p.add_argument("--episodes", type=int, default=6, help="rollouts per target (>= 2)")
+    p.add_argument(
+        "--max-episode-steps", type=int, help="cap per rollout (default: the run's eval cap)"
+    )
+    p.add_argument(
+        "--steer", action="store_true", help="also play rollouts steered by the RTG direction"
+    )
+    p.add_argument("--seed", type=int, default=0, help="contexts, rollouts and bootstraps")
+    p.add_argument("--force", action="store_true", help="recompute every part (ignore the cache)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--data", help="episode store (default: where the run recorded it)")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/study)")
 
 
 def _add_analyze(stages: argparse._SubParsersAction) -> None:

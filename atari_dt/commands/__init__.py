@@ -74,6 +74,10 @@ def run_command(args: argparse.Namespace) -> int:
             from atari_dt.commands import analyze
 
             return analyze.analyze(args)
+        if args.stage == "study":
+            from atari_dt.commands import study
+
+            return study.study(args)
         if args.stage == "model":
             from atari_dt.commands import model
 

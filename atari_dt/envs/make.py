@@ -114,12 +114,32 @@ class _ClippedRewardInfo(gym.Wrapper):
         return frame, reward, terminated, truncated, info
 
 
+class RamInfo(gym.Wrapper):
+    """Adds ``info["ram"]``: the 128-byte RAM when the returned frame was shown (the RAM a
+    policy sees at its next decision, as ``play_episode`` reads it)."""
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        frame, info = self.env.reset(**kwargs)
+        return frame, {**info, "ram": self.env.unwrapped.ale.getRAM().copy()}
+
+    def step(self, action: int) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        frame, reward, terminated, truncated, info = self.env.step(action)
+        return (
+            frame,
+            reward,
+            terminated,
+            truncated,
+            {**info, "ram": self.env.unwrapped.ale.getRAM().copy()},
+        )
+
+
 def make_vector_env(
     game: str,
     num_envs: int,
     preset: PresetName = "dqn_replay",
     *,
     backend: Literal["ale", "subprocess"] = "ale",
+    ram: bool = False,
     **overrides: Any,
 ) -> Any:
     """``num_envs`` copies of :func:`make_env`'s env stepped together (gymnasium vector API,
@@ -129,15 +149,19 @@ def make_vector_env(
     Backends: ``ale`` (ale-py's C++ ``AtariVectorEnv``, threads; no RAM access) or
     ``subprocess`` (gymnasium ``AsyncVectorEnv`` of single envs). With sticky actions off, the
     same seeds and the same actions, both give the single env's frames and rewards exactly.
+    ``ram``: also ``info["ram"]`` ``[N, 128]`` (``RamInfo``; the subprocess backend only).
 
     Raises:
         ValueError: unknown backend, preset or setting; ``terminal_on_life_loss`` with ``ale``.
     """
     settings = resolve_settings(preset, overrides)
+    if ram and backend != "subprocess":
+        raise ValueError("RAM in the info needs backend='subprocess' (AtariVectorEnv has none)")
     if backend == "subprocess":
 
         def factory() -> Any:
-            return make_env(game, preset, **overrides)
+            env = make_env(game, preset, **overrides)
+            return RamInfo(env) if ram else env
 
         return gym.vector.AsyncVectorEnv([factory] * num_envs)
     if backend != "ale":

@@ -28,6 +28,7 @@ class EpisodeResult:
     frames: np.ndarray | None = None  # uint8 [L, H, W] when recorded
     actions: np.ndarray | None = None  # int64 [L] when recorded
     targets_left: np.ndarray | None = None  # float [L], the return still asked for, when recorded
+    ram: np.ndarray | None = None  # uint8 [L, 128], the RAM at each decision, when recorded
 
     def achieved(self, reward_units: str) -> float:
         return self.return_raw if reward_units == "raw" else self.return_clipped
@@ -45,6 +46,7 @@ class _Job:
     frames: list[np.ndarray] = field(default_factory=list)
     actions: list[int] = field(default_factory=list)
     targets_left: list[float] = field(default_factory=list)
+    ram: list[np.ndarray] = field(default_factory=list)
 
 
 def run_episodes(
@@ -61,12 +63,15 @@ def run_episodes(
     preset: str = "dqn_replay",
     seed: int = 0,
     record: set[tuple[int, int]] = frozenset(),  # type: ignore[assignment]
+    record_ram: bool = False,
     progress: bool = True,
 ) -> list[EpisodeResult]:
     """Play ``episodes`` episodes at each target return (in ``reward_units``, by which the
     target is decremented). ``record`` holds ``(target index, episode)`` pairs whose frames,
-    actions and remaining targets are kept (for videos). Results are ordered by target, then
-    episode; for a given ``seed`` and ``n_envs`` they are reproducible."""
+    actions and remaining targets are kept (for videos); ``record_ram`` keeps every episode's
+    actions and the RAM at each decision (envs then run in subprocesses, which can read it).
+    Results are ordered by target, then episode; for a given ``seed`` and ``n_envs`` they are
+    reproducible."""
     from tqdm.auto import tqdm
 
     from atari_dt.envs.make import make_vector_env
@@ -75,7 +80,10 @@ def run_episodes(
         _Job(t, e, (i, e) in record) for i, t in enumerate(targets) for e in range(episodes)
     )
     n_envs = min(n_envs, len(jobs))
-    env = make_vector_env(game, n_envs, preset, max_episode_steps=max_episode_steps)
+    backend = "subprocess" if record_ram else "ale"
+    env = make_vector_env(
+        game, n_envs, preset, backend=backend, ram=record_ram, max_episode_steps=max_episode_steps
+    )
     cfg = model.cfg
     if int(env.single_action_space.n) != cfg.n_actions:
         env.close()
@@ -89,7 +97,8 @@ def run_episodes(
     done: list[_Job] = []
     bar = tqdm(total=len(jobs), desc=f"eval {game}", unit="episode", disable=not progress)
     try:
-        frames, _ = env.reset(seed=seed)
+        frames, info = env.reset(seed=seed)
+        ram = info.get("ram")  # [n_envs, 128]: each env's RAM at its current frame
         for i in range(n_envs):
             _start(i, jobs, running, agent, stacker, frames[i])
         resetting: list[int] = []  # envs whose episode ended at the last step
@@ -102,7 +111,10 @@ def run_episodes(
                 actions[active] = decision.actions
                 for i, action in zip(active.tolist(), decision.actions.tolist(), strict=True):
                     _note_action(running[i], stacker.stacks[i, -1], action, agent.target_left(i))
+                    if ram is not None:
+                        running[i].ram.append(ram[i].copy())
             frames, rewards, terminated, truncated, info = env.step(actions)
+            ram = info.get("ram")
             # Next-step autoreset: an env that ended at the last step ignored its action and
             # returned its reset frame now; its next episode starts from it.
             for i in resetting:
@@ -125,7 +137,8 @@ def run_episodes(
     finally:
         bar.close()
         env.close()
-    return sorted((_result(job, cfg.n_actions) for job in done), key=_order(targets))
+    results = (_result(job, cfg.n_actions, record_ram) for job in done)
+    return sorted(results, key=_order(targets))
 
 
 def _start(
@@ -146,9 +159,10 @@ def _note_action(job: _Job, frame: np.ndarray, action: int, target_left: float) 
         job.targets_left.append(target_left)
 
 
-def _result(job: _Job, n_actions: int) -> EpisodeResult:
+def _result(job: _Job, n_actions: int, with_ram: bool) -> EpisodeResult:
     counts = np.bincount(np.asarray(job.actions, dtype=np.int64), minlength=n_actions)
     recorded = job.record and job.frames
+    actions = np.asarray(job.actions, dtype=np.int64) if recorded or with_ram else None
     return EpisodeResult(
         target=job.target,
         episode=job.episode,
@@ -158,8 +172,9 @@ def _result(job: _Job, n_actions: int) -> EpisodeResult:
         truncated=job.truncated,
         action_counts=counts.tolist(),
         frames=np.stack(job.frames) if recorded else None,
-        actions=np.asarray(job.actions) if recorded else None,
+        actions=actions,
         targets_left=np.asarray(job.targets_left) if recorded else None,
+        ram=np.stack(job.ram).astype(np.uint8) if with_ram and job.ram else None,
     )
 
 

@@ -118,12 +118,11 @@ def summarise(
 
 
 def _summary(target: float, results: list[EpisodeResult], units: str) -> TargetSummary:
-    from scipy import stats  # here: scipy.stats costs ~0.9 s to import, plots.py needs none
+    from atari_dt.intervals import mean_interval
 
     returns = np.array([r.achieved(units) for r in results], dtype=np.float64)
     n = len(returns)
     std = float(returns.std(ddof=1)) if n > 1 else 0.0
-    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else math.nan
     mean = float(returns.mean())
     return TargetSummary(
         target=float(target),
@@ -132,7 +131,7 @@ def _summary(target: float, results: list[EpisodeResult], units: str) -> TargetS
         std=std,
         min=float(returns.min()),
         max=float(returns.max()),
-        ci95=(mean - half, mean + half),
+        ci95=mean_interval(returns),
         raw_returns=[r.return_raw for r in results],
         lengths=[r.length for r in results],
         truncated=sum(r.truncated for r in results),

@@ -1,0 +1,126 @@
+"""Behaviour at the study's target returns: episodes played by the DT in environments that
+record the RAM (so a scripted expert can be asked what it would have done on the same
+emulator state), the extrapolation gain with its interval, action histograms, and how the
+action distribution on the same states diverges between in- and out-of-distribution targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from atari_dt.analysis.divergence import js, log_policy
+from atari_dt.analysis.scan import RtgScan
+from atari_dt.intervals import bootstrap_interval, difference_interval
+from atari_dt.rollout.evaluate import EpisodeResult
+from atari_dt.rollout.sweep import SweepResult
+
+
+def play_target(
+    model: Any,
+    game: str,
+    target: float,
+    episodes: int,
+    *,
+    reward_units: str,
+    max_episode_steps: int,
+    preset: str = "dqn_replay",
+    seed: int = 0,
+    n_envs: int = 8,
+) -> list[EpisodeResult]:
+    """``episodes`` sampled episodes asking for ``target``, each keeping its actions and the RAM
+    at every decision. Every target is played from the same env seeds (common random numbers:
+    targets are compared on the same starts and sticky-action draws)."""
+    from atari_dt.rollout.evaluate import run_episodes
+
+    return run_episodes(
+        model,
+        game,
+        [float(target)],
+        episodes,
+        reward_units=reward_units,
+        n_envs=min(n_envs, episodes),
+        max_episode_steps=max_episode_steps,
+        preset=preset,
+        seed=seed,
+        record_ram=True,
+        progress=False,
+    )
+
+
+@dataclass(frozen=True)
+class ExtrapolationGain:
+    """Mean achieved return over every episode at the targets ``above`` ``reference`` (a
+    target of the sweep: the data's max, or the best training return) minus the mean at
+    ``reference`` itself, with its Welch 95% ``interval`` (episodes as units)."""
+
+    reference: float
+    reference_name: str
+    above: list[float]
+    gain: float
+    interval: tuple[float, float]
+    episodes_above: int
+    episodes_at: int
+
+
+def extrapolation_gain(
+    sweep: SweepResult, reference: float, reference_name: str
+) -> ExtrapolationGain | None:
+    """The gain of asking for more than ``reference`` (see ``ExtrapolationGain``); None when
+    the sweep has no target above it.
+
+    Raises:
+        ValueError: ``reference`` is not one of the sweep's targets.
+    """
+    by_target = {s.target: np.asarray(s.returns, dtype=np.float64) for s in sweep.targets}
+    if reference not in by_target:
+        raise ValueError(f"the reference {reference:g} is not a target of the sweep")
+    above = [t for t in by_target if t > reference]
+    if not above:
+        return None
+    at, beyond = by_target[reference], np.concatenate([by_target[t] for t in above])
+    return ExtrapolationGain(
+        reference=float(reference),
+        reference_name=reference_name,
+        above=above,
+        gain=float(beyond.mean() - at.mean()),
+        interval=difference_interval(beyond, at),
+        episodes_above=len(beyond),
+        episodes_at=len(at),
+    )
+
+
+def action_histograms(sweep: SweepResult) -> np.ndarray:
+    """``[G, n_actions]``: the fraction of each action over every step played at each target."""
+    counts = np.array([s.action_counts for s in sweep.targets], dtype=np.float64)
+    return counts / counts.sum(axis=1, keepdims=True).clip(min=1)
+
+
+@dataclass(frozen=True)
+class PolicyDivergence:
+    """Jensen-Shannon divergence (nats) between the policy at each grid RTG and at
+    ``reference_rtg`` on the same contexts (the scan's last steps): ``mean`` ``[G]`` over
+    contexts, with 95% bootstrap ``interval`` ``[G, 2]`` over contexts."""
+
+    rtg: np.ndarray
+    reference_rtg: float
+    mean: np.ndarray
+    interval: np.ndarray
+
+
+def policy_divergence(scan: RtgScan, reference_rtg: float, *, seed: int = 0) -> PolicyDivergence:
+    """The divergence of the scan's policies from the one at grid RTG ``reference_rtg``.
+
+    Raises:
+        ValueError: ``reference_rtg`` is not a grid point of the scan.
+    """
+    where = np.flatnonzero(np.isclose(scan.rtg, reference_rtg))
+    if not len(where):
+        raise ValueError(f"the reference {reference_rtg:g} is not a grid RTG of the scan")
+    log_p = log_policy(scan.logits)  # [G, N, A]
+    per_context = js(log_p, log_p[int(where[0])][None]).numpy()  # [G, N]
+    mean = per_context.mean(axis=1)
+    interval = [bootstrap_interval(np.mean, row, seed=seed) for row in per_context]
+    return PolicyDivergence(scan.rtg, float(reference_rtg), mean, np.array(interval))

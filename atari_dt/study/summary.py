@@ -1,0 +1,343 @@
+"""The study's headline numbers, each with how it was computed and its interval where it comes
+from sampling (``summary.json``), and the verdict in words that the report opens with. Every
+sentence of the verdict follows from a number here and its interval, never from a threshold
+on a point estimate alone."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from atari_dt.intervals import bootstrap_interval, difference_interval, jsonable
+from atari_dt.study.study import Study
+
+NEGLIGIBLE_JS = 0.005  # nats: a policy change below this is not called a change
+CAPPED = 0.5  # more than half the episodes ending at the step cap: the cap may bound the return
+
+
+def _entry(
+    value: Any, how: str, *, interval: Any = None, units: str | None = None, **more: Any
+) -> dict:
+    entry = {"value": value, "interval": jsonable(interval) if interval is not None else None}
+    entry["how"] = how
+    if units:
+        entry["units"] = units
+    return {**entry, **more}
+
+
+def gain_entry(study: Study, key: str) -> dict | None:
+    gain = study.gains.get(key)
+    if gain is None:
+        return None
+    targets = ", ".join(f"{t:g}" for t in gain.above)
+    return _entry(
+        gain.gain,
+        f"mean achieved return of the {gain.episodes_above} episodes at targets above "
+        f"{gain.reference_name} ({gain.reference:g}: {targets}) minus the mean of the "
+        f"{gain.episodes_at} at {gain.reference:g}; 95% Welch t interval "
+        "(scipy.stats.ttest_ind, equal_var=False), episodes as units",
+        interval=gain.interval,
+        units=study.sweep.reward_units,
+        reference=gain.reference,
+    )
+
+
+def divergence_entry(study: Study) -> dict:
+    d = study.divergence
+    return _entry(
+        float(d.mean[-1]),
+        f"Jensen-Shannon divergence (nats) between the policy at RTG {d.rtg[-1]:g} and at the "
+        f"best training return {d.reference_rtg:g} on the same {study.scan.contexts} "
+        "contexts' last steps, mean over contexts; 95% percentile bootstrap over contexts",
+        interval=tuple(d.interval[-1]),
+        units="nats",
+    )
+
+
+def saturation_entry(study: Study) -> dict:
+    sat = study.scan.saturation
+    return _entry(
+        sat.saturation_rtg,
+        "the smallest scan RTG from which the policy's total variation over the rest of the "
+        f"scan grid stays below 0.02 (analysis.saturation), on {study.scan.contexts} contexts; "
+        "no interval (a property of these contexts)",
+        units=study.sweep.reward_units,
+        relative_to_data_max=(
+            sat.saturation_rtg / study.marks.data_max
+            if sat.saturation_rtg is not None and study.marks.data_max
+            else None
+        ),
+        saturated_rtg_units_at_top=float(sat.saturated_fraction[-1]),
+    )
+
+
+def carriers_entry(study: Study) -> dict:
+    p = study.patching
+    heads = [{"head": h, "restored": r, "interval": jsonable(i)} for h, r, i in p.top_heads(3)]
+    return _entry(
+        heads,
+        f"denoising activation patching of each head's output (hook_z) from the RTG "
+        f"{p.high_rtg:g} run into the RTG {p.low_rtg:g} run, per context, metric: the logit "
+        "difference the RTG change moves most; fraction of the change restored, mean over "
+        f"{p.contexts} contexts ({p.skipped} skipped: the RTG did not move them); 95% "
+        "percentile bootstrap over contexts",
+        carrier_hook=study.carrier_hook,
+        carrier_how=(
+            "the first residual hook where patching the last state token alone restores at "
+            "least half the change"
+        ),
+    )
+
+
+def steering_entry(study: Study) -> dict:
+    s = study.steering
+    row = s.hooks.index(study.carrier_hook)
+    return _entry(
+        float(s.recovered[row]),
+        f"1 - mean TV(steered, high) / mean TV(low, high) over {s.contexts} held-out contexts: "
+        f"the RTG {study.direction.low_rtg:g} run with {s.scale:g} x the RTG direction (mean "
+        f"residual difference to the RTG {study.direction.high_rtg:g} run over "
+        f"{study.direction.contexts} other contexts, per token kind) added at "
+        f"{study.carrier_hook}; 1 = steering does what raising the RTG does; 95% percentile "
+        "bootstrap over contexts",
+        interval=tuple(s.interval[row]),
+        hook=study.carrier_hook,
+        by_hook={h: float(v) for h, v in zip(s.hooks, s.recovered, strict=True)},
+    )
+
+
+def _paired_change(before: np.ndarray, after: np.ndarray, seed: int) -> tuple[float, tuple]:
+    keep = ~(np.isnan(before) | np.isnan(after))
+    b, a = before[keep], after[keep]
+    if not len(b):
+        return math.nan, (math.nan, math.nan)
+
+    def change(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return y.mean(axis=axis) - x.mean(axis=axis)
+
+    return float(a.mean() - b.mean()), bootstrap_interval(change, b, a, seed=seed)
+
+
+def pixel_entries(study: Study) -> dict[str, Any]:
+    px, seed = study.pixels, study.config.seed
+    ref = int(np.flatnonzero(np.isclose(px.rtg, px.reference_rtg))[0])
+    top_rho = px.rank_correlation[:, -1]
+    out = {
+        "map_rank_correlation_at_top": _entry(
+            float(np.mean(top_rho)),
+            f"Spearman correlation of |IG| maps (black baseline, {study.config.n_steps} steps) "
+            f"of the same {len(top_rho)} decisions at RTG {px.rtg[-1]:g} and at the best "
+            f"training return {px.reference_rtg:g}; mean over decisions; 95% bootstrap",
+            interval=bootstrap_interval(np.mean, top_rho, seed=seed),
+        ),
+        "map_top_overlap_at_top": _entry(
+            float(np.mean(px.top_overlap[:, -1])),
+            "fraction of the 2% largest-|IG| pixels shared by the two maps (chance: 0.02)",
+            interval=bootstrap_interval(np.mean, px.top_overlap[:, -1], seed=seed),
+        ),
+    }
+    rtg_share = px.token_shares[:, :, 0]
+    value, interval = _paired_change(rtg_share[:, ref], rtg_share[:, -1], seed)
+    out["rtg_token_share_change"] = _entry(
+        value,
+        "change of the RTG tokens' share of |token IG| from the reference to the top RTG, "
+        "mean over decisions; 95% paired bootstrap",
+        interval=interval,
+        at_reference=float(np.mean(rtg_share[:, ref])),
+        at_top=float(np.mean(rtg_share[:, -1])),
+    )
+    changes = {
+        name: _paired_change(share[:, ref], share[:, -1], seed)
+        for name, share in px.object_shares().items()
+        if name != "background"
+    }
+    changes = {k: v for k, v in changes.items() if not math.isnan(v[0])}
+    if changes:
+        name = max(changes, key=lambda k: abs(changes[k][0]))
+        out["object_share_change"] = _entry(
+            changes[name][0],
+            "the game object whose share of |IG| (newest frame, RAM boxes) changes most "
+            "from the reference to the top RTG; mean over decisions where it is on screen; "
+            "95% paired bootstrap",
+            interval=changes[name][1],
+            object=name,
+            all={k: v[0] for k, v in changes.items()},
+        )
+    return out
+
+
+def imitation_entry(study: Study) -> dict | None:
+    im = study.imitation
+    if im is None:
+        return None
+    above = [i for i, t in enumerate(im.targets) if t > study.marks.data_max]
+    at = im.targets.index(study.marks.train_max) if study.marks.train_max in im.targets else None
+    if not above:
+        return None
+    values = [im.rollouts[i].mean for i in above]
+    mean = float(np.mean(values))
+    entry = _entry(
+        mean,
+        f"fraction of steps where the DT's action equals the scripted {im.expert}'s on the same "
+        "emulator state (RAM; the expert shadows each episode), mean over the targets above the "
+        "data's best return; the behaviour named is the data's whose own agreement is nearest",
+        interval=im.rollouts[above[-1]].interval,
+        interval_of=f"the top target {im.targets[above[-1]]:g} (t interval over episodes)",
+        imitates=im.imitated[above[-1]],
+        data={label: a.mean for label, a in im.data.items()},
+    )
+    if at is not None:
+        entry["at_best_training_return"] = im.rollouts[at].mean
+    return entry
+
+
+def summarise_study(study: Study, *, command: str) -> dict[str, Any]:
+    """The JSON-ready summary of ``study`` (headline numbers, provenance, cache use)."""
+    units = study.sweep.reward_units
+    truncated = [s.truncated / max(len(s.returns), 1) for s in study.sweep.targets]
+    headline = {
+        "extrapolation_gain_vs_data_max": gain_entry(study, "data_max"),
+        "extrapolation_gain_vs_train_max": gain_entry(study, "train_max"),
+        "saturation": saturation_entry(study),
+        "policy_divergence_at_top": divergence_entry(study),
+        "rtg_carriers": carriers_entry(study),
+        "steering": steering_entry(study),
+        "imitation_above_data": imitation_entry(study),
+        **pixel_entries(study),
+        "episodes_at_step_cap": _entry(
+            {f"{s.target:g}": f for s, f in zip(study.sweep.targets, truncated, strict=True)},
+            "fraction of each target's episodes that ran into the "
+            f"{study.provenance['max_episode_steps']}-step cap (such returns are bounded by the cap, not the model)",
+        ),
+    }
+    if study.steered is not None:
+        s = study.steered
+        headline["steered_rollouts"] = _entry(
+            float(np.mean(s.steered) - np.mean(s.plain)),
+            f"mean achieved return at target {s.target:g} with {s.scale:g} x the RTG direction "
+            f"added at {s.hook}, minus without; 95% Welch t interval over episodes",
+            interval=difference_interval(s.steered, s.plain),
+            units=units,
+        )
+    return {
+        "verdict": verdict(study, headline),
+        "headline": {k: v for k, v in headline.items() if v is not None},
+        "landmarks": {**vars(study.marks), "held_out": study.marks.held_out},
+        "targets": [float(t) for t in study.grid],
+        "sweep": study.sweep.to_json(),
+        "command": command,
+        "seed": study.config.seed,
+        "provenance": study.provenance,
+        "cache": {"computed": study.computed, "reused": study.reused},
+    }
+
+
+def _interval_text(entry: dict) -> str:
+    interval = entry.get("interval")
+    return f"[{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "(no interval)"
+
+
+def _sign(interval: list[float] | None) -> int:
+    """+1 / -1 when the interval excludes 0 on that side, 0 when it holds 0 (or is missing)."""
+    if not interval:
+        return 0
+    return 1 if interval[0] > 0 else -1 if interval[1] < 0 else 0
+
+
+def extrapolation_sentence(entry: dict | None, units: str) -> str:
+    """What the gain says, by the sign its interval allows."""
+    if entry is None:
+        return (
+            "No target above the data's best return was played: nothing to say about extrapolation."
+        )
+    ref, value = entry["reference"], entry["value"]
+    text = f"{value:+.3g} {units} {_interval_text(entry)}"
+    side = _sign(entry["interval"])
+    if side > 0:
+        return f"Asked for more than {ref:g}, the policy achieves more: {text} — it extrapolates."
+    if side < 0:
+        return f"Asked for more than {ref:g}, the policy achieves less: {text}."
+    return (
+        f"Asked for more than {ref:g}, the policy achieves no detectably different return: "
+        f"{text} holds 0 — no evidence of extrapolation."
+    )
+
+
+def verdict(study: Study, headline: dict[str, Any]) -> list[str]:
+    """The study's findings in sentences, each read off a headline entry and its interval."""
+    units = study.sweep.reward_units
+    lines = [extrapolation_sentence(headline["extrapolation_gain_vs_data_max"], units)]
+    if headline.get("extrapolation_gain_vs_train_max"):
+        lines.append(
+            "Against the best *training* return (the top was held out): "
+            + extrapolation_sentence(headline["extrapolation_gain_vs_train_max"], units)
+        )
+    capped = [t for t, f in headline["episodes_at_step_cap"]["value"].items() if f > CAPPED]
+    if capped:
+        lines.append(
+            f"Caution: most episodes at targets {', '.join(capped)} ran into the "
+            f"{study.provenance['max_episode_steps']}-step cap, which may bound their return."
+        )
+    div = headline["policy_divergence_at_top"]
+    if div["interval"] and div["interval"][0] > NEGLIGIBLE_JS:
+        lines.append(
+            f"On the same states the action distribution does change beyond the data: JS "
+            f"{div['value']:.3g} nats {_interval_text(div)} between the best training return "
+            "and the top target."
+        )
+    else:
+        lines.append(
+            f"On the same states the action distribution barely changes beyond the data: JS "
+            f"{div['value']:.3g} nats {_interval_text(div)} "
+            f"(below {NEGLIGIBLE_JS} nats is no change)."
+        )
+    lines.append(_saturation_sentence(headline["saturation"], units))
+    if headline.get("imitation_above_data"):
+        im = headline["imitation_above_data"]
+        lines.append(
+            f"Above the data its actions agree with the expert on {im['value']:.0%} of steps, "
+            f"nearest the data's '{im['imitates']}' episodes."
+        )
+    lines += _mechanism_sentences(headline)
+    return lines
+
+
+def _saturation_sentence(entry: dict, units: str) -> str:
+    if entry["value"] is None:
+        return "The policy keeps changing up to the top of the scan: it does not saturate there."
+    ratio = entry.get("relative_to_data_max")
+    where = f" ({ratio:.2g}x the data's best return)" if ratio else ""
+    return f"The policy stops changing from RTG {entry['value']:.4g} {units}{where}."
+
+
+def _mechanism_sentences(headline: dict[str, Any]) -> list[str]:
+    carriers = headline["rtg_carriers"]
+    top = carriers["value"][0]
+    lines = []
+    if top["interval"] and top["interval"][0] > 0:
+        lines.append(
+            f"Patching names {top['head']}: its output alone restores {top['restored']:.2f} "
+            f"[{top['interval'][0]:.2f}, {top['interval'][1]:.2f}] of the RTG's effect on the "
+            f"decision; the RTG has reached the decision token at {carriers['carrier_hook']}."
+        )
+    else:
+        lines.append(
+            f"No single head carries the RTG: the best, {top['head']}, restores "
+            f"{top['restored']:.2f} with an interval that holds 0."
+        )
+    steer = headline["steering"]
+    side = _sign(steer["interval"])
+    verb = (
+        "moves the policy the way raising the RTG does"
+        if side > 0
+        else "moves the policy away from what raising the RTG does"
+        if side < 0
+        else "does not detectably move the policy toward what raising the RTG does"
+    )
+    lines.append(
+        f"Adding the RTG direction at {steer['hook']} {verb}: recovered "
+        f"{steer['value']:.2f} {_interval_text(steer)} on held-out contexts."
+    )
+    return lines
