@@ -36,6 +36,9 @@ _EXPORTS: dict[str, str] = {
     "ModelConfig": "atari_dt.model.config",
     # attribution
     "Target": "atari_dt.attribution.core",
+    "HookTarget": "atari_dt.attribution.hook_targets",
+    "head_logit_target": "atari_dt.attribution.hook_targets",
+    "residual_target": "atari_dt.attribution.hook_targets",
     "attribute_pixels": "atari_dt.attribution.pixels",
     "attribute_tokens": "atari_dt.attribution.tokens",
     "attribute_channels": "atari_dt.attribution.channels",
@@ -99,6 +102,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from atari_dt.attribution.channels import attribute_channels
     from atari_dt.attribution.core import Target
     from atari_dt.attribution.explain import explain_decision
+    from atari_dt.attribution.hook_targets import HookTarget, head_logit_target, residual_target
     from atari_dt.attribution.objects import object_masses
     from atari_dt.attribution.pixels import attribute_pixels
     from atari_dt.attribution.sanity import deletion_curve, randomisation_test

@@ -9,7 +9,13 @@ from typing import Any
 import torch
 
 from atari_dt.attribution.baselines import BaselineName, make_baseline
-from atari_dt.attribution.core import FastForward, Metric, Target, eval_model, integrated_gradients
+from atari_dt.attribution.core import (
+    FastForward,
+    Metric,
+    eval_model,
+    integrated_gradients,
+    metric_step,
+)
 from atari_dt.datasets.contexts import Contexts
 from atari_dt.errors import UserError
 
@@ -42,8 +48,10 @@ def attribute_channels(
     n_steps: int = 50,
     mean_frame: torch.Tensor | None = None,
 ) -> ChannelAttribution:
-    """Layer IG at ``encoder.hook_conv{layer}``. Only the target step's stack goes through the
-    CNN (the fast path), so the layer's batch is the input's batch, as Captum needs.
+    """Layer IG at ``encoder.hook_conv{layer}`` of the stack of the target's window step (a
+    ``Target``'s or ``HookTarget``'s step; the newest for a callable on the logits). Only that
+    stack goes through the CNN (the fast path), so the layer's batch is the input's batch, as
+    Captum needs.
 
     Raises:
         ValueError: the encoder has no such conv hook, or a batch of more than one context.
@@ -54,7 +62,7 @@ def attribute_channels(
         raise UserError(
             f"the encoder has no hook_conv{layer} (layers 0..{model.encoder.n_conv_hooks - 1})"
         )
-    step = contexts.step_index(target.step if isinstance(target, Target) else -1)
+    step = contexts.step_index(metric_step(target))
     forward = FastForward(model, contexts, target, [step])
     inputs = contexts.frames.float()[:, [step]]
     baselines = make_baseline(baseline, inputs, mean_frame=mean_frame)

@@ -1,6 +1,7 @@
-"""What every attribution method shares: the scalar explained (a ``Target``, or any callable
-on the logits), the forward functions Captum differentiates, and the one integrated-gradients
-mechanism that pixels, tokens, RTG values and encoder channels all go through.
+"""What every attribution method shares: the scalar explained (a ``Target``, a ``HookTarget``
+read at a hook, or any callable on the logits) and ``measure``, which evaluates any of them; the
+forward functions Captum differentiates; and the one integrated-gradients mechanism that pixels,
+tokens, RTG values and encoder channels all go through.
 
 A *fast* forward encodes the context's frames once, without gradients, and runs the CNN only
 on the frame stacks being attributed (and the transformer only from the first attributed state
@@ -10,16 +11,22 @@ model would. Both compute the same function of the attributed frames.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal, Union
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import torch
 from jaxtyping import Float
 
+from atari_dt.attribution.hook_targets import HookTarget
 from atari_dt.datasets.contexts import Contexts
 from atari_dt.errors import UserError
+
+if TYPE_CHECKING:
+    from atari_dt.model.prefix import PrefixCache
 
 TargetKind = Literal["logit", "log_prob", "logit_diff"]
 
@@ -54,15 +61,52 @@ class Target:
         return asdict(self)
 
 
-Metric = Union[Target, Callable[[torch.Tensor], torch.Tensor]]  # noqa: UP007
-"""What an attribution explains: a ``Target``, or any ``logits [n, T, A] -> [n]``."""
+Metric = Union[Target, HookTarget, Callable[[torch.Tensor], torch.Tensor]]  # noqa: UP007
+"""What an attribution explains: a ``Target``, a ``HookTarget`` (a scalar read at a hook), or
+any ``logits [n, T, A] -> [n]``. ``measure`` evaluates each."""
 
 
 def describe_metric(metric: Metric) -> dict[str, Any]:
     """A JSON-ready description of a metric (a callable is named by its qualified name)."""
-    if isinstance(metric, Target):
+    if isinstance(metric, (Target, HookTarget)):
         return metric.describe()
     return {"callable": getattr(metric, "__qualname__", type(metric).__name__)}
+
+
+def metric_step(metric: Metric) -> int:
+    """The window step a metric is read at (-1, the newest, for a callable on the logits)."""
+    return metric.step if isinstance(metric, (Target, HookTarget)) else -1
+
+
+class _Reached(Exception):
+    """Raised by ``measure``'s capturing hook: the rest of the forward is not needed."""
+
+
+def measure(
+    model: Any, metric: Metric, run: Callable[[], torch.Tensor]
+) -> Float[torch.Tensor, " n"]:
+    """The metric ``[n]`` of one forward pass ``run()`` (which returns logits ``[n, T, A]``).
+    A ``Target`` or callable reads the logits; a ``HookTarget`` reads its hook's activation,
+    captured while ``run()`` goes (not detached, not changed, so gradients flow to the inputs),
+    and the forward stops there: later layers cannot change it. Every attribution evaluates its
+    metric here.
+
+    Raises:
+        RuntimeError: ``run()`` never passed the hook (a forward that fires no hooks).
+    """
+    if not isinstance(metric, HookTarget):
+        return metric(run())
+    seen: list[torch.Tensor] = []
+
+    def capture(activation: torch.Tensor, hook: Any) -> None:
+        seen.append(activation)
+        raise _Reached
+
+    with model.hooks(fwd_hooks=[(metric.hook, capture)]), contextlib.suppress(_Reached):
+        run()
+    if not seen:
+        raise RuntimeError(f"the forward pass never reached hook {metric.hook!r}")
+    return metric.read(model, seen[0])
 
 
 DELTA_TOLERANCE = 0.05  # |convergence delta| / max(|f(x) - f(baseline)|, 1e-3) beyond this warns
@@ -81,16 +125,22 @@ def warn_if_unconverged(delta: float, change: float, n_steps: int) -> None:
 
 
 def check_target(model: Any, contexts: Contexts, metric: Metric) -> None:
-    """One context, and a target whose actions exist and whose step is in the window.
+    """One context, and a target whose actions (or hook, head and direction) exist and whose
+    step is in the window.
 
     Raises:
-        ValueError: a batch of more than one, or the bad action; IndexError: the bad step.
+        ValueError: a batch of more than one, the bad action, or a hook target ``model``
+            cannot give (``HookTarget.check``); IndexError: the bad step.
     """
     if len(contexts) != 1:
         raise ValueError(
             f"attribution explains one context at a time, got a batch of {len(contexts)}; "
             "index it (contexts[i])"
         )
+    if isinstance(metric, HookTarget):
+        contexts.step_index(metric.step)
+        metric.check(model)
+        return
     if not isinstance(metric, Target):
         return
     contexts.step_index(metric.step)
@@ -116,28 +166,37 @@ def eval_model(model: torch.nn.Module) -> torch.nn.Module:
 class FastForward:
     """``f(frames_at_steps)`` for Captum: ``frames_at_steps`` float ``[n, k, S, H, W]`` (the
     stacks of window steps ``steps``) -> metric ``[n]``. Every other step's state embedding is
-    computed once (or taken from ``contexts.state_embeddings``), and so are the keys and values
-    of every token before the first attributed state token; each call runs the CNN on the k
-    stacks and the transformer only on the tokens from the first attributed state token on (to
-    the target's state token, for a ``Target``; to the end, for any other metric)."""
+    computed once (or taken from ``contexts.state_embeddings``); each call runs the CNN on the
+    k stacks only. For a ``Target`` or callable, the keys and values of every token before the
+    first attributed state token are computed once too, and each call runs the transformer
+    only from there (to the target's state token, for a ``Target``; to the end, for any other
+    metric). A ``HookTarget`` needs its hook to fire, so the transformer runs whole (hooked);
+    ``measure`` stops it at the hook."""
 
     def __init__(self, model: Any, contexts: Contexts, metric: Metric, steps: list[int]) -> None:
-        from atari_dt.model.prefix import build_prefix_cache
-
         check_target(model, contexts, metric)
         contexts = contexts.encoded(model)
         steps = [contexts.step_index(s) for s in steps]
         self.model, self.contexts, self.first = model, contexts, min(steps)
         self.steps = torch.tensor(steps, device=contexts.device)
+        self.metric: Metric = metric
+        self.before: torch.Tensor | None = None  # [1, first, A]: logits before `first`
+        self.prefix: PrefixCache | None = None
+        if not isinstance(metric, HookTarget):
+            self._build_prefix(metric)
+
+    def _build_prefix(self, metric: Metric) -> None:
+        """The prefix cache of a metric read from the logits (see the class docstring)."""
+        from atari_dt.model.prefix import build_prefix_cache
+
+        model, contexts = self.model, self.contexts
         cfg, T = model.cfg, contexts.length
         start = cfg.token_index(self.first, T)
         if isinstance(metric, Target):  # through the target's state token; read as one step
             end = cfg.token_index(metric.step, T) + 1
-            self.metric: Metric = replace(metric, step=-1)
-            self.before = None
+            self.metric = replace(metric, step=-1)
         else:  # every logit: the steps before the first attributed one are constants
             end = T * cfg.tokens_per_step
-            self.metric = metric
             with torch.no_grad():
                 self.before = model(contexts)[:, : self.first]  # [1, first, A]
         start = min(start, end - 1)
@@ -152,6 +211,9 @@ class FastForward:
         new = self.model.embed_states(frames_at_steps)  # [n, k, d]: the CNN on k stacks only
         rest = self.contexts.repeat(n)
         states = rest.state_embeddings.index_copy(1, self.steps, new)
+        if self.prefix is None:  # a HookTarget: the hooked transformer
+            run = partial(self.model.forward_from_state_embeddings, states, *rest.inputs()[1:])
+            return measure(self.model, self.metric, run)
         final = forward_suffix(self.model, self.prefix, states, *rest.inputs()[1:])
         if self.before is None:
             return self.metric(self.model.action_logits_at(final[:, -1:]))
@@ -170,7 +232,7 @@ class FullForward:
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         rest = self.contexts.repeat(frames.shape[0])
-        return self.metric(self.model(frames, *rest.inputs()[1:]))
+        return measure(self.model, self.metric, partial(self.model, frames, *rest.inputs()[1:]))
 
 
 # ---- the one integrated-gradients mechanism ---------------------------------------------------

@@ -18,9 +18,9 @@ from atari_dt.attribution.core import (
     FastForward,
     FullForward,
     Metric,
-    Target,
     eval_model,
     integrated_gradients,
+    metric_step,
 )
 from atari_dt.datasets.contexts import Contexts
 from atari_dt.errors import UserError
@@ -100,12 +100,13 @@ def attribute_pixels(
     seed: int = 0,
 ) -> PixelAttribution:
     """Attribute ``target`` to the pixels of the frame stacks at window ``steps`` (default:
-    the target's own step; the last step for a callable metric) of one context.
+    the target's own step; the last step for a callable on the logits) of one context.
 
     Args:
         contexts: a batch of one (``run.contexts(episode, step)``, or ``contexts[i]``); its
             ``state_embeddings``, when present, spare the fast path encoding the window again.
-        target: a ``Target``, or any ``logits [n, T, A] -> [n]``.
+        target: a ``Target``, a ``HookTarget`` (a scalar read at a hook, e.g.
+            ``head_logit_target``), or any ``logits [n, T, A] -> [n]``.
         method: ``ig`` (integrated gradients), ``smoothgrad`` (NoiseTunnel over gradients,
             ``n_samples`` noisy copies, noise std ``noise_std`` x 255), ``gradient_shap``
             (``n_samples`` draws between the input and the baseline), ``occlusion`` (8x8
@@ -124,8 +125,7 @@ def attribute_pixels(
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     model = eval_model(model)
-    default_step = target.step if isinstance(target, Target) else -1
-    steps = sorted({contexts.step_index(s) for s in (steps or [default_step])})
+    steps = sorted({contexts.step_index(s) for s in (steps or [metric_step(target)])})
     frames = contexts.frames.float()  # [1, T, S, H, W]
     base_all = make_baseline(baseline, frames, mean_frame=mean_frame, seed=seed)
     if fast:

@@ -4,12 +4,19 @@ of each step, and how much from the scalar RTG inputs themselves."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 from jaxtyping import Float
 
-from atari_dt.attribution.core import Metric, check_target, eval_model, integrated_gradients
+from atari_dt.attribution.core import (
+    Metric,
+    check_target,
+    eval_model,
+    integrated_gradients,
+    measure,
+)
 from atari_dt.datasets.contexts import Contexts
 
 _EMBEDS = ("hook_rtg_embed", "hook_state_embed", "hook_action_embed")
@@ -46,8 +53,13 @@ def attribute_tokens(
     ``hook_rtg_embed``, ``hook_state_embed``, ``hook_action_embed``), and IG on its RTG values.
     The context's state embeddings are used when present (else computed once).
 
+    Args:
+        target: a ``Target``, a ``HookTarget`` (e.g. ``head_logit_target``), or any
+            ``logits [n, T, A] -> [n]``.
+
     Raises:
-        ValueError: a batch of more than one context, or a target action the model lacks.
+        ValueError: a batch of more than one context, a target action the model lacks, or a
+            hook target the model cannot give.
     """
     model = eval_model(model)
     check_target(model, contexts, target)
@@ -95,9 +107,9 @@ class _EmbeddingForward:
         replace = [
             (name, _replacer(value)) for name, value in zip(self.names, embeddings, strict=True)
         ]
+        contexts = self.contexts.repeat(embeddings[0].shape[0])
         with self.model.hooks(fwd_hooks=replace):
-            logits = self.model(self.contexts.repeat(embeddings[0].shape[0]))
-        return self.target(logits)
+            return measure(self.model, self.target, partial(self.model, contexts))
 
 
 class _RtgForward:
@@ -107,8 +119,8 @@ class _RtgForward:
         self.model, self.contexts, self.target = model, contexts, target
 
     def __call__(self, rtg: torch.Tensor) -> torch.Tensor:
-        rest = self.contexts.repeat(rtg.shape[0])
-        return self.target(self.model(rest.with_rtg(rtg)))
+        rest = self.contexts.repeat(rtg.shape[0]).with_rtg(rtg)
+        return measure(self.model, self.target, partial(self.model, rest))
 
 
 def _replacer(value: torch.Tensor) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from atari_dt.intervals import bootstrap_interval, difference_interval, jsonable
+from atari_dt.study.mechanism import CARRIED
 from atari_dt.study.study import Study
 
 NEGLIGIBLE_JS = 0.005  # nats: a policy change below this is not called a change
@@ -209,7 +210,8 @@ def summarise_study(study: Study, *, command: str) -> dict[str, Any]:
         "episodes_at_step_cap": _entry(
             {f"{s.target:g}": f for s, f in zip(study.sweep.targets, truncated, strict=True)},
             "fraction of each target's episodes that ran into the "
-            f"{study.provenance['max_episode_steps']}-step cap (such returns are bounded by the cap, not the model)",
+            f"{study.provenance['max_episode_steps']}-step cap (such returns are bounded by "
+            "the cap, not the model)",
         ),
     }
     if study.steered is not None:
@@ -317,10 +319,11 @@ def _mechanism_sentences(headline: dict[str, Any]) -> list[str]:
     top = carriers["value"][0]
     lines = []
     if top["interval"] and top["interval"][0] > 0:
+        share = "most" if top["interval"][0] > CARRIED else "part"
         lines.append(
-            f"Patching names {top['head']}: its output alone restores {top['restored']:.2f} "
-            f"[{top['interval'][0]:.2f}, {top['interval'][1]:.2f}] of the RTG's effect on the "
-            f"decision; the RTG has reached the decision token at {carriers['carrier_hook']}."
+            f"Patching names {top['head']}, which carries {share} of the RTG's effect on the "
+            f"decision: its output alone restores {top['restored']:.2f} "
+            f"[{top['interval'][0]:.2f}, {top['interval'][1]:.2f}]; the RTG has reached the decision token at {carriers['carrier_hook']}."
         )
     else:
         lines.append(
