@@ -1,10 +1,10 @@
 """Activation patching between two runs of one context that differ in one input (the RTG in vs
 out of distribution, or one frame), as TransformerLens's ``generic_activation_patch``: the
-caller brings the metric (a ``Target``, e.g. a logit difference, or any ``logits -> [n]``).
-The result is ``(patched - corrupted) / (clean - corrupted)`` of the metric: denoising (clean
-activations into the corrupted run) reads 0 for no effect and 1 for full restoration; noising
-(corrupted activations into the clean run) reads 1 for no effect and 0 when the patch destroys
-the clean behaviour."""
+caller brings the metric (a ``Target``, e.g. a logit difference; a ``HookTarget`` read inside
+the model; or any ``logits -> [n]``). The result is ``(patched - corrupted) / (clean -
+corrupted)`` of the metric: denoising (clean activations into the corrupted run) reads 0 for no
+effect and 1 for full restoration; noising (corrupted activations into the clean run) reads 1
+for no effect and 0 when the patch destroys the clean behaviour."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from jaxtyping import Float
 
-from atari_dt.attribution.core import Metric, describe_metric
+from atari_dt.attribution.core import Metric, describe_metric, measure
 from atari_dt.datasets.contexts import Contexts
 from atari_dt.errors import UserError
 
@@ -74,10 +74,11 @@ def _sweep(
     if direction not in ("denoising", "noising"):
         raise UserError(f"direction must be denoising or noising, got {direction!r}")
     source, target = (clean, corrupted) if direction == "denoising" else (corrupted, clean)
-    source_logits, cache = model.run_with_cache(source.encoded(model), names_filter=names)
+    source = source.encoded(model)
+    _, cache = model.run_with_cache(source, names_filter=names)
     target = target.encoded(model)
-    target_metric = float(metric(model(target))[0])
-    source_metric = float(metric(source_logits)[0])
+    target_metric = float(measure(model, metric, lambda: model(target))[0])
+    source_metric = float(measure(model, metric, lambda: model(source))[0])
     clean_m, corrupted_m = (
         (source_metric, target_metric)
         if direction == "denoising"
@@ -88,7 +89,7 @@ def _sweep(
     for row, name in enumerate(names):
         hook = (name, lambda activation, hook, source=cache[name]: patch(activation, source))
         with model.hooks(fwd_hooks=[hook]):
-            out[row] = metric(model(copies))
+            out[row] = measure(model, metric, lambda: model(copies))
     return _restored(out, clean_m, corrupted_m), clean_m, corrupted_m
 
 

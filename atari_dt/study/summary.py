@@ -302,7 +302,7 @@ def verdict(study: Study, headline: dict[str, Any]) -> list[str]:
             f"Above the data its actions agree with the expert on {im['value']:.0%} of steps, "
             f"nearest the data's '{im['imitates']}' episodes."
         )
-    lines += _mechanism_sentences(headline)
+    lines += mechanism_sentences(headline)
     return lines
 
 
@@ -314,7 +314,9 @@ def _saturation_sentence(entry: dict, units: str) -> str:
     return f"The policy stops changing from RTG {entry['value']:.4g} {units}{where}."
 
 
-def _mechanism_sentences(headline: dict[str, Any]) -> list[str]:
+def mechanism_sentences(headline: dict[str, Any]) -> list[str]:
+    """What patching and steering found, read off the ``rtg_carriers`` and ``steering``
+    entries and their intervals."""
     carriers = headline["rtg_carriers"]
     top = carriers["value"][0]
     lines = []
@@ -323,7 +325,8 @@ def _mechanism_sentences(headline: dict[str, Any]) -> list[str]:
         lines.append(
             f"Patching names {top['head']}, which carries {share} of the RTG's effect on the "
             f"decision: its output alone restores {top['restored']:.2f} "
-            f"[{top['interval'][0]:.2f}, {top['interval'][1]:.2f}]; the RTG has reached the decision token at {carriers['carrier_hook']}."
+            f"[{top['interval'][0]:.2f}, {top['interval'][1]:.2f}]; the RTG has reached the "
+            f"decision token at {carriers['carrier_hook']}."
         )
     else:
         lines.append(

@@ -1,0 +1,157 @@
+"""The RTG direction, steering and the study's RTG patching on models where the answer is known
+by construction; and the verdict's sentences read off intervals as they should."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from test_model import inputs, make_model
+
+from atari_dt.analysis.scan import scanned_rtg
+from atari_dt.analysis.steering import (
+    KINDS,
+    residual_hooks,
+    rtg_direction,
+    steering,
+    steering_effect,
+)
+from atari_dt.datasets.contexts import Contexts
+from atari_dt.errors import UserError
+from atari_dt.study.mechanism import rtg_patching
+from atari_dt.study.summary import (
+    carriers_entry,
+    extrapolation_sentence,
+    mechanism_sentences,
+    steering_entry,
+)
+
+LOW, HIGH = 0.0, 3.0  # the tiny model's rtg_scale is 1: both well inside tanh's range
+
+
+@pytest.fixture(scope="module")
+def contexts(seaquest_windows) -> Contexts:
+    frames, actions, rtg, timesteps = inputs(seaquest_windows)
+    mask = torch.ones(actions.shape, dtype=torch.bool)
+    mask[0, :3] = False  # one padded context
+    return Contexts(frames, actions, rtg, timesteps, mask)
+
+
+def at(contexts: Contexts, value: float) -> Contexts:
+    return contexts.with_rtg(scanned_rtg(contexts, value, "constant"))
+
+
+def test_steering_by_zero_is_the_identity(contexts) -> None:
+    model = make_model()
+    plain = model(contexts)
+    for hook in residual_hooks(model.cfg.n_layers):
+        with steering(model, hook, torch.zeros(len(KINDS), model.cfg.d_model), scale=1.0):
+            assert torch.equal(model(contexts), plain)  # x + 0 is x, bit for bit
+
+
+def test_the_direction_at_the_embedding_is_exactly_raising_the_rtg(contexts) -> None:
+    # Before layer 0 a constant RTG changes only the RTG tokens, by the same vector at every
+    # step: the mean difference is that vector, and adding it is raising the RTG.
+    model = make_model()
+    direction = rtg_direction(model, contexts, LOW, HIGH)
+    assert direction.hooks == residual_hooks(model.cfg.n_layers)
+    embedding = torch.tanh(model.rtg_embed(torch.tensor([[HIGH], [LOW]]) / model.cfg.rtg_scale))
+    assert torch.allclose(direction.directions[0, 0], embedding[0] - embedding[1], atol=1e-6)
+    assert torch.equal(direction.directions[0, 1:], torch.zeros(2, model.cfg.d_model))
+    with steering(model, direction.hooks[0], direction.directions[0]):
+        steered = model(at(contexts, LOW))
+    assert torch.allclose(steered, model(at(contexts, HIGH)), atol=1e-5)
+    effect = steering_effect(model, contexts, direction)
+    assert effect.rtg_effect > 1e-3  # the RTG moves this model's policy at all
+    assert effect.recovered[0] == pytest.approx(1.0, abs=1e-3)  # all of the RTG's effect
+    nothing = steering_effect(model, contexts, direction, scale=0.0)
+    assert nothing.recovered == pytest.approx(0.0, abs=1e-12)  # no steering, nothing moves
+
+
+def test_rtg_direction_refuses_what_it_cannot_measure(contexts) -> None:
+    with pytest.raises(UserError, match="must exceed the low one"):
+        rtg_direction(make_model(), contexts, HIGH, LOW)
+    direction = rtg_direction(make_model(), contexts, LOW, HIGH)
+    with pytest.raises(UserError, match="no RTG direction at 'blocks.7.hook_resid_pre'"):
+        direction.index("blocks.7.hook_resid_pre")
+
+
+def one_head_model() -> torch.nn.Module:
+    """Every head's output projection zeroed but L0H1's: MLPs act per position, so L0H1 is
+    the only path by which the RTG tokens can reach the decision's state token."""
+    model = make_model()
+    with torch.no_grad():
+        for layer, block in enumerate(model.blocks):
+            for head in range(model.cfg.n_heads):
+                if (layer, head) != (0, 1):
+                    block.attn.W_O[head] = 0.0
+    return model
+
+
+def test_patching_names_the_one_head_that_carries_the_rtg(contexts) -> None:
+    model = one_head_model()
+    patching = rtg_patching(model, contexts, LOW, HIGH)
+    assert patching.contexts == len(contexts) and patching.skipped == 0
+    assert patching.heads[0, 1] == pytest.approx(1.0, abs=1e-4)  # restores all of it
+    others = patching.heads.copy()
+    others[0, 1] = 0.0
+    assert abs(others).max() < 1e-4  # a head with no output restores nothing
+    assert patching.top_heads(1)[0][0] == "L0H1"
+    # The state token has the RTG once L0H1 has written to it: before layer 1.
+    assert patching.carrier_hook(model.cfg.tokens_per_step) == "blocks.1.hook_resid_pre"
+    direction = rtg_direction(model, contexts, LOW, HIGH)
+    study = SimpleNamespace(
+        patching=patching,
+        carrier_hook="blocks.1.hook_resid_pre",
+        direction=direction,
+        steering=steering_effect(model, contexts, direction),
+    )
+    headline = {"rtg_carriers": carriers_entry(study), "steering": steering_entry(study)}
+    lines = mechanism_sentences(headline)
+    assert lines[0].startswith("Patching names L0H1, which carries most of the RTG's effect")
+    assert "the RTG has reached the decision token at blocks.1.hook_resid_pre" in lines[0]
+
+
+def gain(value: float, low: float, high: float) -> dict:
+    return {"value": value, "interval": [low, high], "reference": 420.0}
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        (gain(35.0, 5.0, 65.0), "achieves more: +35 raw [5, 65] — it extrapolates."),
+        (gain(-40.0, -70.0, -10.0), "achieves less: -40 raw [-70, -10]."),
+        (gain(10.0, -20.0, 40.0), "holds 0 — no evidence of extrapolation."),
+        (None, "nothing to say about extrapolation"),
+    ],
+)
+def test_the_extrapolation_verdict_follows_the_interval(entry, says) -> None:
+    assert says in extrapolation_sentence(entry, "raw")
+
+
+def test_a_sweep_that_rises_beyond_the_data_is_called_extrapolation() -> None:
+    from atari_dt.rollout.evaluate import EpisodeResult
+    from atari_dt.rollout.sweep import summarise
+    from atari_dt.study.behaviour import extrapolation_gain
+
+    returns = {420.0: [100.0, 110.0, 120.0], 800.0: [200.0, 210.0, 190.0], 1600.0: [205.0, 195.0]}
+    episodes = [
+        EpisodeResult(t, e, r, min(r, 1.0), 100, False, [1, 0])
+        for t, rs in returns.items()
+        for e, r in enumerate(rs)
+    ]
+    sweep = summarise(
+        episodes,
+        game="Seaquest",
+        reward_units="raw",
+        data_return_range=None,
+        sample=True,
+        temperature=1.0,
+    )
+    result = extrapolation_gain(sweep, 420.0, "the data's best return")
+    assert result.above == [800.0, 1600.0] and result.gain == pytest.approx(90.0)
+    entry = {"value": result.gain, "interval": list(result.interval), "reference": 420.0}
+    assert result.interval[0] > 0 and "it extrapolates" in extrapolation_sentence(entry, "raw")
+    with pytest.raises(ValueError, match="not a target of the sweep"):
+        extrapolation_gain(sweep, 500.0, "")
