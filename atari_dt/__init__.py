@@ -64,6 +64,14 @@ _EXPORTS: dict[str, str] = {
     "ablation_effects": "atari_dt.analysis.ablation",
     "mean_ablated": "atari_dt.analysis.ablation",
     "analyze_decision": "atari_dt.analysis.decision",
+    # the RTG direction and steering
+    "rtg_direction": "atari_dt.analysis.steering",
+    "steering": "atari_dt.analysis.steering",
+    "steering_effect": "atari_dt.analysis.steering",
+    # the study
+    "StudyConfig": "atari_dt.study.config",
+    "run_study": "atari_dt.study.study",
+    "summarise_study": "atari_dt.study.summary",
     # rollouts
     "run_episodes": "atari_dt.rollout.evaluate",
 }
@@ -99,6 +107,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from atari_dt.analysis.saturation import saturation
     from atari_dt.analysis.scan import rtg_scan
     from atari_dt.analysis.scan_report import scan_report
+    from atari_dt.analysis.steering import rtg_direction, steering, steering_effect
     from atari_dt.attribution.channels import attribute_channels
     from atari_dt.attribution.core import Target
     from atari_dt.attribution.explain import explain_decision
@@ -114,4 +123,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from atari_dt.model.config import ModelConfig
     from atari_dt.model.hooked_dt import HookedDecisionTransformer
     from atari_dt.rollout.evaluate import run_episodes
+    from atari_dt.study.config import StudyConfig
+    from atari_dt.study.study import run_study
+    from atari_dt.study.summary import summarise_study
     from atari_dt.run import Run, load_run

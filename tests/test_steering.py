@@ -73,7 +73,7 @@ def test_rtg_direction_refuses_what_it_cannot_measure(contexts) -> None:
     with pytest.raises(UserError, match="must exceed the low one"):
         rtg_direction(make_model(), contexts, HIGH, LOW)
     direction = rtg_direction(make_model(), contexts, LOW, HIGH)
-    with pytest.raises(UserError, match="no RTG direction at 'blocks.7.hook_resid_pre'"):
+    with pytest.raises(UserError, match=r"no RTG direction at 'blocks\.7\.hook_resid_pre'"):
         direction.index("blocks.7.hook_resid_pre")
 
 

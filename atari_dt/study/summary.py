@@ -139,6 +139,12 @@ def pixel_entries(study: Study) -> dict[str, Any]:
             interval=bootstrap_interval(np.mean, px.top_overlap[:, -1], seed=seed),
         ),
     }
+    out["attribution_completeness"] = _entry(
+        px.worst_completeness(),
+        "the largest |convergence delta| / max(|f(input) - f(baseline)|, 1e-3) over every "
+        "pixel attribution of the study (logit and hook targets); above 0.05 the maps are not "
+        "converged (raise --n-steps)",
+    )
     rtg_share = px.token_shares[:, :, 0]
     value, interval = _paired_change(rtg_share[:, ref], rtg_share[:, -1], seed)
     out["rtg_token_share_change"] = _entry(
