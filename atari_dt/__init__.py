@@ -123,7 +123,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from atari_dt.model.config import ModelConfig
     from atari_dt.model.hooked_dt import HookedDecisionTransformer
     from atari_dt.rollout.evaluate import run_episodes
+    from atari_dt.run import Run, load_run
     from atari_dt.study.config import StudyConfig
     from atari_dt.study.study import run_study
     from atari_dt.study.summary import summarise_study
-    from atari_dt.run import Run, load_run
