@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 # with the top 20% of returns held out (~4 min on 2 cores), its target-return sweep
 # (runs/demo/train/eval/sweep.png), RTG scan (runs/demo/train/scan/), pixel attribution
 # (runs/demo/explain/), transformer analysis (runs/demo/analysis/) and the RTG-extrapolation
-# study (runs/demo/train/study/report.html).
+# study (runs/demo/train/study/report.html; its rollouts may run 2,000 steps, twice the
+# collection's episode cap, so the cap does not bound what a high target can achieve).
 demo: $(STAMP)
 	$(BIN)/atari-dt collect --game Seaquest --policy random --steps 4000 --format dqn-replay --capacity 1500 --seed 0 --out $(DEMO_DIR)/replay_logs --force
 	$(BIN)/atari-dt data convert $(DEMO_DIR)/replay_logs $(DEMO_DIR)/seaquest.h5 --game Seaquest --force
@@ -38,7 +39,7 @@ demo: $(STAMP)
 	$(BIN)/atari-dt scan $(DEMO_DIR)/train --rtg 0:1600:33 --contexts 128
 	$(BIN)/atari-dt attribute $(DEMO_DIR)/train --episode 3 --step 200 --baseline blur --gif 20 --out $(DEMO_DIR)/explain
 	$(BIN)/atari-dt analyze $(DEMO_DIR)/train --episode 3 --step 200 --contexts 128 --out $(DEMO_DIR)/analysis
-	$(BIN)/atari-dt study $(DEMO_DIR)/train --steer
+	$(BIN)/atari-dt study $(DEMO_DIR)/train --steer --max-episode-steps 2000
 	@echo "open the study's report: $(DEMO_DIR)/train/study/report.html"
 
 test: $(STAMP)

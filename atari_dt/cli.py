@@ -180,7 +180,7 @@ def _add_study(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=6, help="rollouts per target (>= 2)")
     p.add_argument("--patch-contexts", type=int, default=8, help="contexts patched one by one")
     p.add_argument("--pixel-contexts", type=int, default=4, help="decisions attributed to pixels")
-    p.add_argument("--n-steps", type=int, default=32, help="integration points of each IG")
+    p.add_argument("--n-steps", type=int, default=64, help="integration points of each IG")
     p.add_argument(
         "--max-episode-steps", type=int, help="cap per rollout (default: the run's eval cap)"
     )

@@ -86,6 +86,9 @@ def one_head_model() -> torch.nn.Module:
             for head in range(model.cfg.n_heads):
                 if (layer, head) != (0, 1):
                     block.attn.W_O[head] = 0.0
+        # L0H1 written 30x larger: the RTG then moves the policy clearly (total variation
+        # ~0.007, measured; at 1x it is ~0.0003, below what patching counts as moved).
+        model.blocks[0].attn.W_O[1] *= 30.0
     return model
 
 
@@ -99,7 +102,7 @@ def test_patching_names_the_one_head_that_carries_the_rtg(contexts) -> None:
     assert abs(others).max() < 1e-4  # a head with no output restores nothing
     assert patching.top_heads(1)[0][0] == "L0H1"
     # The state token has the RTG once L0H1 has written to it: before layer 1.
-    assert patching.carrier_hook(model.cfg.tokens_per_step) == "blocks.1.hook_resid_pre"
+    assert patching.carrier_hook(model.cfg) == "blocks.1.hook_resid_pre"
     direction = rtg_direction(model, contexts, LOW, HIGH)
     study = SimpleNamespace(
         patching=patching,
@@ -113,29 +116,52 @@ def test_patching_names_the_one_head_that_carries_the_rtg(contexts) -> None:
     assert "the RTG has reached the decision token at blocks.1.hook_resid_pre" in lines[0]
 
 
-def gain(value: float, low: float, high: float) -> dict:
-    return {"value": value, "interval": [low, high], "reference": 420.0}
+def gain(value: float, low: float, high: float, reached: list[float] | None = None) -> dict:
+    return {
+        "value": value,
+        "interval": [low, high],
+        "reference": 420.0,
+        "achieved_above": None if reached is None else sum(reached) / 2,
+        "achieved_above_interval": reached,
+    }
 
 
 @pytest.mark.parametrize(
     ("entry", "says"),
     [
-        (gain(35.0, 5.0, 65.0), "achieves more: +35 raw [5, 65] — it extrapolates."),
-        (gain(-40.0, -70.0, -10.0), "achieves less: -40 raw [-70, -10]."),
+        (gain(35.0, 5.0, 65.0, [430.0, 470.0]), "and beyond 420 itself; achieved 450 [430, 470]"),
+        (gain(35.0, 5.0, 65.0, [380.0, 440.0]), "but not demonstrably beyond 420"),
+        (gain(-40.0, -70.0, -10.0), "achieves less: -40 raw [-70, -10]"),
         (gain(10.0, -20.0, 40.0), "holds 0 — no evidence of extrapolation."),
         (None, "nothing to say about extrapolation"),
     ],
 )
-def test_the_extrapolation_verdict_follows_the_interval(entry, says) -> None:
+def test_the_extrapolation_verdict_follows_the_intervals(entry, says) -> None:
     assert says in extrapolation_sentence(entry, "raw")
+    assert ("it extrapolates" in extrapolation_sentence(entry, "raw")) == (
+        "beyond 420 itself" in says
+    )
 
 
-def test_a_sweep_that_rises_beyond_the_data_is_called_extrapolation() -> None:
+@pytest.mark.parametrize(
+    ("reference", "verdict"),
+    [(420.0, "no extrapolation past the data"), (150.0, "it extrapolates")],
+)
+def test_a_sweep_is_called_extrapolation_only_beyond_its_reference(reference, verdict) -> None:
+    """Returns ~110 at the reference and ~200 above it: a gain either way, but past the
+    reference return itself only when that is 150, not 420."""
+    from types import SimpleNamespace
+
     from atari_dt.rollout.evaluate import EpisodeResult
     from atari_dt.rollout.sweep import summarise
     from atari_dt.study.behaviour import extrapolation_gain
+    from atari_dt.study.summary import gain_entry
 
-    returns = {420.0: [100.0, 110.0, 120.0], 800.0: [200.0, 210.0, 190.0], 1600.0: [205.0, 195.0]}
+    returns = {
+        reference: [100.0, 110.0, 120.0],
+        800.0: [200.0, 210.0, 190.0],
+        1600.0: [205.0, 195.0],
+    }
     episodes = [
         EpisodeResult(t, e, r, min(r, 1.0), 100, False, [1, 0])
         for t, rs in returns.items()
@@ -149,9 +175,30 @@ def test_a_sweep_that_rises_beyond_the_data_is_called_extrapolation() -> None:
         sample=True,
         temperature=1.0,
     )
-    result = extrapolation_gain(sweep, 420.0, "the data's best return")
+    result = extrapolation_gain(sweep, reference, "the data's best return")
     assert result.above == [800.0, 1600.0] and result.gain == pytest.approx(90.0)
-    entry = {"value": result.gain, "interval": list(result.interval), "reference": 420.0}
-    assert result.interval[0] > 0 and "it extrapolates" in extrapolation_sentence(entry, "raw")
+    assert result.interval[0] > 0
+    entry = gain_entry(SimpleNamespace(gains={"data_max": result}, sweep=sweep), "data_max")
+    assert entry["achieved_above"] == pytest.approx(200.0)
+    assert verdict in extrapolation_sentence(entry, "raw")
     with pytest.raises(ValueError, match="not a target of the sweep"):
         extrapolation_gain(sweep, 500.0, "")
+
+
+def test_an_rtg_that_moves_nothing_is_reported_as_no_effect(contexts) -> None:
+    model = make_model()
+    with torch.no_grad():  # the RTG embedding ignores the RTG: tanh(0 * rtg + b)
+        model.rtg_embed.weight.zero_()
+    patching = rtg_patching(model, contexts, LOW, HIGH)
+    assert patching.contexts == 0 and patching.skipped == len(contexts)
+    assert patching.carrier_hook(model.cfg) is None
+    direction = rtg_direction(model, contexts, LOW, HIGH)
+    assert torch.equal(direction.directions, torch.zeros_like(direction.directions))
+    effect = steering_effect(model, contexts, direction)
+    assert effect.rtg_effect == 0.0 and all(v != v for v in effect.recovered)  # NaN: nothing
+    study = SimpleNamespace(
+        patching=patching, carrier_hook=None, direction=direction, steering=effect
+    )
+    headline = {"rtg_carriers": carriers_entry(study), "steering": steering_entry(study)}
+    (line,) = mechanism_sentences(headline)
+    assert "moves no patched context's policy" in line and "no effect" in line

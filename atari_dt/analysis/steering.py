@@ -171,19 +171,25 @@ def steering_effect(
 ) -> SteeringEffect:
     """How far adding the RTG direction (at each hook in turn) moves the low-RTG policy of
     ``contexts`` (ideally others than the direction was measured on) to the high-RTG one.
-
-    Raises:
-        UserError: the RTG change moves none of these contexts' policies (nothing to recover).
-    """
+    When the RTG change moves none of their policies, ``recovered`` is NaN (and
+    ``rtg_effect`` says how little moved): there is nothing to recover."""
     model.eval()
     contexts = contexts.encoded(model)
     low = contexts.with_rtg(scanned_rtg(contexts, direction.low_rtg, direction.mode))  # type: ignore[arg-type]
     high = contexts.with_rtg(scanned_rtg(contexts, direction.high_rtg, direction.mode))  # type: ignore[arg-type]
     p_low, p_high = _policy(model(low)), _policy(model(high))
     effect = _tv(p_low, p_high)
-    if effect.mean() < 1e-9:
-        raise UserError("raising the RTG does not change these contexts' policy; nothing to steer")
     recovered, intervals = [], []
+    if effect.mean() < 1e-9:
+        nan = np.full(len(direction.hooks), np.nan)
+        return SteeringEffect(
+            direction.hooks,
+            nan,
+            np.stack([nan, nan], 1),
+            float(effect.mean()),
+            scale,
+            len(contexts),
+        )
     for row, hook in enumerate(direction.hooks):
         with steering(model, hook, direction.directions[row], scale):
             remaining = _tv(_policy(model(low)), p_high)

@@ -11,12 +11,13 @@ from atari_dt.attribution.objects import ObjectMasses
 from atari_dt.figures import pyplot, save_captioned_gif, save_figure
 
 
-def _symmetric_limit(values: np.ndarray) -> float:
+def symmetric_limit(values: np.ndarray) -> float:
+    """The colour limit of a signed map: its 99.5th percentile of |value| (1 for all zeros)."""
     limit = float(np.percentile(np.abs(values), 99.5))
     return limit if limit > 0 else 1.0
 
 
-def _overlay(ax, frame: np.ndarray, attribution: np.ndarray, limit: float, title: str) -> None:
+def overlay(ax, frame: np.ndarray, attribution: np.ndarray, limit: float, title: str) -> None:
     """A grayscale frame under a signed attribution map (red: raises the target, blue: lowers)."""
     ax.imshow(frame, cmap="gray", vmin=0, vmax=255)
     alpha = np.clip(np.abs(attribution) / limit, 0, 1) * 0.85
@@ -26,7 +27,7 @@ def _overlay(ax, frame: np.ndarray, attribution: np.ndarray, limit: float, title
     ax.set_yticks([])
 
 
-def plot_stack_overlay(
+def plot_stackoverlay(
     frames: torch.Tensor,
     attributions: torch.Tensor,
     path: Path,
@@ -39,12 +40,12 @@ def plot_stack_overlay(
     plt = pyplot()
     frames_np, attr_np = frames.cpu().numpy(), attributions.detach().cpu().numpy()
     S = frames_np.shape[0]
-    limit = _symmetric_limit(attr_np)
+    limit = symmetric_limit(attr_np)
     fig, axes = plt.subplots(1, S + 1, figsize=(2.3 * (S + 1), 2.7))
     for i in range(S):
-        _overlay(axes[i], frames_np[i], attr_np[i], limit, f"frame t-{S - 1 - i}")
+        overlay(axes[i], frames_np[i], attr_np[i], limit, f"frame t-{S - 1 - i}")
     total = attr_np.sum(0)
-    _overlay(axes[S], frames_np[-1], total, _symmetric_limit(total), "sum over the stack")
+    overlay(axes[S], frames_np[-1], total, symmetric_limit(total), "sum over the stack")
     for name, box in (boxes or {}).items():
         if not np.isnan(box).any():
             left, top, right, bottom = box
@@ -71,12 +72,12 @@ def plot_window_strip(
     (``frames`` ``[k, H, W]``, ``maps`` ``[k, H, W]``), one shared colour scale (PNG)."""
     plt = pyplot()
     maps_np = maps.detach().cpu().numpy()
-    limit = _symmetric_limit(maps_np)
+    limit = symmetric_limit(maps_np)
     fig, axes = plt.subplots(1, len(steps), figsize=(1.6 * len(steps), 2.0), squeeze=False)
     for ax, frame, attribution, step in zip(
         axes[0], frames.cpu().numpy(), maps_np, steps, strict=True
     ):
-        _overlay(ax, frame, attribution, limit, f"step {step}")
+        overlay(ax, frame, attribution, limit, f"step {step}")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path, dpi=130)
@@ -122,7 +123,7 @@ def save_attribution_gif(
     the whole GIF, and a caption per frame."""
     from matplotlib import colormaps
 
-    limit = _symmetric_limit(np.concatenate([m.ravel() for m in maps]))
+    limit = symmetric_limit(np.concatenate([m.ravel() for m in maps]))
     colormap = colormaps["RdBu_r"]
     images = []
     for frame, attribution in zip(frames, maps, strict=True):

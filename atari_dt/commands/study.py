@@ -25,6 +25,7 @@ def _targets(text: str | None) -> tuple[float, ...] | None:
 
 def study(args: argparse.Namespace) -> int:
     from atari_dt.io import atomic_write_bytes, staged_outputs
+    from atari_dt.rollout.sweep import no_nan
     from atari_dt.run import load_run
     from atari_dt.study.config import StudyConfig
     from atari_dt.study.report import render_report, write_figures
@@ -53,9 +54,8 @@ def study(args: argparse.Namespace) -> int:
     summary = summarise_study(result, command=command)
     with staged_outputs(out) as stage:  # summary, figures and report appear together
         figures = write_figures(result, stage)
-        atomic_write_bytes(
-            stage / "summary.json", json.dumps(summary, indent=2, default=str).encode()
-        )
+        text = json.dumps(no_nan(summary), indent=2, default=str, allow_nan=False)
+        atomic_write_bytes(stage / "summary.json", text.encode())
         atomic_write_bytes(stage / "report.html", render_report(result, summary, figures).encode())
     print(f"{result.provenance['game']}: RTG-extrapolation study of {result.provenance['run']}")
     for line in summary["verdict"]:

@@ -47,7 +47,7 @@ class SweepResult:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able data; an undefined interval (one episode) becomes null."""
-        return _no_nan(asdict(self))
+        return no_nan(asdict(self))
 
     def to_csv(self) -> str:
         """One row per target: target, n, mean, std, min, max, ci95_low, ci95_high, mean_length."""
@@ -84,13 +84,14 @@ class SweepResult:
         return out.getvalue()
 
 
-def _no_nan(value: Any) -> Any:
+def no_nan(value: Any) -> Any:
+    """``value`` (nested dicts, lists, tuples) with every NaN float as None, for strict JSON."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
+        return {k: no_nan(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_no_nan(v) for v in value]
+        return [no_nan(v) for v in value]
     return value
 
 

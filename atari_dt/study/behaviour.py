@@ -28,9 +28,12 @@ def play_target(
     max_episode_steps: int,
     preset: str = "dqn_replay",
     seed: int = 0,
+    sample: bool = True,
+    temperature: float = 1.0,
     n_envs: int = 8,
 ) -> list[EpisodeResult]:
-    """``episodes`` sampled episodes asking for ``target``, each keeping its actions and the RAM
+    """``episodes`` episodes asking for ``target`` (actions sampled at ``temperature``, or
+    the argmax without ``sample``), each keeping its actions and the RAM
     at every decision. Every target is played from the same env seeds (common random numbers:
     targets are compared on the same starts and sticky-action draws)."""
     from atari_dt.rollout.evaluate import run_episodes
@@ -42,6 +45,8 @@ def play_target(
         episodes,
         reward_units=reward_units,
         n_envs=min(n_envs, episodes),
+        sample=sample,
+        temperature=temperature,
         max_episode_steps=max_episode_steps,
         preset=preset,
         seed=seed,

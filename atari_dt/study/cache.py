@@ -33,14 +33,20 @@ def model_digest(model: Any) -> str:
 
 
 class StudyCache:
-    """Parts of a study, pickled in ``directory`` under ``{name}-{key}.pkl``."""
+    """Parts of a study, pickled in ``directory`` under ``{name}-{key}.pkl`` (a name's
+    ``@...`` suffix, e.g. the target of ``rollouts@800.0``, is for display and in the key).
+    Parts of older inputs stay until ``force`` clears them."""
 
     def __init__(self, directory: Path, identity: dict[str, Any], *, force: bool = False) -> None:
         self.directory, self.identity, self.force = Path(directory), identity, force
         self.computed: list[str] = []
         self.reused: list[str] = []
+        if force:  # every part is recomputed: older inputs' parts go too
+            for old in self.directory.glob("*.pkl"):
+                old.unlink()
 
     def key(self, name: str, params: dict[str, Any]) -> str:
+        """The part's file key: SHA-256 of the identity, the name and the parameters."""
         payload = {"format": FORMAT, "identity": self.identity, "name": name, "params": params}
         text = json.dumps(payload, sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -48,7 +54,7 @@ class StudyCache:
     def get(self, name: str, params: dict[str, Any], compute: Callable[[], T]) -> T:
         """The cached part ``name`` for ``params``, or ``compute()`` saved for next time. A
         cache file that cannot be read is recomputed (with a warning), never trusted."""
-        path = self.directory / f"{name}-{self.key(name, params)}.pkl"
+        path = self.directory / f"{name.split('@')[0]}-{self.key(name, params)}.pkl"
         if path.exists() and not self.force:
             try:
                 value = pickle.loads(path.read_bytes())
@@ -61,8 +67,6 @@ class StudyCache:
                 return value
         value = compute()
         self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self.directory.glob(f"{name}-*.pkl"):  # older inputs' copies of this part
-            stale.unlink(missing_ok=True)
         atomic_write_bytes(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
         self.computed.append(name)
         return value

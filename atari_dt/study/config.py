@@ -33,7 +33,7 @@ class StudyConfig:
     pixel_contexts: int = 4
     """Decisions attributed to pixels at every target."""
 
-    n_steps: int = 32
+    n_steps: int = 64
     """Integration points of every integrated-gradients attribution."""
 
     max_episode_steps: int | None = None

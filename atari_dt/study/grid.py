@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BEYOND = (1.5, 2.0, 3.0, 4.0)  # multiples of the data's max asked for beyond it
+BEYOND = (1.5, 2.0, 3.0, 4.0)  # "multiples" of the data's max asked for beyond it (see below)
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,13 @@ def target_grid(marks: Landmarks, targets: tuple[float, ...] | None = None) -> n
     """Increasing targets ``[G]``: ``targets`` when given, else a point below the data's
     minimum, the minimum, the training median and max, the data max and ``BEYOND`` multiples of
     it; the training median and max and the data max are always included."""
-    scale = max(abs(marks.data_max), 1.0)
     if targets is None:
         span = max(marks.data_max - marks.data_min, 1.0)
+        # m x the data's max for positive returns; for a negative max (Pong's clipped -21..-5)
+        # the same steps of max(|max|, span) beyond it, so the points still lie above.
+        step = max(abs(marks.data_max), span) if marks.data_max <= 0 else marks.data_max
         points = [marks.data_min - 0.25 * span, marks.data_min]
-        points += [m * scale for m in BEYOND]
+        points += [marks.data_max + (m - 1) * step for m in BEYOND]
     else:
         points = list(targets)
     points += [marks.train_median, marks.train_max, marks.data_max]

@@ -65,10 +65,14 @@ class Agreement:
     mean: float
     interval: tuple[float, float]
     episodes: int
+    values: tuple[float, ...] = ()
+    """Each episode's agreement."""
 
 
-def _agreement(values: list[float]) -> Agreement:
-    return Agreement(float(np.mean(values)), mean_interval(values), len(values))
+def pooled(values: list[float]) -> Agreement:
+    """The ``Agreement`` of per-episode agreements ``values`` (NaN mean for none)."""
+    mean = float(np.mean(values)) if values else float("nan")
+    return Agreement(mean, mean_interval(values), len(values), tuple(values))
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class Imitation:
     data: dict[str, Agreement]
     targets: list[float]
     rollouts: list[Agreement]
-    imitated: list[str]
+    imitated: list[str | None]
 
 
 def data_agreement(
@@ -101,10 +105,12 @@ def data_agreement(
         label = behaviour_label(spec) or "unknown"
         if len(by_label.setdefault(label, [])) >= max_per_behaviour:
             continue
-        episode = store.episode(int(e))
+        start = int(store.offsets[int(e)])
+        span = slice(start, start + int(store.lengths[int(e)]))  # RAM and actions, no frames
+        ram, actions = store.h5["ram"][span], store.h5["actions"][span]
         shadow = make_shadow(store.game, found)
-        by_label[label].append(shadow_agreement(shadow, episode.ram, episode.actions, meanings))
-    return found, {label: _agreement(values) for label, values in sorted(by_label.items())}
+        by_label[label].append(shadow_agreement(shadow, ram, actions, meanings))
+    return found, {label: pooled(values) for label, values in sorted(by_label.items())}
 
 
 def rollout_agreement(
@@ -114,11 +120,13 @@ def rollout_agreement(
     values = [
         shadow_agreement(make_shadow(game, expert), e.ram, e.actions, meanings) for e in episodes
     ]
-    return _agreement(values)
+    return pooled(values)
 
 
-def nearest_behaviour(data: dict[str, Agreement], agreement: float) -> str:
-    """The data behaviour whose mean agreement is nearest ``agreement``."""
+def nearest_behaviour(data: dict[str, Agreement], agreement: float) -> str | None:
+    """The data behaviour whose mean agreement is nearest ``agreement`` (None for NaN)."""
+    if not np.isfinite(agreement):
+        return None
     return min(data, key=lambda label: abs(data[label].mean - agreement))
 
 

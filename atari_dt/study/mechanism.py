@@ -18,6 +18,8 @@ from atari_dt.datasets.contexts import Contexts
 from atari_dt.intervals import bootstrap_interval
 
 CARRIED = 0.5  # patching the decision token restores at least half the RTG's effect
+MOVED = 1e-3  # total variation: a context whose policy the RTG moves less is not patched
+# (restored fractions of a change near float rounding, ~1e-6 on a logit, are noise of order 1)
 
 
 def rtg_contrast(high_logits: torch.Tensor, low_logits: torch.Tensor) -> Target | None:
@@ -34,7 +36,9 @@ def rtg_contrast(high_logits: torch.Tensor, low_logits: torch.Tensor) -> Target 
 @dataclass(frozen=True)
 class RtgPatching:
     """Denoising patches of the ``high_rtg`` run (clean) into the ``low_rtg`` run (corrupted),
-    averaged over the ``contexts`` whose policy the change moves (``skipped`` did not):
+    averaged over the ``contexts`` whose policy the change moves by at least ``MOVED`` total
+    variation (``skipped`` did not; with ``contexts == 0`` the arrays are NaN: the RTG moves
+    nothing there is to trace):
     ``residual`` ``[n_layers, P]`` (``blocks.{l}.hook_resid_pre`` at one position) and
     ``heads`` ``[n_layers, n_heads]`` of the fraction of the change restored (1: that
     activation carries all of it), ``heads_interval`` ``[n_layers, n_heads, 2]`` their 95%
@@ -51,20 +55,21 @@ class RtgPatching:
     skipped: int
 
     def top_heads(self, k: int = 3) -> list[tuple[str, float, tuple[float, float]]]:
-        """The ``k`` heads that restore most, with their intervals."""
+        """The ``k`` heads that restore most, with their intervals (the interval of a head
+        picked as the largest of many is optimistic: it is the same contexts' bootstrap)."""
         flat, intervals = self.heads.reshape(-1), self.heads_interval.reshape(-1, 2)
         order = np.argsort(-flat)[:k]
         return [(self.head_labels[i], float(flat[i]), tuple(intervals[i])) for i in order]
 
-    def carrier_hook(self, tokens_per_step: int) -> str:
-        """The first residual hook where patching the last state token alone restores at least
-        ``CARRIED`` of the change (the RTG has reached the decision by then); the final
-        residual when no earlier one does."""
-        last_state = self.residual.shape[1] - tokens_per_step + 1  # steps are (R, s, a)
+    def carrier_hook(self, cfg: Any) -> str | None:
+        """The first residual hook (``blocks.{l}.hook_resid_pre``) where patching the last
+        state token alone restores at least ``CARRIED`` of the change: the RTG has reached the
+        decision by then. None when no layer does (or nothing was patched)."""
+        last_state = cfg.token_index(-1, self.residual.shape[1] // cfg.tokens_per_step)
         for layer, restored in enumerate(self.residual[:, last_state]):
             if restored >= CARRIED:
                 return f"blocks.{layer}.hook_resid_pre"
-        return f"blocks.{self.residual.shape[0] - 1}.hook_resid_post"
+        return None
 
 
 def rtg_patching(
@@ -73,22 +78,23 @@ def rtg_patching(
     """Patch each context's high-RTG run into its low-RTG run (constant RTG), by layer x
     position and by head (see ``RtgPatching``).
 
-    Raises:
-        UserError: no context's policy changes between the two RTGs.
+    A context whose policy the change moves by less than ``MOVED`` is skipped; when every
+    one is, the result says so (``contexts == 0``) rather than tracing rounding noise.
     """
     from atari_dt.analysis.attention import token_labels
-    from atari_dt.errors import UserError
 
     model.eval()
     contexts = contexts.encoded(model)
-    residual, heads, labels = [], [], []
+    residual, heads = [], []
     for i in range(len(contexts)):
         one = contexts[i]
         high = one.with_rtg(scanned_rtg(one, high_rtg, "constant"))
         low = one.with_rtg(scanned_rtg(one, low_rtg, "constant"))
         with torch.no_grad():
-            target = rtg_contrast(model(high)[0, -1], model(low)[0, -1])
-        if target is None:
+            high_logits, low_logits = model(high)[0, -1], model(low)[0, -1]
+        moved = 0.5 * float((high_logits.softmax(-1) - low_logits.softmax(-1)).abs().sum())
+        target = rtg_contrast(high_logits, low_logits)
+        if target is None or moved < MOVED:
             continue
         try:
             residual.append(patch_residual(model, high, low, target).restored.numpy())
@@ -96,12 +102,14 @@ def rtg_patching(
         except NothingToRestore:
             continue
         heads.append(by_head.restored.numpy())
-        labels = by_head.labels
-    if not heads:
-        raise UserError(
-            f"raising the RTG from {low_rtg:g} to {high_rtg:g} changes none of the "
-            f"{len(contexts)} contexts' policies: there is nothing for patching to trace"
-        )
+    labels = [
+        f"L{layer}H{h}" for layer in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)
+    ]
+    P = contexts.length * model.cfg.tokens_per_step
+    if not heads:  # nothing moved: NaN results that say so
+        residual = [np.full((model.cfg.n_layers, P), np.nan)]
+        heads = [np.full((model.cfg.n_layers, model.cfg.n_heads), np.nan)]
+    used = 0 if np.isnan(heads[0]).all() else len(heads)
     stacked = np.stack(heads)  # [N, L, H]
     intervals = np.array(
         [
@@ -117,6 +125,6 @@ def rtg_patching(
         heads_interval=intervals,
         position_labels=token_labels(model.cfg, contexts.length),
         head_labels=labels,
-        contexts=len(heads),
-        skipped=len(contexts) - len(heads),
+        contexts=used,
+        skipped=len(contexts) - used,
     )

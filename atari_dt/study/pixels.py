@@ -5,6 +5,7 @@ grows, and the mechanism's components (a head, the RTG direction) attributed to 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +55,9 @@ class Attributed:
 
 
 def _attributed(model: Any, context: Contexts, metric: Metric, n_steps: int) -> Attributed:
-    result = attribute_pixels(model, context, metric, baseline="black", n_steps=n_steps)
+    with warnings.catch_warnings():  # convergence is reported once, as worst_completeness
+        warnings.filterwarnings("ignore", message="integrated gradients did not converge")
+        result = attribute_pixels(model, context, metric, baseline="black", n_steps=n_steps)
     boxes = newest_boxes(context)
     newest = result.newest
     shares: dict[str, float] = {}
@@ -106,7 +109,9 @@ class PixelStudy:
 
 
 def _token_shares(model: Any, context: Contexts, target: Target, n_steps: int) -> np.ndarray:
-    tokens = attribute_tokens(model, context, target, n_steps=n_steps)
+    with warnings.catch_warnings():  # shares only: their completeness is not the point here
+        warnings.filterwarnings("ignore", message="integrated gradients did not converge")
+        tokens = attribute_tokens(model, context, target, n_steps=n_steps)
     magnitude = tokens.by_token.abs().sum(dim=1).double().numpy()  # [3]
     return magnitude / max(magnitude.sum(), 1e-12)
 
@@ -118,7 +123,7 @@ def pixel_study(
     reference_rtg: float,
     *,
     mechanism: dict[str, Any] | None = None,
-    n_steps: int = 32,
+    n_steps: int = 64,
     progress: bool = True,
 ) -> PixelStudy:
     """Attribute each context's decision at every grid RTG (``reference_rtg`` must be one).

@@ -89,7 +89,8 @@ def plot_imitation(study: Study, path: Path) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.8))
     im = study.imitation
-    assert im is not None
+    if im is None:
+        raise ValueError("the study measured no imitation (no expert or RAM in the data)")
     _mark(ax, study)
     means = np.array([a.mean for a in im.rollouts])
     ci = np.array([a.interval for a in im.rollouts], dtype=float)
@@ -168,7 +169,7 @@ def plot_steering(study: Study, path: Path) -> Path:
 def plot_pixel_maps(study: Study, path: Path, decisions: int = 2) -> Path:
     """The newest frame with its IG map at each RTG, for the first ``decisions`` decisions,
     and the mechanism's components attributed to the same frames."""
-    from atari_dt.attribution.plots import _overlay, _symmetric_limit
+    from atari_dt.attribution.plots import overlay, symmetric_limit
 
     px = study.pixels
     mech = list(px.mechanism.items())
@@ -178,14 +179,14 @@ def plot_pixel_maps(study: Study, path: Path, decisions: int = 2) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
     for k in range(rows):
         maps = [a.map for a in px.attributions[k]]
-        limit = _symmetric_limit(np.stack(maps))
+        limit = symmetric_limit(np.stack(maps))
         for g, m in enumerate(maps):
-            _overlay(axes[k, g], px.frames[k], m, limit, f"RTG {px.rtg[g]:g}")
+            overlay(axes[k, g], px.frames[k], m, limit, f"RTG {px.rtg[g]:g}")
         for j, (label, runs) in enumerate(mech):
             for i, side in enumerate(("reference", "top")):
                 m = runs[side][k].map
                 ax = axes[k, len(px.rtg) + 2 * j + i]
-                _overlay(ax, px.frames[k], m, _symmetric_limit(m), f"{label.split(' ')[0]} @{side}")
+                overlay(ax, px.frames[k], m, symmetric_limit(m), f"{label.split(' ')[0]} @{side}")
     fig.tight_layout()
     return save_figure(fig, path)
 

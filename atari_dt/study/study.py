@@ -51,7 +51,8 @@ class Study:
     divergence: PolicyDivergence
     imitation: Imitation | None
     patching: RtgPatching
-    carrier_hook: str
+    carrier_hook: str | None
+    """The residual hook where the RTG has reached the decision, or None (patching found none)."""
     direction: RtgDirection
     steering: SteeringEffect
     steered: SteeredRollouts | None
@@ -82,10 +83,10 @@ def run_study(
 ) -> Study:
     """The study of ``run`` (``load_run``) with ``config``; finished parts are cached in
     ``cache_dir`` and reused by a later call with the same inputs (``force``: recompute).
+    When raising the RTG moves no policy, the mechanism parts say so instead of failing.
 
     Raises:
-        UserError: a behaviour-cloning run (no RTG to study), bad settings (``StudyConfig``),
-            or an RTG change that moves no context's policy.
+        UserError: a behaviour-cloning run (no RTG to study) or bad settings (``StudyConfig``).
     """
     from atari_dt.errors import UserError
     from atari_dt.study.cache import StudyCache, model_digest
@@ -98,32 +99,31 @@ def run_study(
     provenance = _provenance(run, config, cap)
     identity = {"model": model_digest(model), "store": provenance["store_fingerprint"]}
     cache = StudyCache(cache_dir, identity, force=force)
-    store = run.store
-    complete = store.returns[np.asarray(store.complete, dtype=bool)]
-    marks = landmarks(complete if len(complete) else store.returns, run.train_returns)
-    grid = target_grid(marks, config.targets)
-    parts = _Parts(run, config, cache, marks, grid, cap, progress)
-    sweep, gains, histograms = parts.behaviour()
+    complete = run.store.returns[np.asarray(run.store.complete, dtype=bool)]
+    marks = landmarks(complete if len(complete) else run.store.returns, run.train_returns)
+    parts = _Parts(run, config, cache, marks, target_grid(marks, config.targets), cap, progress)
+    rollouts = parts.rollouts()
+    sweep, gains, histograms = parts.behaviour(rollouts)
     scan, divergence = parts.scan()
     patching = parts.patching()
-    carrier = patching.carrier_hook(model.cfg.tokens_per_step)
+    carrier = patching.carrier_hook(model.cfg)
     direction, steering = parts.steering()
     return Study(
         config=config,
         provenance=provenance,
         marks=marks,
-        grid=grid,
+        grid=parts.grid,
         sweep=sweep,
         gains=gains,
         action_histograms=histograms,
         scan=scan,
         divergence=divergence,
-        imitation=parts.imitation(sweep),
+        imitation=parts.imitation(rollouts),
         patching=patching,
         carrier_hook=carrier,
         direction=direction,
         steering=steering,
-        steered=parts.steered(direction, carrier) if config.steer else None,
+        steered=parts.steered(direction, carrier, rollouts) if config.steer and carrier else None,
         pixels=parts.pixels(patching, direction, carrier),
         computed=cache.computed,
         reused=cache.reused,
@@ -149,37 +149,64 @@ class _Parts:
     def _contexts(self, n: int, offset: int) -> Any:
         return self.run.sample_contexts(n, seed=self.config.seed + offset)
 
-    def behaviour(self) -> tuple[SweepResult, dict[str, ExtrapolationGain | None], np.ndarray]:
+    def _rollout_params(self) -> dict[str, Any]:
+        ev = self.run.config.eval
+        return {
+            "episodes": self.config.episodes,
+            "cap": self.cap,
+            "seed": self.config.seed,
+            "units": self.units,
+            "preset": ev.preset,
+            "sample": ev.sample,
+            "temperature": ev.temperature,
+            "envs": ev.envs,
+        }
+
+    def _play(self, target: float) -> list[Any]:
+        from atari_dt.study.behaviour import play_target
+
+        ev = self.run.config.eval
+        return play_target(
+            self.run.model,
+            self.run.game,
+            target,
+            self.config.episodes,
+            reward_units=self.units,
+            max_episode_steps=self.cap,
+            preset=ev.preset,
+            seed=self.config.seed,
+            sample=ev.sample,
+            temperature=ev.temperature,
+            n_envs=ev.envs,
+        )
+
+    def rollouts(self) -> dict[float, list[Any]]:
+        """Target -> its episodes (actions and RAM recorded), one cached part per target."""
         from tqdm.auto import tqdm
 
-        from atari_dt.rollout.sweep import summarise
-        from atari_dt.study.behaviour import action_histograms, extrapolation_gain, play_target
-
-        results = []
+        out = {}
         for target in tqdm(
             self.grid, desc="study rollouts", unit="target", disable=not self.progress
         ):
-            params = {"target": float(target), **self._rollout_params()}
-            results += self.cache.get(
-                f"rollouts-{target:g}",
-                params,
-                lambda target=target: play_target(
-                    self.run.model,
-                    self.run.game,
-                    float(target),
-                    self.config.episodes,
-                    reward_units=self.units,
-                    max_episode_steps=self.cap,
-                    seed=self.config.seed,
-                ),
-            )
+            t = float(target)
+            params = {"target": t, **self._rollout_params()}
+            out[t] = self.cache.get(f"rollouts@{t!r}", params, lambda t=t: self._play(t))
+        return out
+
+    def behaviour(
+        self, rollouts: dict[float, list[Any]]
+    ) -> tuple[SweepResult, dict[str, ExtrapolationGain | None], np.ndarray]:
+        from atari_dt.rollout.sweep import summarise
+        from atari_dt.study.behaviour import action_histograms, extrapolation_gain
+
+        ev = self.run.config.eval
         sweep = summarise(
-            results,
+            [e for episodes in rollouts.values() for e in episodes],
             game=self.run.game,
             reward_units=self.units,
             data_return_range=(self.marks.data_min, self.marks.data_max),
-            sample=True,
-            temperature=1.0,
+            sample=ev.sample,
+            temperature=ev.temperature,
         )
         gains = {
             "data_max": extrapolation_gain(sweep, self.marks.data_max, "the data's best return")
@@ -189,9 +216,6 @@ class _Parts:
                 sweep, self.marks.train_max, "the best training return"
             )
         return sweep, gains, action_histograms(sweep)
-
-    def _rollout_params(self) -> dict[str, Any]:
-        return {"episodes": self.config.episodes, "cap": self.cap, "seed": self.config.seed}
 
     def scan(self) -> tuple[ScanReport, PolicyDivergence]:
         from atari_dt.analysis.scan_report import scan_report
@@ -213,46 +237,47 @@ class _Parts:
         )
         return report, policy_divergence(report.scan, self.marks.train_max, seed=self.config.seed)
 
+    def _low_high(self) -> tuple[float, float]:
+        """The in-distribution and the out-of-distribution RTG of patching and steering."""
+        return self.marks.train_median, float(self.grid[-1])
+
     def patching(self) -> RtgPatching:
         from atari_dt.study.mechanism import rtg_patching
 
-        n = self.config.patch_contexts
-        params = {"contexts": n, "low": self.marks.train_median, "high": float(self.grid[-1])}
+        n, (low, high) = self.config.patch_contexts, self._low_high()
+        params = {"contexts": n, "low": low, "high": high, "seed": self.config.seed}
         return self.cache.get(
             "patching",
-            {**params, "seed": self.config.seed},
+            params,
             lambda: rtg_patching(
-                self.run.model,
-                self._contexts(n, 0),
-                self.marks.train_median,
-                float(self.grid[-1]),
-                seed=self.config.seed,
+                self.run.model, self._contexts(n, 0), low, high, seed=self.config.seed
             ),
         )
 
-    def steering(self) -> tuple[RtgDirection, SteeringEffect]:
-        from atari_dt.analysis.steering import rtg_direction, steering_effect
-
-        low, high = self.marks.train_median, float(self.grid[-1])
-        params = {
+    def _direction_params(self) -> dict[str, Any]:
+        low, high = self._low_high()
+        return {
             "contexts": self.config.contexts,
             "low": low,
             "high": high,
             "seed": self.config.seed,
         }
+
+    def steering(self) -> tuple[RtgDirection, SteeringEffect]:
+        from atari_dt.analysis.steering import rtg_direction, steering_effect
+
+        low, high = self._low_high()
+        measured, held_out = _split_held_out(self._contexts(2 * self.config.contexts, 0))
+        params = self._direction_params()
         direction = self.cache.get(
-            "rtg_direction",
-            params,
-            lambda: rtg_direction(
-                self.run.model, self._contexts(self.config.contexts, 0), low, high
-            ),
+            "rtg_direction", params, lambda: rtg_direction(self.run.model, measured, low, high)
         )
         effect = self.cache.get(
             "steering",
             {**params, "scale": self.config.steer_scale},
             lambda: steering_effect(
                 self.run.model,
-                self._contexts(self.config.contexts, 1),  # held out: another draw
+                held_out,
                 direction,
                 scale=self.config.steer_scale,
                 seed=self.config.seed,
@@ -260,7 +285,7 @@ class _Parts:
         )
         return direction, effect
 
-    def imitation(self, sweep: SweepResult) -> Imitation | None:
+    def imitation(self, rollouts: dict[float, list[Any]]) -> Imitation | None:
         from atari_dt.study.imitation import (
             action_meanings,
             data_agreement,
@@ -275,65 +300,59 @@ class _Parts:
         if expert is None or not data:
             return None
         meanings = action_meanings(self.run.game)
-        rollouts = []
-        for target in self.grid:
-            episodes = self.cache.get(
-                f"rollouts-{target:g}", {"target": float(target), **self._rollout_params()}, list
-            )
-            rollouts.append(rollout_agreement(self.run.game, expert, episodes, meanings))
-        imitated = [nearest_behaviour(data, a.mean) for a in rollouts]
-        return Imitation(
-            str(expert["name"]), data, [float(t) for t in self.grid], rollouts, imitated
-        )
+        agreements = [
+            rollout_agreement(self.run.game, expert, rollouts[float(t)], meanings)
+            for t in self.grid
+        ]
+        imitated = [nearest_behaviour(data, a.mean) for a in agreements]
+        targets = [float(t) for t in self.grid]
+        return Imitation(str(expert["name"]), data, targets, agreements, imitated)
 
-    def steered(self, direction: RtgDirection, hook: str) -> SteeredRollouts:
+    def steered(
+        self, direction: RtgDirection, hook: str, rollouts: dict[float, list[Any]]
+    ) -> SteeredRollouts:
         from atari_dt.analysis.steering import steering
-        from atari_dt.study.behaviour import play_target
 
-        target = self.marks.train_median
-        row = direction.index(hook)
+        target, row = self.marks.train_median, direction.index(hook)
 
         def play() -> list[float]:
             with steering(self.run.model, hook, direction.directions[row], self.config.steer_scale):
-                played = play_target(
-                    self.run.model,
-                    self.run.game,
-                    target,
-                    self.config.episodes,
-                    reward_units=self.units,
-                    max_episode_steps=self.cap,
-                    seed=self.config.seed,
-                )
-            return [p.achieved(self.units) for p in played]
+                return [p.achieved(self.units) for p in self._play(target)]
 
-        params = {"hook": hook, "scale": self.config.steer_scale, **self._rollout_params()}
-        steered = self.cache.get("steered_rollouts", {**params, "target": target}, play)
-        plain = self.cache.get(
-            f"rollouts-{target:g}", {"target": float(target), **self._rollout_params()}, list
-        )
-        return SteeredRollouts(
-            target, hook, self.config.steer_scale, steered, [p.achieved(self.units) for p in plain]
-        )
+        params = {
+            "hook": hook,
+            "scale": self.config.steer_scale,
+            "target": target,
+            "direction": self._direction_params(),
+            **self._rollout_params(),
+        }
+        steered = self.cache.get("steered_rollouts", params, play)
+        plain = [p.achieved(self.units) for p in rollouts[float(target)]]
+        return SteeredRollouts(target, hook, self.config.steer_scale, steered, plain)
 
-    def pixels(self, patching: RtgPatching, direction: RtgDirection, carrier: str) -> PixelStudy:
+    def pixels(
+        self, patching: RtgPatching, direction: RtgDirection, carrier: str | None
+    ) -> PixelStudy:
         from atari_dt.study.pixels import pixel_study
 
         marks, top = self.marks, float(self.grid[-1])
-        grid = np.unique(
-            [marks.train_median, marks.train_max, marks.data_max, 2 * marks.data_max, top]
-        )
-        ((head, _, _),) = patching.top_heads(1)
+        beyond = self.grid[self.grid > marks.data_max]
+        grid = np.unique([marks.train_median, marks.train_max, marks.data_max, *beyond[:1], top])
+        mechanism, head = {}, None
+        if patching.contexts and carrier is not None:
+            ((head, _, _),) = patching.top_heads(1)
+            mechanism = _mechanism_targets(
+                self.run.model, head, direction, carrier, *self._low_high()
+            )
         params = {
             "grid": grid.tolist(),
             "contexts": self.config.pixel_contexts,
             "n_steps": self.config.n_steps,
             "head": head,
             "carrier": carrier,
+            "direction": self._direction_params(),
             "seed": self.config.seed,
         }
-        mechanism = _mechanism_targets(
-            self.run.model, head, direction, carrier, marks.train_median, top
-        )
         return self.cache.get(
             "pixels",
             params,
@@ -347,6 +366,15 @@ class _Parts:
                 progress=self.progress,
             ),
         )
+
+
+def _split_held_out(contexts: Any) -> tuple[Any, Any]:
+    """Two disjoint halves of ``contexts``' distinct windows (by store row, alternating): the
+    RTG direction is measured on one and steering checked on the other."""
+    rows = contexts.rows if contexts.rows is not None else np.arange(len(contexts))
+    _, first = np.unique(np.asarray(rows), return_index=True)
+    order = np.sort(first)
+    return contexts[order[0::2]], contexts[order[1::2]]
 
 
 def _mechanism_targets(

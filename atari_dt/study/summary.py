@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from atari_dt.intervals import bootstrap_interval, difference_interval, jsonable
+from atari_dt.intervals import bootstrap_interval, difference_interval, jsonable, mean_interval
 from atari_dt.study.mechanism import CARRIED
 from atari_dt.study.study import Study
 
@@ -29,10 +29,14 @@ def _entry(
 
 
 def gain_entry(study: Study, key: str) -> dict | None:
+    """The extrapolation gain against the data's (``data_max``) or the training data's
+    (``train_max``) best return, with the return achieved above it against that return."""
     gain = study.gains.get(key)
     if gain is None:
         return None
     targets = ", ".join(f"{t:g}" for t in gain.above)
+    above = [r for s in study.sweep.targets if s.target in gain.above for r in s.returns]
+    achieved = float(np.mean(above))
     return _entry(
         gain.gain,
         f"mean achieved return of the {gain.episodes_above} episodes at targets above "
@@ -42,10 +46,15 @@ def gain_entry(study: Study, key: str) -> dict | None:
         interval=gain.interval,
         units=study.sweep.reward_units,
         reference=gain.reference,
+        achieved_above=achieved,
+        achieved_above_interval=jsonable(mean_interval(above)),
+        achieved_how="mean achieved return at those targets, 95% t interval over episodes: "
+        "it extrapolates only if this lies above the reference return itself",
     )
 
 
 def divergence_entry(study: Study) -> dict:
+    """The policy's divergence on the same states, top target against best training return."""
     d = study.divergence
     return _entry(
         float(d.mean[-1]),
@@ -58,6 +67,7 @@ def divergence_entry(study: Study) -> dict:
 
 
 def saturation_entry(study: Study) -> dict:
+    """Where the policy stops changing along the scan, against the data's best return."""
     sat = study.scan.saturation
     return _entry(
         sat.saturation_rtg,
@@ -75,8 +85,10 @@ def saturation_entry(study: Study) -> dict:
 
 
 def carriers_entry(study: Study) -> dict:
+    """The heads patching finds carrying the RTG, and the carrier hook."""
     p = study.patching
     heads = [{"head": h, "restored": r, "interval": jsonable(i)} for h, r, i in p.top_heads(3)]
+    heads = heads if p.contexts else []  # nothing moved: no head to name
     return _entry(
         heads,
         f"denoising activation patching of each head's output (hook_z) from the RTG "
@@ -85,6 +97,9 @@ def carriers_entry(study: Study) -> dict:
         f"{p.contexts} contexts ({p.skipped} skipped: the RTG did not move them); 95% "
         "percentile bootstrap over contexts",
         carrier_hook=study.carrier_hook,
+        contexts=p.contexts,
+        low_rtg=p.low_rtg,
+        high_rtg=p.high_rtg,
         carrier_how=(
             "the first residual hook where patching the last state token alone restores at "
             "least half the change"
@@ -93,18 +108,27 @@ def carriers_entry(study: Study) -> dict:
 
 
 def steering_entry(study: Study) -> dict:
+    """What steering by the RTG direction at the carrier hook recovers."""
     s = study.steering
-    row = s.hooks.index(study.carrier_hook)
+    hook = study.carrier_hook or s.hooks[-1]  # no carrier: the final residual, which has it all
+    row = s.hooks.index(hook)
+    value = float(s.recovered[row])
+    where = (
+        "where patching finds the RTG"
+        if study.carrier_hook
+        else "the final residual: patching found no carrier"
+    )
     return _entry(
-        float(s.recovered[row]),
+        value if math.isfinite(value) else None,
         f"1 - mean TV(steered, high) / mean TV(low, high) over {s.contexts} held-out contexts: "
         f"the RTG {study.direction.low_rtg:g} run with {s.scale:g} x the RTG direction (mean "
         f"residual difference to the RTG {study.direction.high_rtg:g} run over "
         f"{study.direction.contexts} other contexts, per token kind) added at "
-        f"{study.carrier_hook}; 1 = steering does what raising the RTG does; 95% percentile "
-        "bootstrap over contexts",
+        f"{hook} ({where}); "
+        "1 = steering does what raising the RTG does; 95% percentile bootstrap over contexts",
         interval=tuple(s.interval[row]),
-        hook=study.carrier_hook,
+        hook=hook,
+        rtg_effect=s.rtg_effect,
         by_hook={h: float(v) for h, v in zip(s.hooks, s.recovered, strict=True)},
     )
 
@@ -125,9 +149,10 @@ def pixel_entries(study: Study) -> dict[str, Any]:
     px, seed = study.pixels, study.config.seed
     ref = int(np.flatnonzero(np.isclose(px.rtg, px.reference_rtg))[0])
     top_rho = px.rank_correlation[:, -1]
+    top_rho = top_rho[np.isfinite(top_rho)]  # a constant map has no rank correlation
     out = {
         "map_rank_correlation_at_top": _entry(
-            float(np.mean(top_rho)),
+            float(np.mean(top_rho)) if len(top_rho) else None,
             f"Spearman correlation of |IG| maps (black baseline, {study.config.n_steps} steps) "
             f"of the same {len(top_rho)} decisions at RTG {px.rtg[-1]:g} and at the best "
             f"training return {px.reference_rtg:g}; mean over decisions; 95% bootstrap",
@@ -176,6 +201,7 @@ def pixel_entries(study: Study) -> dict[str, Any]:
 
 
 def imitation_entry(study: Study) -> dict | None:
+    """The DT's agreement with the expert above the data, pooled over episodes."""
     im = study.imitation
     if im is None:
         return None
@@ -183,20 +209,27 @@ def imitation_entry(study: Study) -> dict | None:
     at = im.targets.index(study.marks.train_max) if study.marks.train_max in im.targets else None
     if not above:
         return None
-    values = [im.rollouts[i].mean for i in above]
-    mean = float(np.mean(values))
+    from atari_dt.study.imitation import nearest_behaviour, pooled
+
+    agreement = pooled([v for i in above for v in im.rollouts[i].values])
+    low, high = agreement.interval
+    within = [  # every data behaviour whose agreement the DT's interval holds
+        label for label, a in im.data.items() if math.isfinite(low) and low <= a.mean <= high
+    ]
     entry = _entry(
-        mean,
+        agreement.mean if math.isfinite(agreement.mean) else None,
         f"fraction of steps where the DT's action equals the scripted {im.expert}'s on the same "
-        "emulator state (RAM; the expert shadows each episode), mean over the targets above the "
-        "data's best return; the behaviour named is the data's whose own agreement is nearest",
-        interval=im.rollouts[above[-1]].interval,
-        interval_of=f"the top target {im.targets[above[-1]]:g} (t interval over episodes)",
-        imitates=im.imitated[above[-1]],
+        f"emulator state (RAM; the expert shadows each episode), over the {agreement.episodes} "
+        "episodes at targets above the data's best return; 95% t interval over episodes; the "
+        "behaviour named is the data's whose own agreement is nearest",
+        interval=agreement.interval,
+        imitates=nearest_behaviour(im.data, agreement.mean),
+        consistent_with=within,
         data={label: a.mean for label, a in im.data.items()},
     )
     if at is not None:
         entry["at_best_training_return"] = im.rollouts[at].mean
+        entry["at_best_training_return_imitates"] = im.imitated[at]
     return entry
 
 
@@ -255,7 +288,8 @@ def _sign(interval: list[float] | None) -> int:
 
 
 def extrapolation_sentence(entry: dict | None, units: str) -> str:
-    """What the gain says, by the sign its interval allows."""
+    """What the gain says, by what its intervals allow: "extrapolates" needs the gain above 0
+    *and* the return achieved above the reference above the reference return itself."""
     if entry is None:
         return (
             "No target above the data's best return was played: nothing to say about extrapolation."
@@ -263,13 +297,49 @@ def extrapolation_sentence(entry: dict | None, units: str) -> str:
     ref, value = entry["reference"], entry["value"]
     text = f"{value:+.3g} {units} {_interval_text(entry)}"
     side = _sign(entry["interval"])
+    achieved = entry.get("achieved_above")
+    reached = entry.get("achieved_above_interval")
+    got = (
+        ""
+        if achieved is None
+        else f"; achieved {achieved:.4g} {_interval_text({'interval': reached})}"
+    )
+    if side > 0 and reached and reached[0] > ref:
+        return (
+            f"Asked for more than {ref:g}, the policy achieves more ({text}) and beyond {ref:g} "
+            f"itself{got} — it extrapolates."
+        )
     if side > 0:
-        return f"Asked for more than {ref:g}, the policy achieves more: {text} — it extrapolates."
+        return (
+            f"Asked for more than {ref:g}, the policy achieves more ({text}), but not "
+            f"demonstrably beyond {ref:g}{got} — no extrapolation past the data."
+        )
     if side < 0:
-        return f"Asked for more than {ref:g}, the policy achieves less: {text}."
+        return f"Asked for more than {ref:g}, the policy achieves less: {text}{got}."
     return (
         f"Asked for more than {ref:g}, the policy achieves no detectably different return: "
-        f"{text} holds 0 — no evidence of extrapolation."
+        f"{text} holds 0{got} — no evidence of extrapolation."
+    )
+
+
+def divergence_sentence(entry: dict) -> str:
+    """Whether the action distribution on the same states changes beyond the data: a change
+    when the interval lies above ``NEGLIGIBLE_JS``, none when it lies below, else undecided."""
+    text = f"JS {entry['value']:.3g} nats {_interval_text(entry)}"
+    interval = entry["interval"]
+    if interval and interval[0] > NEGLIGIBLE_JS:
+        return (
+            f"On the same states the action distribution changes beyond the data: {text} "
+            "between the best training return and the top target."
+        )
+    if interval and interval[1] < NEGLIGIBLE_JS:
+        return (
+            f"On the same states the action distribution does not change beyond the data: "
+            f"{text}, below {NEGLIGIBLE_JS} nats."
+        )
+    return (
+        f"Whether the action distribution on the same states changes beyond the data cannot be "
+        f"told from these contexts: {text} straddles {NEGLIGIBLE_JS} nats."
     )
 
 
@@ -279,7 +349,7 @@ def verdict(study: Study, headline: dict[str, Any]) -> list[str]:
     lines = [extrapolation_sentence(headline["extrapolation_gain_vs_data_max"], units)]
     if headline.get("extrapolation_gain_vs_train_max"):
         lines.append(
-            "Against the best *training* return (the top was held out): "
+            "Against the best training return (the top was held out): "
             + extrapolation_sentence(headline["extrapolation_gain_vs_train_max"], units)
         )
     capped = [t for t, f in headline["episodes_at_step_cap"]["value"].items() if f > CAPPED]
@@ -288,27 +358,23 @@ def verdict(study: Study, headline: dict[str, Any]) -> list[str]:
             f"Caution: most episodes at targets {', '.join(capped)} ran into the "
             f"{study.provenance['max_episode_steps']}-step cap, which may bound their return."
         )
-    div = headline["policy_divergence_at_top"]
-    if div["interval"] and div["interval"][0] > NEGLIGIBLE_JS:
-        lines.append(
-            f"On the same states the action distribution does change beyond the data: JS "
-            f"{div['value']:.3g} nats {_interval_text(div)} between the best training return "
-            "and the top target."
-        )
-    else:
-        lines.append(
-            f"On the same states the action distribution barely changes beyond the data: JS "
-            f"{div['value']:.3g} nats {_interval_text(div)} "
-            f"(below {NEGLIGIBLE_JS} nats is no change)."
-        )
+    lines.append(divergence_sentence(headline["policy_divergence_at_top"]))
     lines.append(_saturation_sentence(headline["saturation"], units))
-    if headline.get("imitation_above_data"):
-        im = headline["imitation_above_data"]
+    im = headline.get("imitation_above_data")
+    if im and im["value"] is not None:
+        also = [b for b in im["consistent_with"] if b != im["imitates"]]
         lines.append(
-            f"Above the data its actions agree with the expert on {im['value']:.0%} of steps, "
-            f"nearest the data's '{im['imitates']}' episodes."
+            f"Above the data its actions agree with the expert on {im['value']:.0%} "
+            f"{_interval_text(im)} of steps, nearest the data's '{im['imitates']}' episodes"
+            + (f" (the interval also holds {', '.join(repr(b) for b in also)})." if also else ".")
         )
     lines += mechanism_sentences(headline)
+    completeness = headline.get("attribution_completeness")
+    if completeness and completeness["value"] > 0.05:
+        lines.append(
+            f"Caution: some pixel attributions did not converge (|delta| up to "
+            f"{completeness['value']:.0%} of the change); raise --n-steps."
+        )
     return lines
 
 
@@ -317,29 +383,48 @@ def _saturation_sentence(entry: dict, units: str) -> str:
         return "The policy keeps changing up to the top of the scan: it does not saturate there."
     ratio = entry.get("relative_to_data_max")
     where = f" ({ratio:.2g}x the data's best return)" if ratio else ""
-    return f"The policy stops changing from RTG {entry['value']:.4g} {units}{where}."
+    return (
+        f"On these contexts the policy stops changing (total variation left < 0.02) from RTG "
+        f"{entry['value']:.4g} {units}{where}."
+    )
 
 
 def mechanism_sentences(headline: dict[str, Any]) -> list[str]:
     """What patching and steering found, read off the ``rtg_carriers`` and ``steering``
     entries and their intervals."""
     carriers = headline["rtg_carriers"]
-    top = carriers["value"][0]
-    lines = []
-    if top["interval"] and top["interval"][0] > 0:
-        share = "most" if top["interval"][0] > CARRIED else "part"
-        lines.append(
+    if carriers["contexts"] == 0:
+        return [
+            f"Raising the RTG from {carriers['low_rtg']:g} to {carriers['high_rtg']:g} moves no "
+            "patched context's policy (total variation below 0.001): no effect, so no mechanism "
+            "to trace."
+        ]
+    top, hook = carriers["value"][0], carriers["carrier_hook"]
+    reached = (
+        f"the RTG has reached the decision token at {hook}"
+        if hook
+        else "patching the decision token alone restores under half of it at every layer"
+    )
+    interval = top["interval"]
+    if interval and interval[0] > 0:
+        share = "most" if interval[0] > CARRIED else "part"
+        lines = [
             f"Patching names {top['head']}, which carries {share} of the RTG's effect on the "
             f"decision: its output alone restores {top['restored']:.2f} "
-            f"[{top['interval'][0]:.2f}, {top['interval'][1]:.2f}]; the RTG has reached the "
-            f"decision token at {carriers['carrier_hook']}."
-        )
+            f"[{interval[0]:.2f}, {interval[1]:.2f}]; {reached}."
+        ]
     else:
-        lines.append(
-            f"No single head carries the RTG: the best, {top['head']}, restores "
-            f"{top['restored']:.2f} with an interval that holds 0."
-        )
+        why = "an interval that holds 0" if interval else "no interval (too few contexts)"
+        lines = [
+            f"No single head is shown to carry the RTG: the best, {top['head']}, restores "
+            f"{top['restored']:.2f} with {why}; {reached}."
+        ]
     steer = headline["steering"]
+    if steer["value"] is None:
+        return [
+            *lines,
+            "Steering had nothing to recover: the RTG moves none of the held-out policies.",
+        ]
     side = _sign(steer["interval"])
     verb = (
         "moves the policy the way raising the RTG does"
