@@ -27,7 +27,7 @@ def overlay(ax, frame: np.ndarray, attribution: np.ndarray, limit: float, title:
     ax.set_yticks([])
 
 
-def plot_stackoverlay(
+def plot_stack_overlay(
     frames: torch.Tensor,
     attributions: torch.Tensor,
     path: Path,

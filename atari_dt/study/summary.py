@@ -316,6 +316,12 @@ def extrapolation_sentence(entry: dict | None, units: str) -> str:
         )
     if side < 0:
         return f"Asked for more than {ref:g}, the policy achieves less: {text}{got}."
+    if reached and reached[0] > ref:
+        return (
+            f"Asked for more than {ref:g}, the policy achieves no detectably different return "
+            f"({text} holds 0): asking for more changes nothing, although the return it "
+            f"achieves there already exceeds {ref:g}{got}."
+        )
     return (
         f"Asked for more than {ref:g}, the policy achieves no detectably different return: "
         f"{text} holds 0{got} — no evidence of extrapolation."
@@ -348,9 +354,9 @@ def verdict(study: Study, headline: dict[str, Any]) -> list[str]:
     units = study.sweep.reward_units
     lines = [extrapolation_sentence(headline["extrapolation_gain_vs_data_max"], units)]
     if headline.get("extrapolation_gain_vs_train_max"):
+        sentence = extrapolation_sentence(headline["extrapolation_gain_vs_train_max"], units)
         lines.append(
-            "Against the best training return (the top was held out): "
-            + extrapolation_sentence(headline["extrapolation_gain_vs_train_max"], units)
+            f"Against the best training return (the top was held out): {sentence[0].lower()}{sentence[1:]}"
         )
     capped = [t for t, f in headline["episodes_at_step_cap"]["value"].items() if f > CAPPED]
     if capped:
