@@ -355,9 +355,8 @@ def verdict(study: Study, headline: dict[str, Any]) -> list[str]:
     lines = [extrapolation_sentence(headline["extrapolation_gain_vs_data_max"], units)]
     if headline.get("extrapolation_gain_vs_train_max"):
         sentence = extrapolation_sentence(headline["extrapolation_gain_vs_train_max"], units)
-        lines.append(
-            f"Against the best training return (the top was held out): {sentence[0].lower()}{sentence[1:]}"
-        )
+        lowered = sentence[0].lower() + sentence[1:]
+        lines.append(f"Against the best training return (the top was held out): {lowered}")
     capped = [t for t, f in headline["episodes_at_step_cap"]["value"].items() if f > CAPPED]
     if capped:
         lines.append(
