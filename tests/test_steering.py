@@ -160,7 +160,7 @@ def test_a_sweep_is_called_extrapolation_only_beyond_its_reference(reference, ve
     returns = {
         reference: [100.0, 110.0, 120.0],
         800.0: [200.0, 210.0, 190.0],
-        1600.0: [205.0, 195.0],
+        1600.0: [205.0, 195.0, 200.0],
     }
     episodes = [
         EpisodeResult(t, e, r, min(r, 1.0), 100, False, [1, 0])
@@ -180,6 +180,8 @@ def test_a_sweep_is_called_extrapolation_only_beyond_its_reference(reference, ve
     assert result.interval[0] > 0
     entry = gain_entry(SimpleNamespace(gains={"data_max": result}, sweep=sweep), "data_max")
     assert entry["achieved_above"] == pytest.approx(200.0)
+    # Seeds are the units: 3 paired differences (102.5, 92.5, 75), not 6 pooled episodes.
+    assert result.episodes == 3 and list(result.achieved) == pytest.approx([202.5, 202.5, 195.0])
     assert verdict in extrapolation_sentence(entry, "raw")
     with pytest.raises(ValueError, match="not a target of the sweep"):
         extrapolation_gain(sweep, 500.0, "")

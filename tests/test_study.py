@@ -291,3 +291,17 @@ def test_bad_study_settings_are_refused(
     assert atari_dt(f"study {mixture_run} {flags} --out {tmp_path / 'x'}") == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_targets_within_the_data_say_there_is_nothing_beyond(
+    mixture_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "within"
+    flags = "--targets 0,10 --episodes 2 --contexts 8 --patch-contexts 2 --pixel-contexts 1"
+    assert atari_dt(f"study {mixture_run} {flags} --n-steps 8 --out {out} --no-progress") == 0
+    summary = summary_of(out)
+    assert summary["targets"][-1] == summary["landmarks"]["data_max"]  # the landmarks join in
+    assert "extrapolation_gain_vs_data_max" not in summary["headline"]
+    verdict = " ".join(summary["verdict"])
+    assert "nothing to say about extrapolation" in verdict
+    assert "No scan RTG lies beyond the data's best return" in verdict

@@ -28,6 +28,7 @@ from atari_dt.errors import UserError
 from atari_dt.intervals import bootstrap_interval
 
 KINDS = ("rtg", "state", "action")
+MOVED = 1e-3  # mean total variation below which the RTG counts as moving no policy
 
 
 def residual_hooks(n_layers: int) -> list[str]:
@@ -180,7 +181,7 @@ def steering_effect(
     p_low, p_high = _policy(model(low)), _policy(model(high))
     effect = _tv(p_low, p_high)
     recovered, intervals = [], []
-    if effect.mean() < 1e-9:
+    if len(effect) == 0 or effect.mean() < MOVED:
         nan = np.full(len(direction.hooks), np.nan)
         return SteeringEffect(
             direction.hooks,

@@ -13,7 +13,7 @@ import numpy as np
 
 from atari_dt.analysis.divergence import js, log_policy
 from atari_dt.analysis.scan import RtgScan
-from atari_dt.intervals import bootstrap_interval, difference_interval
+from atari_dt.intervals import bootstrap_interval, mean_interval
 from atari_dt.rollout.evaluate import EpisodeResult
 from atari_dt.rollout.sweep import SweepResult
 
@@ -57,17 +57,29 @@ def play_target(
 
 @dataclass(frozen=True)
 class ExtrapolationGain:
-    """Mean achieved return over every episode at the targets ``above`` ``reference`` (a
-    target of the sweep: the data's max, or the best training return) minus the mean at
-    ``reference`` itself, with its Welch 95% ``interval`` (episodes as units)."""
+    """What asking for more than ``reference`` (a target of the sweep: the data's max, or the
+    best training return) gains. Every target is played from the same seeds, so episode ``e``
+    of each target is one unit: ``achieved`` ``[E]`` is each episode's return averaged over the
+    targets ``above`` the reference, and ``gain`` the mean of ``achieved - at_reference``
+    (paired) with its 95% t ``interval`` over the ``episodes`` units; ``achieved_interval``
+    the t interval of ``achieved``'s mean (pooling the targets' episodes as independent would
+    count one seed several times and narrow the interval)."""
 
     reference: float
     reference_name: str
     above: list[float]
     gain: float
     interval: tuple[float, float]
-    episodes_above: int
-    episodes_at: int
+    achieved: np.ndarray
+    achieved_interval: tuple[float, float]
+    episodes: int
+
+
+def per_episode(rows: list[list[float]]) -> np.ndarray:
+    """``[E]``: each episode index's mean over the given targets' rows (episode order), over
+    the episodes every row has."""
+    n = min(len(r) for r in rows)
+    return np.mean([np.asarray(r[:n], dtype=np.float64) for r in rows], axis=0)
 
 
 def extrapolation_gain(
@@ -79,21 +91,25 @@ def extrapolation_gain(
     Raises:
         ValueError: ``reference`` is not one of the sweep's targets.
     """
-    by_target = {s.target: np.asarray(s.returns, dtype=np.float64) for s in sweep.targets}
+    by_target = {s.target: list(s.returns) for s in sweep.targets}
     if reference not in by_target:
         raise ValueError(f"the reference {reference:g} is not a target of the sweep")
     above = [t for t in by_target if t > reference]
     if not above:
         return None
-    at, beyond = by_target[reference], np.concatenate([by_target[t] for t in above])
+    achieved = per_episode([by_target[t] for t in above])
+    at = np.asarray(by_target[reference], dtype=np.float64)
+    n = min(len(achieved), len(at))
+    differences = achieved[:n] - at[:n]
     return ExtrapolationGain(
         reference=float(reference),
         reference_name=reference_name,
         above=above,
-        gain=float(beyond.mean() - at.mean()),
-        interval=difference_interval(beyond, at),
-        episodes_above=len(beyond),
-        episodes_at=len(at),
+        gain=float(differences.mean()),
+        interval=mean_interval(differences),
+        achieved=achieved,
+        achieved_interval=mean_interval(achieved),
+        episodes=n,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from atari_dt.io import atomic_write_bytes
 
 T = TypeVar("T")
-FORMAT = 1  # bump when a cached result type changes shape
+FORMAT = 2  # bump when a cached result type, or what a part computes, changes
 
 
 def model_digest(model: Any) -> str:

@@ -43,9 +43,9 @@ def target_grid(marks: Landmarks, targets: tuple[float, ...] | None = None) -> n
     it; the training median and max and the data max are always included."""
     if targets is None:
         span = max(marks.data_max - marks.data_min, 1.0)
-        # m x the data's max for positive returns; for a negative max (Pong's clipped -21..-5)
-        # the same steps of max(|max|, span) beyond it, so the points still lie above.
-        step = max(abs(marks.data_max), span) if marks.data_max <= 0 else marks.data_max
+        # m x the data's max for a max that dominates its span (Seaquest's 20..420); steps of
+        # the span beyond a max near or below 0 (Pong's clipped -21..+1), so points lie above.
+        step = max(abs(marks.data_max), span)
         points = [marks.data_min - 0.25 * span, marks.data_min]
         points += [marks.data_max + (m - 1) * step for m in BEYOND]
     else:

@@ -13,13 +13,14 @@ import torch
 
 from atari_dt.analysis.patching import NothingToRestore, patch_heads, patch_residual
 from atari_dt.analysis.scan import scanned_rtg
+from atari_dt.analysis.steering import MOVED
 from atari_dt.attribution.core import Target
 from atari_dt.datasets.contexts import Contexts
 from atari_dt.intervals import bootstrap_interval
 
 CARRIED = 0.5  # patching the decision token restores at least half the RTG's effect
-MOVED = 1e-3  # total variation: a context whose policy the RTG moves less is not patched
-# (restored fractions of a change near float rounding, ~1e-6 on a logit, are noise of order 1)
+# A context whose policy the RTG moves by less than MOVED (total variation) is not patched:
+# restored fractions of a change near float rounding (~1e-6 on a logit) are noise of order 1.
 
 
 def rtg_contrast(high_logits: torch.Tensor, low_logits: torch.Tensor) -> Target | None:

@@ -238,8 +238,11 @@ class _Parts:
         return report, policy_divergence(report.scan, self.marks.train_max, seed=self.config.seed)
 
     def _low_high(self) -> tuple[float, float]:
-        """The in-distribution and the out-of-distribution RTG of patching and steering."""
-        return self.marks.train_median, float(self.grid[-1])
+        """The in-distribution and the out-of-distribution RTG of patching and steering (the
+        grid's bottom when the training median is its top, as with ``--targets`` at or below it)."""
+        top = float(self.grid[-1])
+        low = self.marks.train_median if self.marks.train_median < top else float(self.grid[0])
+        return low, top
 
     def patching(self) -> RtgPatching:
         from atari_dt.study.mechanism import rtg_patching
@@ -370,10 +373,21 @@ class _Parts:
 
 def _split_held_out(contexts: Any) -> tuple[Any, Any]:
     """Two disjoint halves of ``contexts``' distinct windows (by store row, alternating): the
-    RTG direction is measured on one and steering checked on the other."""
+    RTG direction is measured on one and steering checked on the other.
+
+    Raises:
+        UserError: fewer than 4 distinct windows (a half needs 2 for an interval).
+    """
+    from atari_dt.errors import UserError
+
     rows = contexts.rows if contexts.rows is not None else np.arange(len(contexts))
     _, first = np.unique(np.asarray(rows), return_index=True)
     order = np.sort(first)
+    if len(order) < 4:
+        raise UserError(
+            f"the steering check needs at least 4 distinct context windows, got {len(order)}; "
+            "raise --contexts"
+        )
     return contexts[order[0::2]], contexts[order[1::2]]
 
 

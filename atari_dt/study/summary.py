@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from atari_dt.intervals import bootstrap_interval, difference_interval, jsonable, mean_interval
+from atari_dt.intervals import bootstrap_interval, difference_interval, jsonable
 from atari_dt.study.mechanism import CARRIED
 from atari_dt.study.study import Study
 
@@ -35,21 +35,19 @@ def gain_entry(study: Study, key: str) -> dict | None:
     if gain is None:
         return None
     targets = ", ".join(f"{t:g}" for t in gain.above)
-    above = [r for s in study.sweep.targets if s.target in gain.above for r in s.returns]
-    achieved = float(np.mean(above))
     return _entry(
         gain.gain,
-        f"mean achieved return of the {gain.episodes_above} episodes at targets above "
-        f"{gain.reference_name} ({gain.reference:g}: {targets}) minus the mean of the "
-        f"{gain.episodes_at} at {gain.reference:g}; 95% Welch t interval "
-        "(scipy.stats.ttest_ind, equal_var=False), episodes as units",
+        f"per episode seed (every target is played from the same {gain.episodes} seeds): the "
+        f"return averaged over the targets above {gain.reference_name} ({gain.reference:g}: "
+        f"{targets}) minus the return at {gain.reference:g}; mean over seeds, 95% t interval "
+        "of the paired differences (scipy.stats.t)",
         interval=gain.interval,
         units=study.sweep.reward_units,
         reference=gain.reference,
-        achieved_above=achieved,
-        achieved_above_interval=jsonable(mean_interval(above)),
-        achieved_how="mean achieved return at those targets, 95% t interval over episodes: "
-        "it extrapolates only if this lies above the reference return itself",
+        achieved_above=float(gain.achieved.mean()),
+        achieved_above_interval=jsonable(gain.achieved_interval),
+        achieved_how="each seed's return averaged over those targets; mean over seeds with its "
+        "95% t interval: it extrapolates only if this lies above the reference return itself",
     )
 
 
@@ -63,6 +61,7 @@ def divergence_entry(study: Study) -> dict:
         "contexts' last steps, mean over contexts; 95% percentile bootstrap over contexts",
         interval=tuple(d.interval[-1]),
         units="nats",
+        beyond_data=bool(d.rtg[-1] > study.marks.data_max),
     )
 
 
@@ -77,7 +76,7 @@ def saturation_entry(study: Study) -> dict:
         units=study.sweep.reward_units,
         relative_to_data_max=(
             sat.saturation_rtg / study.marks.data_max
-            if sat.saturation_rtg is not None and study.marks.data_max
+            if sat.saturation_rtg is not None and study.marks.data_max > 0
             else None
         ),
         saturated_rtg_units_at_top=float(sat.saturated_fraction[-1]),
@@ -209,9 +208,11 @@ def imitation_entry(study: Study) -> dict | None:
     at = im.targets.index(study.marks.train_max) if study.marks.train_max in im.targets else None
     if not above:
         return None
+    from atari_dt.study.behaviour import per_episode
     from atari_dt.study.imitation import nearest_behaviour, pooled
 
-    agreement = pooled([v for i in above for v in im.rollouts[i].values])
+    rows = [list(im.rollouts[i].values) for i in above]  # one seed = one unit, as for the gain
+    agreement = pooled(per_episode(rows).tolist() if all(rows) else [])
     low, high = agreement.interval
     within = [  # every data behaviour whose agreement the DT's interval holds
         label for label, a in im.data.items() if math.isfinite(low) and low <= a.mean <= high
@@ -219,8 +220,9 @@ def imitation_entry(study: Study) -> dict | None:
     entry = _entry(
         agreement.mean if math.isfinite(agreement.mean) else None,
         f"fraction of steps where the DT's action equals the scripted {im.expert}'s on the same "
-        f"emulator state (RAM; the expert shadows each episode), over the {agreement.episodes} "
-        "episodes at targets above the data's best return; 95% t interval over episodes; the "
+        f"emulator state (RAM; the expert shadows each episode), each of {agreement.episodes} "
+        "seeds averaged over the targets above the data's best return; 95% t interval over "
+        "seeds; the "
         "behaviour named is the data's whose own agreement is nearest",
         interval=agreement.interval,
         imitates=nearest_behaviour(im.data, agreement.mean),
@@ -331,6 +333,10 @@ def extrapolation_sentence(entry: dict | None, units: str) -> str:
 def divergence_sentence(entry: dict) -> str:
     """Whether the action distribution on the same states changes beyond the data: a change
     when the interval lies above ``NEGLIGIBLE_JS``, none when it lies below, else undecided."""
+    if not entry.get("beyond_data", True):
+        return (
+            "No scan RTG lies beyond the data's best return: nothing to say about divergence there."
+        )
     text = f"JS {entry['value']:.3g} nats {_interval_text(entry)}"
     interval = entry["interval"]
     if interval and interval[0] > NEGLIGIBLE_JS:
@@ -368,10 +374,18 @@ def verdict(study: Study, headline: dict[str, Any]) -> list[str]:
     im = headline.get("imitation_above_data")
     if im and im["value"] is not None:
         also = [b for b in im["consistent_with"] if b != im["imitates"]]
+        low, high = im["interval"] or (float("nan"), float("nan"))
+        where = (
+            f" (the interval also holds {', '.join(repr(b) for b in also)})"
+            if also
+            else ""
+            if im["consistent_with"]
+            else " (though its interval holds no data behaviour's agreement)"
+        )
         lines.append(
             f"Above the data its actions agree with the expert on {im['value']:.0%} "
-            f"{_interval_text(im)} of steps, nearest the data's '{im['imitates']}' episodes"
-            + (f" (the interval also holds {', '.join(repr(b) for b in also)})." if also else ".")
+            f"[{low:.0%}, {high:.0%}] of steps, nearest the data's '{im['imitates']}' "
+            f"episodes{where}."
         )
     lines += mechanism_sentences(headline)
     completeness = headline.get("attribution_completeness")
@@ -438,8 +452,9 @@ def mechanism_sentences(headline: dict[str, Any]) -> list[str]:
         if side < 0
         else "does not detectably move the policy toward what raising the RTG does"
     )
+    fallback = "" if hook else " (the final residual: it holds the whole RTG effect by design)"
     lines.append(
-        f"Adding the RTG direction at {steer['hook']} {verb}: recovered "
+        f"Adding the RTG direction at {steer['hook']}{fallback} {verb}: recovered "
         f"{steer['value']:.2f} {_interval_text(steer)} on held-out contexts."
     )
     return lines
