@@ -77,7 +77,6 @@ def summary_of(directory: Path) -> dict:
 
 HEADLINES = {
     "extrapolation_gain_vs_data_max",
-    "extrapolation_gain_vs_train_max",  # the top was held out
     "saturation",
     "policy_divergence_at_top",
     "rtg_carriers",
@@ -97,7 +96,11 @@ def test_the_study_writes_every_section(study_dir: Path) -> None:
     for entry in summary["headline"].values():
         assert entry["how"] and "value" in entry and "interval" in entry
     assert summary["seed"] == seed(0) and summary["command"].startswith("atari-dt study")
-    assert summary["landmarks"]["held_out"] is True
+    marks = summary["landmarks"]
+    # A held-out top (data.max_return_quantile 0.8) gives a second gain; tied top returns
+    # (some seeds' data) leave none held out.
+    assert marks["held_out"] == (marks["train_max"] < marks["data_max"])
+    assert ("extrapolation_gain_vs_train_max" in summary["headline"]) == marks["held_out"]
     assert len(summary["verdict"]) >= 5
     report = (study_dir / "report.html").read_text()
     for heading in (
@@ -202,6 +205,8 @@ def test_summary_numbers_equal_the_library_functions(mixture_run: Path, study_di
             temperature=1.0,
         )
         for key, ref in (("data_max", marks["data_max"]), ("train_max", marks["train_max"])):
+            if f"extrapolation_gain_vs_{key}" not in head:  # nothing held out
+                continue
             gain = extrapolation_gain(sweep, ref, "")
             entry = head[f"extrapolation_gain_vs_{key}"]
             assert entry["value"] == pytest.approx(gain.gain, abs=1e-9)
