@@ -1,6 +1,7 @@
 """95% intervals for the numbers the framework reports, all from ``scipy.stats``: a mean
-(Student t), a difference of two means (Welch t) and any statistic of resampled units
-(percentile bootstrap). Each returns ``(low, high)``, NaN-wide when the data cannot give one."""
+(Student t; of paired differences, for a difference between runs on the same seeds) and any
+statistic of resampled units (percentile bootstrap). Each returns ``(low, high)``, NaN-wide
+when the data cannot give one."""
 
 from __future__ import annotations
 
@@ -24,23 +25,6 @@ def mean_interval(values: np.ndarray | list[float], level: float = 0.95) -> tupl
     mean = float(values.mean())
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(values.std(ddof=1)) / math.sqrt(n)
     return (mean - half, mean + half)
-
-
-def difference_interval(
-    a: np.ndarray | list[float], b: np.ndarray | list[float], level: float = 0.95
-) -> tuple[float, float]:
-    """Welch interval of ``mean(a) - mean(b)`` (unequal variances; NaN-wide when either side
-    has fewer than 2 values, zero-wide when both are constant)."""
-    from scipy import stats
-
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if len(a) < 2 or len(b) < 2:
-        return NAN_INTERVAL
-    difference = float(a.mean() - b.mean())
-    if a.std() == 0 and b.std() == 0:  # scipy's t statistic is undefined; the data are exact
-        return (difference, difference)
-    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
-    return (float(interval.low), float(interval.high))
 
 
 def bootstrap_interval(

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from atari_dt.intervals import bootstrap_interval, difference_interval, jsonable
+from atari_dt.intervals import bootstrap_interval, jsonable, mean_interval
 from atari_dt.study.mechanism import CARRIED
 from atari_dt.study.study import Study
 
@@ -260,8 +260,9 @@ def summarise_study(study: Study, *, command: str) -> dict[str, Any]:
         headline["steered_rollouts"] = _entry(
             float(np.mean(s.steered) - np.mean(s.plain)),
             f"mean achieved return at target {s.target:g} with {s.scale:g} x the RTG direction "
-            f"added at {s.hook}, minus without; 95% Welch t interval over episodes",
-            interval=difference_interval(s.steered, s.plain),
+            f"added at {s.hook}, minus without, per seed (the same seeds); 95% t interval of "
+            "the paired differences",
+            interval=mean_interval(np.subtract(s.steered, s.plain)),
             units=units,
         )
     return {
