@@ -55,6 +55,21 @@ def seaquest_windows(seaquest_episodes) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
+def padded_contexts(seaquest_windows):
+    """The real windows as ``Contexts``, the first one padded (its first 3 steps masked)."""
+    import torch
+
+    from atari_dt.datasets.contexts import Contexts
+
+    frames, actions, rtg, timesteps = (
+        torch.from_numpy(seaquest_windows[k]) for k in ("frames", "actions", "rtg", "timesteps")
+    )
+    mask = torch.ones(actions.shape, dtype=torch.bool)
+    mask[0, :3] = False  # one padded context
+    return Contexts(frames, actions, rtg, timesteps, mask)
+
+
+@pytest.fixture(scope="session")
 def seaquest_store_path(tmp_path_factory: pytest.TempPathFactory, seaquest_episodes) -> Path:
     """The real episodes as an episode store (raw and clipped rewards), 18 actions."""
     from atari_dt.datasets import EpisodeStoreWriter

@@ -11,7 +11,7 @@ import pytest
 import torch
 from commands import atari_dt
 from seeds import seed
-from test_model import TINY, inputs, make_model
+from test_model import TINY, make_model
 
 from atari_dt.analysis.ablation import ablation_effects, component_means, mean_ablated
 from atari_dt.analysis.attention import attention_to_rtg, mean_patterns, token_labels
@@ -32,11 +32,8 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def batch(seaquest_windows) -> Contexts:
-    frames, actions, rtg, timesteps = inputs(seaquest_windows)
-    mask = torch.ones(actions.shape, dtype=torch.bool)
-    mask[0, :3] = False  # one padded context
-    return Contexts(frames, actions, rtg, timesteps, mask)
+def batch(padded_contexts) -> Contexts:
+    return padded_contexts
 
 
 def as_inputs(batch: Contexts) -> tuple[torch.Tensor, ...]:

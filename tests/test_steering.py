@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_model import inputs, make_model
+from test_model import make_model
 
 from atari_dt.analysis.scan import scanned_rtg
 from atari_dt.analysis.steering import (
@@ -31,11 +31,8 @@ LOW, HIGH = 0.0, 3.0  # the tiny model's rtg_scale is 1: both well inside tanh's
 
 
 @pytest.fixture(scope="module")
-def contexts(seaquest_windows) -> Contexts:
-    frames, actions, rtg, timesteps = inputs(seaquest_windows)
-    mask = torch.ones(actions.shape, dtype=torch.bool)
-    mask[0, :3] = False  # one padded context
-    return Contexts(frames, actions, rtg, timesteps, mask)
+def contexts(padded_contexts) -> Contexts:
+    return padded_contexts
 
 
 def at(contexts: Contexts, value: float) -> Contexts:

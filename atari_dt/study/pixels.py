@@ -6,6 +6,8 @@ grows, and the mechanism's components (a head, the RTG direction) attributed to 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,9 +56,18 @@ class Attributed:
     delta: float
 
 
-def _attributed(model: Any, context: Contexts, metric: Metric, n_steps: int) -> Attributed:
-    with warnings.catch_warnings():  # convergence is reported once, as worst_completeness
+@contextmanager
+def _unconverged_quietly() -> Iterator[None]:
+    """No per-map convergence warning: the study reports the pixel maps' worst once
+    (``PixelStudy.worst_completeness``), where a hundred warnings would bury it; token IG
+    serves only as shares."""
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="integrated gradients did not converge")
+        yield
+
+
+def _attributed(model: Any, context: Contexts, metric: Metric, n_steps: int) -> Attributed:
+    with _unconverged_quietly():
         result = attribute_pixels(model, context, metric, baseline="black", n_steps=n_steps)
     boxes = newest_boxes(context)
     newest = result.newest
@@ -109,8 +120,7 @@ class PixelStudy:
 
 
 def _token_shares(model: Any, context: Contexts, target: Target, n_steps: int) -> np.ndarray:
-    with warnings.catch_warnings():  # shares only: their completeness is not the point here
-        warnings.filterwarnings("ignore", message="integrated gradients did not converge")
+    with _unconverged_quietly():
         tokens = attribute_tokens(model, context, target, n_steps=n_steps)
     magnitude = tokens.by_token.abs().sum(dim=1).double().numpy()  # [3]
     return magnitude / max(magnitude.sum(), 1e-12)

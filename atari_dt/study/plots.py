@@ -27,6 +27,21 @@ def _mark(ax, study: Study, *, vertical: bool = True) -> None:
         )
 
 
+def _means_with_intervals(
+    ax, x, means: np.ndarray, ci: np.ndarray, *, color: str, label: str
+) -> None:
+    """Means joined by a line, with their intervals ``ci`` ``[n, 2]`` as error bars."""
+    ax.errorbar(
+        x,
+        means,
+        yerr=[means - ci[:, 0], ci[:, 1] - means],
+        fmt="o-",
+        color=color,
+        capsize=3,
+        label=label,
+    )
+
+
 def plot_behaviour(study: Study, path: Path) -> Path:
     """Achieved vs target return (mean, 95% interval, each episode) beside the action histogram
     per target."""
@@ -39,15 +54,7 @@ def plot_behaviour(study: Study, path: Path) -> Path:
     _mark(left, study)
     for s in sweep.targets:
         left.scatter([s.target] * len(s.returns), s.returns, s=9, color="#4477aa", alpha=0.35)
-    left.errorbar(
-        targets,
-        means,
-        yerr=[means - ci[:, 0], ci[:, 1] - means],
-        fmt="o-",
-        color="#4477aa",
-        capsize=3,
-        label="mean, 95% interval",
-    )
+    _means_with_intervals(left, targets, means, ci, color="#4477aa", label="mean, 95% interval")
     lim = [min(targets.min(), 0), targets.max()]
     left.plot(lim, lim, color="#999999", linewidth=0.8, label="achieved = target")
     left.set_xlabel(f"target return ({units} rewards)")
@@ -94,15 +101,7 @@ def plot_imitation(study: Study, path: Path) -> Path:
     _mark(ax, study)
     means = np.array([a.mean for a in im.rollouts])
     ci = np.array([a.interval for a in im.rollouts], dtype=float)
-    ax.errorbar(
-        im.targets,
-        means,
-        yerr=[means - ci[:, 0], ci[:, 1] - means],
-        fmt="o-",
-        color="#228833",
-        capsize=3,
-        label="the DT",
-    )
+    _means_with_intervals(ax, im.targets, means, ci, color="#228833", label="the DT")
     colours = pyplot().cm.Greys(np.linspace(0.35, 0.9, len(im.data)))
     for (label, agreement), colour in zip(im.data.items(), colours, strict=True):
         ax.axhline(agreement.mean, color=colour, linewidth=1, linestyle="-.")
