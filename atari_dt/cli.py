@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scan(stages)
     _add_analyze(stages)
     _add_study(stages)
+    _add_compare(stages)
     model = stages.add_parser("model", help="model checkpoints: import, inspect")
     model_commands = model.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     _add_import_original(model_commands)
@@ -171,6 +172,13 @@ def _add_study(stages: argparse._SubParsersAction) -> None:
         "(RUN/study). Finished parts are cached in OUT/cache and reused by a re-run.",
     )
     p.add_argument("run_dir", help="training run directory")
+    _add_study_settings(p)
+    p.add_argument("--data", help="episode store (default: where the run recorded it)")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/study)")
+
+
+def _add_study_settings(p: argparse.ArgumentParser) -> None:
+    """The study's settings (shared by ``study`` and ``compare --study-missing``)."""
     p.add_argument(
         "--targets",
         help="comma-separated target returns (default: below the data's minimum to 4x its max; "
@@ -190,8 +198,26 @@ def _add_study(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="contexts, rollouts and bootstraps")
     p.add_argument("--force", action="store_true", help="recompute every part (ignore the cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--data", help="episode store (default: where the run recorded it)")
-    p.add_argument("--out", help="output directory (default: RUN_DIR/study)")
+
+
+def _add_compare(stages: argparse._SubParsersAction) -> None:
+    p = stages.add_parser(
+        "compare",
+        help="several runs' studies side by side (games, seeds, held-out fractions): table, "
+        "human-normalised curves and one HTML page",
+        description="Reads RUN/study/summary.json of every run and writes table.csv, "
+        "table.json, the figures and compare.html to --out. Runs without a study are refused "
+        "(with the command to run), or studied first with --study-missing (using the study "
+        "settings below).",
+    )
+    p.add_argument("runs", nargs="+", help="training run (or study) directories")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--study-missing",
+        action="store_true",
+        help="run `atari-dt study` on runs that have no study yet (default: refuse them)",
+    )
+    _add_study_settings(p)
 
 
 def _add_analyze(stages: argparse._SubParsersAction) -> None:
@@ -305,6 +331,25 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:
         default="gzip",
         help="compression of the stored frames (default: gzip level 1)",
     )
+    subset = p.add_argument_group(
+        "the Decision Transformer paper's subset (docs/dqn_replay_format.md)",
+        "whole episodes drawn from checkpoints picked at random, from the first 100,000 slots "
+        "of each, until N transitions are taken (the paper: --sample-transitions 500000 "
+        "--checkpoints 0-49)",
+    )
+    subset.add_argument(
+        "--sample-transitions",
+        type=int,
+        metavar="N",
+        help="take this many transitions (the last draw is taken whole, so a little more)",
+    )
+    subset.add_argument(
+        "--trajectories-per-checkpoint",
+        type=int,
+        metavar="K",
+        help="episodes each draw takes from its checkpoint (default 10)",
+    )
+    subset.add_argument("--seed", type=int, help="seed of the draws (default 0)")
     p.add_argument("--force", action="store_true", help="replace an existing destination")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from seeds import seed
+from study_runs import STUDY, mixture_run_in
 
 from atari_dt.envs.dqn_replay import record_random_episodes
 from atari_dt.envs.episode import RecordedEpisode
@@ -103,3 +104,25 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, seaquest_store_path: Path
     )
     assert main(["train", str(config), "--out", str(tmp / "run"), "--no-progress"]) == 0
     return tmp / "run"
+
+
+@pytest.fixture(scope="session")
+def mixture_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Seaquest mixture run (see ``study_runs.mixture_run_in``)."""
+    return mixture_run_in(tmp_path_factory.mktemp("study_run"), "seaquest")
+
+
+@pytest.fixture(scope="session")
+def breakout_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny recipe on Breakout, for comparisons across games (no study yet)."""
+    return mixture_run_in(tmp_path_factory.mktemp("breakout_run"), "breakout")
+
+
+@pytest.fixture(scope="session")
+def study_dir(mixture_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``atari-dt study`` of the Seaquest mixture run (``STUDY`` settings)."""
+    from commands import atari_dt
+
+    out = tmp_path_factory.mktemp("study") / "study"
+    assert atari_dt(f"study {mixture_run} {STUDY} --seed {seed(0)} --out {out} --no-progress") == 0
+    return out

@@ -23,8 +23,9 @@ from atari_dt.envs.policies import EpsilonPolicy, Policy, RandomPolicy, StepInpu
 SEEDS = (seed(0), seed(1))
 SEED_IDS = ("seed0", "seed1")  # the same test ids under every ATARI_DT_TEST_SEED
 # Agent steps per comparison rollout: enough for the expert to score, while random play loses
-# (Pong: ~900 steps to lose 0-21) or ends its whole episode (Breakout ~200, Seaquest ~550 steps).
-STEPS = {"Pong": 1000, "Breakout": 500, "Seaquest": 800}
+# (Pong: ~900 steps to lose 0-21) or ends its whole episode (Breakout ~200, Seaquest ~550,
+# Qbert ~400 steps).
+STEPS = {"Pong": 1000, "Breakout": 500, "Seaquest": 800, "Qbert": 800}
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,18 @@ def test_seaquest_expert_beats_random(envs, seed) -> None:
     # or 800 steps), so the difference was 100..320
     assert expert.rewards.sum() >= 180
     assert expert.rewards.sum() - rand.rewards.sum() >= 50
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=SEED_IDS)
+def test_qbert_expert_beats_random(envs, seed) -> None:
+    expert = rollout(envs["Qbert"], EXPERTS["Qbert"](), seed, STEPS["Qbert"])
+    rand = rollout(envs["Qbert"], RandomPolicy(), seed, STEPS["Qbert"])
+    # measured over 16 seeds: 7,725..11,300 in 800 steps (round 1 and part of round 2, none
+    # died out); random play 0..225 over its whole episode (265..364 steps), so the difference
+    # was 7,700..11,275
+    assert not expert.terminated, "the expert should still be playing after 800 steps"
+    assert expert.rewards.sum() >= 5000
+    assert expert.rewards.sum() - rand.rewards.sum() >= 4000
 
 
 @pytest.mark.parametrize("game", sorted(EXPERTS))
@@ -134,8 +147,12 @@ def test_registry_and_make_expert() -> None:
         assert isinstance(cls(), Policy)
     assert type(make_expert("ALE/Pong-v5")).__name__ == "PongExpert"
     assert make_expert("seaquest", safe_distance=30).spec()["safe_distance"] == 30
-    with pytest.raises(ValueError, match="no scripted expert for Qbert"):
-        make_expert("qbert")
+    assert make_expert("qbert", enemy_margin=0).spec() == {
+        "name": "expert_qbert",
+        "enemy_margin": 0,
+    }
+    with pytest.raises(ValueError, match="no scripted expert for SpaceInvaders"):
+        make_expert("spaceinvaders")
 
 
 def test_action_index_names_the_missing_action() -> None:

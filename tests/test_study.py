@@ -9,66 +9,16 @@ from __future__ import annotations
 import html
 import json
 import shutil
-import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 from commands import atari_dt
+from pages import CHROMIUM, assert_self_contained, render_in_chromium
 from seeds import seed
+from study_runs import STUDY
 
 import atari_dt as adt
-
-STUDY = "--episodes 2 --contexts 8 --patch-contexts 3 --pixel-contexts 2 --n-steps 16 --steer"
-
-
-@pytest.fixture(scope="session")
-def mixture_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny DT (2 layers, 2 heads, d 32, T 4, 40 steps) trained on 3,000 real Seaquest steps
-    of the expert-to-random mixture (episodes capped at 300 steps), with the top 20% of
-    returns held out; rollouts capped at 40 steps so the study stays quick."""
-    import yaml
-
-    tmp = tmp_path_factory.mktemp("study_run")
-    store = tmp / "mixture.h5"
-    assert (
-        atari_dt(
-            f"collect --config configs/collect/seaquest.yaml --steps 3000 --max-episode-steps 300 "
-            f"--seed {seed(0)} --out {store}"
-        )
-        == 0
-    )
-    config = tmp / "train.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "data": {
-                    "path": str(store),
-                    "reward_units": "raw",
-                    "context_len": 4,
-                    "max_return_quantile": 0.8,
-                },
-                "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_timestep": 512},
-                "train": {
-                    "max_steps": 40,
-                    "batch_size": 8,
-                    "checkpoint_every": 40,
-                    "seed": seed(0),
-                },
-                "eval": {"max_episode_steps": 40},
-            }
-        )
-    )
-    assert atari_dt(f"train {config} --out {tmp / 'run'} --no-progress") == 0
-    return tmp / "run"
-
-
-@pytest.fixture(scope="session")
-def study_dir(mixture_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("study") / "study"
-    assert atari_dt(f"study {mixture_run} {STUDY} --seed {seed(0)} --out {out} --no-progress") == 0
-    return out
 
 
 def summary_of(directory: Path) -> dict:
@@ -130,47 +80,14 @@ def test_the_study_writes_every_section(study_dir: Path) -> None:
         assert html.escape(line) in report
 
 
-class _References(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.references: list[str] = []
-        self.tags: set[str] = set()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.add(tag)
-        self.references += [v or "" for k, v in attrs if k in ("src", "href", "srcset", "data")]
-
-
 def test_the_report_references_nothing_over_the_network(study_dir: Path) -> None:
-    page = (study_dir / "report.html").read_text()
-    parser = _References()
-    parser.feed(page)
-    assert parser.references and all(r.startswith("data:") for r in parser.references)
-    assert not {"script", "link", "iframe"} & parser.tags
-    assert "url(" not in page and "@import" not in page
-
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert_self_contained((study_dir / "report.html").read_text())
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (apt-get install chromium)")
 def test_the_report_renders_in_headless_chromium(study_dir: Path, tmp_path: Path) -> None:
-    page = (study_dir / "report.html").resolve().as_uri()
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-    # Any network request would fail: every host resolves to nothing.
-    flags.append("--host-resolver-rules=MAP * ~NOTFOUND")
-    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
-    assert "Verdict" in dom.stdout and "1. Behaviour" in dom.stdout
-    shot = tmp_path / "report.png"
-    subprocess.run(
-        [*flags, f"--screenshot={shot}", "--window-size=1200,2400", page],
-        capture_output=True,
-        timeout=120,
-    )
-    from PIL import Image
-
-    pixels = np.asarray(Image.open(shot).convert("L"))
-    assert pixels.std() > 5  # text and plots, not a blank page
+    dom = render_in_chromium(study_dir / "report.html", tmp_path / "report.png")
+    assert "Verdict" in dom and "1. Behaviour" in dom
 
 
 def test_summary_numbers_equal_the_library_functions(mixture_run: Path, study_dir: Path) -> None:

@@ -78,6 +78,10 @@ def run_command(args: argparse.Namespace) -> int:
             from atari_dt.commands import study
 
             return study.study(args)
+        if args.stage == "compare":
+            from atari_dt.commands import compare
+
+            return compare.compare(args)
         if args.stage == "model":
             from atari_dt.commands import model
 

@@ -28,7 +28,7 @@ def _image(path: Path) -> str:
     return f'<img alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
 
 
-def _figure(path: Path, how_to_read: str) -> str:
+def figure_html(path: Path, how_to_read: str) -> str:
     return f"<figure>{_image(path)}<figcaption>{html.escape(how_to_read)}</figcaption></figure>"
 
 
@@ -132,7 +132,7 @@ def render_report(study: Study, summary: dict[str, Any], figures: dict[str, Path
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if not present:
             parts.append("<p>Not available for this run (see the summary).</p>")
-        parts += [_figure(figures[n], FIGURES[n]) for n in present]
+        parts += [figure_html(figures[n], FIGURES[n]) for n in present]
         if heading.startswith("1") and study.imitation is None:
             parts.append(
                 "<p>No expert is recorded in this run's data (or no RAM), so which behaviour "

@@ -199,6 +199,30 @@ def pixel_entries(study: Study) -> dict[str, Any]:
     return out
 
 
+def shares_entry(study: Study) -> dict[str, Any]:
+    """Where the attribution goes at every pixel-study RTG: each token type's and each game
+    object's mean share of |IG| (what ``compare`` sets side by side across runs)."""
+    from atari_dt.study.pixels import TOKEN_TYPES
+
+    px = study.pixels
+
+    def by_rtg(share: np.ndarray) -> list[float | None]:  # [K, G] -> mean per RTG, NaN-aware
+        counts = np.isfinite(share).sum(0)
+        sums = np.nansum(share, axis=0)
+        return [float(s / c) if c else None for s, c in zip(sums, counts, strict=True)]
+
+    return {
+        "rtg": [float(r) for r in px.rtg],
+        "reference_rtg": float(px.reference_rtg),
+        "tokens": {kind: by_rtg(px.token_shares[:, :, i]) for i, kind in enumerate(TOKEN_TYPES)},
+        "objects": {name: by_rtg(share) for name, share in px.object_shares().items()},
+        "how": f"share of |IG| (black baseline, {study.config.n_steps} steps) of "
+        f"{len(px.actions)} decisions at each constant RTG: tokens over all tokens of the "
+        "context, objects over the newest frame's pixels (RAM boxes; mean over the decisions "
+        "where the object is on screen)",
+    }
+
+
 def imitation_entry(study: Study) -> dict | None:
     """The DT's agreement with the expert above the data, pooled over episodes."""
     im = study.imitation
@@ -271,6 +295,7 @@ def summarise_study(study: Study, *, command: str) -> dict[str, Any]:
         "landmarks": {**vars(study.marks), "held_out": study.marks.held_out},
         "targets": [float(t) for t in study.grid],
         "sweep": study.sweep.to_json(),
+        "shares": shares_entry(study),
         "command": command,
         "seed": study.config.seed,
         "provenance": study.provenance,
