@@ -49,9 +49,9 @@ def test_compare_writes_the_table_from_each_study(
     for row, summary in zip(rows, summaries, strict=True):
         base = BASELINES[summary["provenance"]["game"]]
         points = summary["sweep"]["targets"]
+        span = base.human - base.random
         by_hand = [  # mean of 100 * (raw - random) / (human - random) per target
-            np.mean([100 * (r - base.random) / (base.human - base.random) for r in p["raw_returns"]])
-            for p in points
+            np.mean([100 * (r - base.random) / span for r in p["raw_returns"]]) for p in points
         ]
         assert row["best_normalised"] == pytest.approx(max(by_hand), rel=1e-9)
         targets = [p["target"] for p in points for _ in p["returns"]]

@@ -45,5 +45,5 @@ def test_a_game_without_a_standard_baseline_says_so() -> None:
     assert baseline("Tetris") is None
     with pytest.raises(UserError, match="no standard random/human scores for Tetris"):
         human_normalised("Tetris", 10.0)
-    with pytest.raises(UserError, match="unknown Atari game 'Seaquset'.*did you mean Seaquest"):
+    with pytest.raises(UserError, match=r"unknown Atari game 'Seaquset'.*did you mean Seaquest"):
         baseline("Seaquset")

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from atari_dt.errors import UserError
+
+if TYPE_CHECKING:
+    from atari_dt.datasets import PaperSubsetOptions
 
 
 def convert(args: argparse.Namespace) -> int:
@@ -18,29 +23,81 @@ def convert(args: argparse.Namespace) -> int:
     from atari_dt.datasets.convert import infer_game
     from atari_dt.datasets.store import EpisodeStore
 
+    subset = _subset_options(args)
     checkpoints = parse_checkpoint_selection(args.checkpoints) if args.checkpoints else None
     if Path(args.destination).exists() and not args.force:
         raise FileExistsError(f"{args.destination} exists; pass --force to replace it")
     if args.force:
         check_replaceable_store(Path(args.destination))
     game, n_actions = _game_and_actions(args.game or infer_game(Path(args.source)))
-    destination = convert_replay_logs(
-        args.source,
-        args.destination,
-        game=game,
-        n_actions=n_actions,
-        checkpoints=checkpoints,
-        layout=args.layout,
-        compression=None if args.compression == "none" else args.compression,
-        overwrite=args.force,
-        progress=not args.no_progress,
-    )
+    options = {  # everything but the subset
+        "game": game,
+        "n_actions": n_actions,
+        "checkpoints": checkpoints,
+        "layout": args.layout,
+        "compression": None if args.compression == "none" else args.compression,
+        "overwrite": args.force,
+        "progress": not args.no_progress,
+    }
+    destination = convert_replay_logs(args.source, args.destination, subset=subset, **options)
     with EpisodeStore.open(destination) as store:
         print(
             f"wrote {destination}: {len(store)} episodes ({int(store.complete.sum())} complete), "
             f"{store.n_transitions} transitions"
         )
+        record = store.metadata.get("source", {}).get("subset")
+    if record is not None:
+        print(describe_subset(record))
+        if not record["budget_reached"]:
+            print(f"warning: {_shortfall(record)}", file=sys.stderr)
     return 0
+
+
+def _subset_options(args: argparse.Namespace) -> PaperSubsetOptions | None:
+    """The paper-subset settings from the flags; None without ``--sample-transitions``.
+
+    Raises:
+        UserError: a value out of range, or ``--trajectories-per-checkpoint`` or ``--seed``
+            without ``--sample-transitions`` (they mean nothing for a full conversion).
+    """
+    from atari_dt.datasets import PaperSubsetOptions
+
+    flags = {
+        "--trajectories-per-checkpoint": args.trajectories_per_checkpoint,
+        "--seed": args.seed,
+    }
+    if args.sample_transitions is None:
+        given = [flag for flag, value in flags.items() if value is not None]
+        if given:
+            raise UserError(
+                f"{' and '.join(given)}: only with --sample-transitions N (they set the paper's "
+                "subset; without it the whole selection is converted)"
+            )
+        return None
+    settings = {"trajectories_per_checkpoint": args.trajectories_per_checkpoint, "seed": args.seed}
+    return PaperSubsetOptions(
+        args.sample_transitions, **{k: v for k, v in settings.items() if v is not None}
+    )
+
+
+def describe_subset(record: dict) -> str:
+    """One line on a store's paper-subset selection (its ``source["subset"]``)."""
+    return (
+        f"subset {record['recipe']}: {record['transitions']:,} of {record['sample_transitions']:,}"
+        f" transitions asked, {len(record['episodes'])} episodes in {record['picks']} draws of "
+        f"{record['trajectories_per_checkpoint']} from {len(record['checkpoints_used'])} "
+        f"checkpoints (first {record['window']:,} slots of each), seed {record['seed']}"
+    )
+
+
+def _shortfall(record: dict) -> str:
+    return (
+        f"every checkpoint ran out of whole draws before the budget: took "
+        f"{record['transitions']:,} of the {record['sample_transitions']:,} transitions asked "
+        f"({record['available_transitions']:,} lie in complete episodes inside the windows; a "
+        f"checkpoint with fewer than {record['trajectories_per_checkpoint']} episodes left is "
+        "not drawn again)"
+    )
 
 
 def check_replaceable_store(path: Path) -> None:
@@ -123,6 +180,9 @@ def _format_summary(summary: dict, counts: np.ndarray, edges: np.ndarray) -> str
     lines.append(
         f"  optional      raw rewards: {summary['has_raw_rewards']}, RAM: {summary['has_ram']}"
     )
+    subset = summary["source"].get("subset") if isinstance(summary["source"], dict) else None
+    if subset:
+        lines.append(f"  {describe_subset(subset)}")
     if len(counts):
         lines.append(f"  returns of complete episodes ({summary['reward_units']} rewards):")
         width = max(int(counts.max()), 1)

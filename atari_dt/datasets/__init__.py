@@ -10,6 +10,7 @@ from typing import Any
 from atari_dt.datasets.config import DataConfig
 from atari_dt.datasets.convert import convert_replay_logs
 from atari_dt.datasets.npy_gzip import ReplayFileError
+from atari_dt.datasets.paper_subset import PaperSubsetOptions, select_paper_subset
 from atari_dt.datasets.replay_files import parse_checkpoint_selection
 from atari_dt.datasets.replay_reader import ReplayLogs
 from atari_dt.datasets.replay_writer import ReplayLogWriter, write_replay_logs
@@ -23,6 +24,7 @@ __all__ = [
     "Episode",
     "EpisodeStore",
     "EpisodeStoreWriter",
+    "PaperSubsetOptions",
     "ReplayFileError",
     "ReplayLogWriter",
     "ReplayLogs",
@@ -31,6 +33,7 @@ __all__ = [
     "parse_checkpoint_selection",
     "returns_to_go",
     "select_episodes",
+    "select_paper_subset",
     "write_replay_logs",
 ]
 

@@ -9,6 +9,7 @@ stream (or at a gap in the selected checkpoints) is kept and marked incomplete.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,9 @@ class ReplayBlock:
         layout: the checkpoint's slot order.
         actions, rewards, terminals: ``[n]`` in order of addition (padding included).
         keep: bool ``[n]``, False for padding transitions.
-        positions: int64 ``[n]``, store position of each kept transition, -1 for padding.
+        positions: int64 ``[n]``, store position of each kept transition, -1 for padding
+            (-2: a transition not to be stored, which :meth:`iter_frames` neither checks nor
+            yields).
         episodes: episodes that ended in this block (or at the stream's end after it).
     """
 
@@ -308,13 +311,42 @@ class ReplayLogs:
         for i, lay in enumerate(self.layouts):
             if i == 0 or self.layouts[i - 1].next_transition != lay.first_transition:
                 state = SegmenterState(n_kept=state.n_kept)
-                lead = None if lay.first_transition == 0 else self._lead_padding(lay)
-                start_stream(state, lay.first_transition, lead, self.stack_size)
+                self._start_stream(state, lay, look_at_frames=True)
             block = self._read_block(lay, state)
             is_last = i + 1 == len(self.layouts)
             if is_last or self.layouts[i + 1].first_transition != lay.next_transition:
                 block.episodes.extend(finish_stream(state))
             yield block
+
+    def read_alone(
+        self, index: int, *, max_transitions: int | None = None, look_at_frames: bool = True
+    ) -> ReplayBlock:
+        """Checkpoint ``self.layouts[index]`` read as a stream of its own (store positions from
+        0; episodes running into the previous or next checkpoint are cut, so incomplete).
+
+        Args:
+            index: which of the selected checkpoints (``0 .. len(self.layouts) - 1``).
+            max_transitions: read only the first this many transitions in order of addition;
+                an episode still open there is cut (incomplete).
+            look_at_frames: when the previous dump's files are not on disk, whether to decide
+                if the first episode starts right at the checkpoint from its leading frames
+                (for a dump ``k > 0`` that decompresses the whole file: its first slot in order
+                of addition is the file's last); False marks that episode cut instead.
+        """
+        lay = self.layouts[index]
+        if max_transitions is not None:
+            lay = dataclasses.replace(lay, n_slots=min(lay.n_slots, max_transitions))
+        state = SegmenterState()
+        self._start_stream(state, lay, look_at_frames=look_at_frames)
+        block = self._read_block(lay, state)
+        block.episodes.extend(finish_stream(state))
+        return block
+
+    def _start_stream(
+        self, state: SegmenterState, lay: CheckpointLayout, *, look_at_frames: bool
+    ) -> None:
+        lead = None if lay.first_transition == 0 else self._lead_padding(lay, look_at_frames)
+        start_stream(state, lay.first_transition, lead, self.stack_size)
 
     def check_values(self, n_actions: int, game: str) -> None:
         """Refuse logs that no agent of ``game`` could have written, before anything is
@@ -356,10 +388,11 @@ class ReplayLogs:
                     f"not finite: {_examples(rewards, bad, lay)}"
                 )
 
-    def _lead_padding(self, lay: CheckpointLayout) -> int | None:
+    def _lead_padding(self, lay: CheckpointLayout, look_at_frames: bool = True) -> int | None:
         """Padding at the start of a stream that begins at ``lay`` (see :func:`start_stream`):
         from the previous logged dump's terminal flags when that file is on disk (cheap), else
-        from the leading transitions themselves (zero frames: one extra pass over the file)."""
+        from the leading transitions themselves (zero frames: one extra pass over the file), or
+        None (starts mid-episode) when ``look_at_frames`` is False."""
         S, C = self.stack_size, lay.capacity
         if lay.kind != "circular" and lay.checkpoint > 0:
             previous = lay.checkpoint - 1
@@ -370,7 +403,7 @@ class ReplayLogs:
                     return padding_after(terminals[C - 1 - S : C - 1], S)
             except ReplayFileError:
                 pass
-        return leading_padding_count(lay, S)
+        return leading_padding_count(lay, S) if look_at_frames else None
 
     def _read_block(self, lay: CheckpointLayout, state: SegmenterState) -> ReplayBlock:
         actions = load_npy_gz(lay.path("action"))[lay.slots].astype(np.int64)
