@@ -6,8 +6,10 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.atari-dt-installed
 DEMO_DIR ?= runs/demo
+COMPARE_DIR ?= runs/demo_compare
+COMPARE_GAMES ?= seaquest breakout
 
-.PHONY: install demo test test-portable bench lint format clean
+.PHONY: install demo demo-compare test test-portable bench lint format clean
 
 install: $(STAMP)
 
@@ -41,6 +43,18 @@ demo: $(STAMP)
 	$(BIN)/atari-dt analyze $(DEMO_DIR)/train --episode 3 --step 200 --contexts 128 --out $(DEMO_DIR)/analysis
 	$(BIN)/atari-dt study $(DEMO_DIR)/train --steer --max-episode-steps 2000
 	@echo "open the study's report: $(DEMO_DIR)/train/study/report.html"
+
+# Two games side by side (not part of `make demo`; ~30 min on 2 cores): for each game its
+# expert-to-random mixture is collected (40k steps, episodes capped at 1,000 steps), a demo DT
+# trained on it with the top 20% of returns held out (configs/train/demo_<game>.yaml), studied,
+# and the studies compared: $(COMPARE_DIR)/compare/compare.html (table.csv, table.json).
+demo-compare: $(STAMP)
+	for game in $(COMPARE_GAMES); do \
+		$(BIN)/atari-dt collect --config configs/collect/$$game.yaml --steps 40000 --max-episode-steps 1000 --out $(COMPARE_DIR)/$$game/collect.h5 --force || exit 1; \
+		$(BIN)/atari-dt train configs/train/demo_$$game.yaml --data $(COMPARE_DIR)/$$game/collect.h5 --set data.max_return_quantile=0.8 --out $(COMPARE_DIR)/$$game/train --force || exit 1; \
+	done
+	$(BIN)/atari-dt compare $(foreach game,$(COMPARE_GAMES),$(COMPARE_DIR)/$(game)/train) --study-missing --max-episode-steps 2000 --out $(COMPARE_DIR)/compare
+	@echo "open the comparison: $(COMPARE_DIR)/compare/compare.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -72,6 +72,9 @@ _EXPORTS: dict[str, str] = {
     "StudyConfig": "atari_dt.study.config",
     "run_study": "atari_dt.study.study",
     "summarise_study": "atari_dt.study.summary",
+    # comparing runs and games
+    "compare_runs": "atari_dt.study.compare",
+    "human_normalised": "atari_dt.study.scores",
     # rollouts
     "run_episodes": "atari_dt.rollout.evaluate",
 }
