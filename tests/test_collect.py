@@ -251,3 +251,26 @@ def test_cli_interrupt_keeps_episodes_and_leaves_no_workers(tmp_path: Path) -> N
     with EpisodeStore.open(out) as store:
         assert len(store) >= 3 and not store.metadata["collection"]["finished"]
         assert store.metadata["collection"]["steps"] == store.n_transitions
+
+
+GAMES = ("breakout", "pong", "qbert", "seaquest")
+
+
+@pytest.mark.parametrize("game", GAMES)
+def test_every_game_collect_config_runs(game: str, tmp_path: Path) -> None:
+    """Each game's shipped config (expert-to-random mixture) collects a real store: the game's
+    minimal action set, RAM, and each episode's behaviour one of the config's components."""
+    from atari_dt.config import load_config
+    from atari_dt.envs.config import CollectFileConfig
+    from atari_dt.envs.games import minimal_action_count
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(CollectFileConfig, root / "configs" / "collect" / f"{game}.yaml").collect
+    config = dataclasses.replace(config, steps=300, max_episode_steps=100, workers=1)
+    collect_to(tmp_path / "store.h5", config)
+    with EpisodeStore.open(tmp_path / "store.h5", reward_units="raw") as store:
+        assert store.game == config.game and store.n_transitions >= 300
+        assert store.n_actions == minimal_action_count(config.game)
+        assert store.column("ram").shape == (store.n_transitions, 128)
+        assert {b["component"] for b in store.behaviours} <= set(range(len(config.policy)))
+        assert (store.column("actions") < store.n_actions).all()

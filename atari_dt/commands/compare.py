@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -42,10 +43,11 @@ def compare(args: argparse.Namespace) -> int:
         page = render_page(comparison, figures, command=command or "atari-dt compare")
         atomic_write_bytes(stage / "compare.html", page.encode())
     for run in comparison.runs:
-        print(
-            f"{run.label}: best human-normalised {run.best_normalised:.1f}%; "
-            f"{follows_sentence(run.follows)}"
+        best = run.best_normalised
+        score = (
+            f"{best:.1f}%" if math.isfinite(best) else "n/a (no random/human scores for the game)"
         )
+        print(f"{run.label}: best human-normalised {score}; {follows_sentence(run.follows)}")
         print(f"  {run.verdict[0]}")
     print(f"wrote {args.out}/table.csv, table.json")
     print(f"page: {Path(args.out) / 'compare.html'}")

@@ -55,6 +55,12 @@ class ComparedRun:
     verdict: tuple[str, ...]
 
     @property
+    def reference_index(self) -> int:
+        """Index of the best training return in ``shares["rtg"]`` (the pixel study's RTGs)."""
+        rtg = np.array(self.shares.get("rtg") or [0.0])
+        return int(np.argmin(np.abs(rtg - self.shares.get("reference_rtg", 0.0))))
+
+    @property
     def best_normalised(self) -> float:
         """The highest mean human-normalised score over the sweep's targets (NaN if none)."""
         finite = self.normalised[np.isfinite(self.normalised)]
@@ -247,7 +253,7 @@ def _row(run: ComparedRun) -> dict[str, Any]:
     gain_interval = gain.get("interval") or [None, None]
     top = int(np.nanargmax(run.normalised)) if np.isfinite(run.normalised).any() else None
     shares = run.shares
-    ref = shares.get("rtg", []).index(shares["reference_rtg"]) if shares.get("rtg") else None
+    ref = run.reference_index if shares.get("rtg") else None
     row = {
         "run": run.label,
         "game": run.game,

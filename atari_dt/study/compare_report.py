@@ -96,14 +96,9 @@ def plot_gains(comparison: Comparison, path: Path) -> Path:
 
 def _top_objects(run: ComparedRun) -> list[str]:
     objects = run.shares.get("objects", {})
-    at_ref = _reference_index(run)
+    at_ref = run.reference_index
     ranked = [(v[at_ref] or 0.0, k) for k, v in objects.items() if k != "background" and v]
     return [k for _, k in sorted(ranked, reverse=True)[:TOP_OBJECTS]]
-
-
-def _reference_index(run: ComparedRun) -> int:
-    rtg = run.shares.get("rtg") or [0.0]
-    return int(np.argmin(np.abs(np.array(rtg) - run.shares.get("reference_rtg", 0.0))))
 
 
 def plot_shares(comparison: Comparison, path: Path) -> Path:
@@ -117,7 +112,7 @@ def plot_shares(comparison: Comparison, path: Path) -> Path:
     kinds = ("rtg", "state", "action")
     stacks = np.zeros((len(kinds), 2 * len(runs)))
     for i, run in enumerate(runs):
-        tokens, ref = run.shares.get("tokens", {}), _reference_index(run)
+        tokens, ref = run.shares.get("tokens", {}), run.reference_index
         for k, kind in enumerate(kinds):
             values = tokens.get(kind) or [np.nan]
             stacks[k, 2 * i] = values[ref] if values[ref] is not None else np.nan
@@ -133,7 +128,7 @@ def plot_shares(comparison: Comparison, path: Path) -> Path:
     left.legend(fontsize=7)
     names, ref_values, top_values = [], [], []
     for run in runs:
-        objects, ref = run.shares.get("objects", {}), _reference_index(run)
+        objects, ref = run.shares.get("objects", {}), run.reference_index
         for name in _top_objects(run):
             names.append(f"{run.label}: {name}")
             ref_values.append(objects[name][ref] if objects[name][ref] is not None else np.nan)
