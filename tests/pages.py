@@ -40,11 +40,14 @@ def render_in_chromium(page: Path, screenshot: Path) -> str:
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
     flags.append("--host-resolver-rules=MAP * ~NOTFOUND")
     dom = subprocess.run([*flags, "--dump-dom", uri], capture_output=True, text=True, timeout=120)
-    subprocess.run(
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    shot = subprocess.run(
         [*flags, f"--screenshot={screenshot}", "--window-size=1200,2400", uri],
         capture_output=True,
+        text=True,
         timeout=120,
     )
+    assert shot.returncode == 0 and screenshot.is_file(), shot.stderr[-2000:]
     from PIL import Image
 
     pixels = np.asarray(Image.open(screenshot).convert("L"))

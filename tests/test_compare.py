@@ -18,7 +18,9 @@ from scipy import stats
 from seeds import seed
 from study_runs import STUDY
 
-from atari_dt.study.compare import follows_sentence, follows_target
+from atari_dt.errors import UserError
+from atari_dt.study.compare import compare_runs, follows_sentence, follows_target
+from atari_dt.study.compare_report import render_page, write_figures
 from atari_dt.study.scores import BASELINES
 
 
@@ -123,11 +125,122 @@ def test_the_rank_test_of_following_the_target() -> None:
     rising = [{"target": t, "returns": [t + 0.5 * i for i in range(3)]} for t in range(5)]
     rho, p = follows_target(rising)
     assert rho > 0.9 and p < 0.05  # returns strictly ordered by target: rho near 1
-    assert follows_sentence((rho, p)).startswith("Its return rises with the target")
+    assert follows_sentence((rho, p), 5).startswith("Its return rises with the target")
     falling = [{"target": t, "returns": [-t, -t - 0.5]} for t in range(5)]
     rho, p = follows_target(falling)
     assert rho < 0 and p > 0.5
-    assert "no detectable rise" in follows_sentence((rho, p))
+    assert "no detectable rise" in follows_sentence((rho, p), 5)
     flat = [{"target": t, "returns": [3.0, 3.0]} for t in range(5)]
     assert all(math.isnan(v) for v in follows_target(flat))
-    assert "does not vary" in follows_sentence(follows_target(flat))
+    assert "the same at every target" in follows_sentence(follows_target(flat), 5)
+    one = [{"target": 3.0, "returns": [1.0, 2.0, 4.0]}]
+    assert "Only one target" in follows_sentence(follows_target(one), 1)
+
+
+# ---------------------------------------------------------------- hand-made summaries
+
+
+def fake_study(
+    directory: Path,
+    game: str,
+    returns: dict[float, list[float]],
+    *,
+    data_min: float,
+    data_max: float,
+    gain: tuple[float, float, float] | None = None,
+    shares: bool = True,
+) -> Path:
+    """A summary.json shaped as ``atari-dt study`` writes it, with chosen numbers (raw
+    units, so ``raw_returns`` equal ``returns``)."""
+    points = [
+        {"target": t, "returns": r, "raw_returns": r, "mean": float(np.mean(r)), "ci95": None}
+        for t, r in returns.items()
+    ]
+    headline: dict = {
+        "saturation": {"value": None},
+        "episodes_at_step_cap": {"value": {f"{t:g}": 0.0 for t in returns}},
+    }
+    if gain is not None:
+        headline["extrapolation_gain_vs_data_max"] = {
+            "value": gain[0],
+            "interval": [gain[1], gain[2]],
+        }
+    summary = {
+        "verdict": ["a verdict"],
+        "headline": headline,
+        "landmarks": {"data_min": data_min, "data_max": data_max, "train_max": data_max},
+        "sweep": {"reward_units": "raw", "targets": points},
+        "provenance": {"game": game, "run": str(directory), "max_return_quantile": None},
+    }
+    if shares:
+        summary["shares"] = {
+            "rtg": [data_max, 2 * data_max],
+            "reference_rtg": data_max,
+            "tokens": {"rtg": [0.2, 0.1], "state": [0.7, 0.8], "action": [0.1, 0.1]},
+            "objects": {},
+        }
+    directory.mkdir(parents=True)
+    (directory / "summary.json").write_text(json.dumps(summary))
+    return directory
+
+
+def test_negative_returns_keep_their_order_and_the_gain_its_sign(tmp_path: Path) -> None:
+    # Pong-like: every data return negative. Data units put -21 at 0 and -5 at 1, so a target
+    # beyond the data is > 1 and a positive gain stays positive (divided by the span, 16).
+    pong = fake_study(
+        tmp_path / "pong",
+        "Pong",
+        {-21.0: [-21.0, -20.0], -5.0: [-9.0, -7.0], 11.0: [-6.0, -4.0]},
+        data_min=-21.0,
+        data_max=-5.0,
+        gain=(3.0, 1.0, 5.0),
+    )
+    run = compare_runs([pong]).runs[0]
+    np.testing.assert_allclose(run.in_data_units(run.targets), [0.0, 1.0, 2.0])
+    row = compare_runs([pong]).table()[0]
+    assert row["gain_vs_data_max_in_data_units"] == pytest.approx(3.0 / 16.0)
+    # the Pong baseline by hand: at the data's best target, mean of -9 and -7 -> -8
+    assert row["normalised_at_data_max"] == pytest.approx(100 * (-8 + 20.7) / 35.3)
+    figures = write_figures(compare_runs([pong]), tmp_path / "figures")  # no crash, no flip
+    assert all(p.stat().st_size > 1000 for p in figures.values())
+
+
+def test_games_without_baseline_or_span_or_shares_still_compare(tmp_path: Path) -> None:
+    tetris = fake_study(
+        tmp_path / "tetris", "Tetris", {0.0: [0.0, 1.0], 5.0: [2.0, 3.0]}, data_min=0, data_max=5
+    )
+    flat = fake_study(  # every data episode has one return: no span
+        tmp_path / "flat", "Breakout", {4.0: [3.0, 4.0]}, data_min=4.0, data_max=4.0, shares=False
+    )
+    comparison = compare_runs([tetris, flat])
+    rows = comparison.table()
+    assert rows[0]["normalised_at_data_max"] is None and rows[0]["best_normalised"] is None
+    assert rows[1]["gain_vs_data_max_in_data_units"] is None
+    assert "rtg_token_share_ref" not in rows[1]  # a summary without shares
+    assert np.isnan(comparison.runs[1].in_data_units(4.0))
+    figures = write_figures(comparison, tmp_path / "figures")
+    page = render_page(comparison, figures, command="test")
+    assert "Only one target was played" in page and "Tetris" in page
+
+
+def test_runs_of_one_game_are_told_apart(tmp_path: Path) -> None:
+    paths = [
+        fake_study(tmp_path / name / "study", "Breakout", {0.0: [1.0, 2.0]}, data_min=0, data_max=9)
+        for name in ("seed0", "seed1")
+    ]
+    assert [r.label for r in compare_runs(paths).runs] == ["Breakout (seed0)", "Breakout (seed1)"]
+
+
+def test_malformed_summaries_are_refused_naming_the_file(tmp_path: Path) -> None:
+    path = fake_study(tmp_path / "s", "Breakout", {0.0: [1.0]}, data_min=0, data_max=9)
+    summary = json.loads((path / "summary.json").read_text())
+    del summary["provenance"]["game"]
+    (path / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(UserError, match=r"summary.json: not a readable study summary \(KeyError"):
+        compare_runs([path])
+    summary["sweep"] = "x"
+    (path / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(UserError, match="its sweep has no targets"):
+        compare_runs([path])
+    with pytest.raises(UserError, match="at least one run"):
+        compare_runs([])

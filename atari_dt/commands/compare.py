@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 from pathlib import Path
@@ -19,7 +18,8 @@ def compare(args: argparse.Namespace) -> int:
     from atari_dt.study.compare import compare_runs, follows_sentence, missing_studies
     from atari_dt.study.compare_report import render_page, table_csv, write_figures
 
-    command = shlex.join(["atari-dt", *sys.argv[1:]]) if sys.argv[1:2] == ["compare"] else ""
+    argv = sys.argv[1:]
+    command = shlex.join(["atari-dt", *argv]) if argv[:1] == ["compare"] else "atari-dt compare"
     for path in args.runs:
         if not Path(path).is_dir():
             raise UserError(f"{path}: no such run directory")
@@ -32,22 +32,23 @@ def compare(args: argparse.Namespace) -> int:
         )
     for i, path in enumerate(missing, 1):
         print(f"[{i}/{len(missing)}] studying {path} (no study yet)", file=sys.stderr)
-        study_run(path, args, command=f"atari-dt study {path} (from compare)")
+        study_run(path, args, command=f"atari-dt study {path} (from {command})")
     comparison = compare_runs(args.runs)
     rows = comparison.table()
     with staged_outputs(Path(args.out)) as stage:  # table, figures and page appear together
         figures = write_figures(comparison, stage)
         atomic_write_bytes(stage / "table.csv", table_csv(rows).encode())
-        text = json.dumps({"command": command or "atari-dt compare", "runs": rows}, indent=2)
+        text = json.dumps({"command": command, "runs": rows}, indent=2)
         atomic_write_bytes(stage / "table.json", text.encode())
-        page = render_page(comparison, figures, command=command or "atari-dt compare")
+        page = render_page(comparison, figures, command=command)
         atomic_write_bytes(stage / "compare.html", page.encode())
-    for run in comparison.runs:
-        best = run.best_normalised
-        score = (
-            f"{best:.1f}%" if math.isfinite(best) else "n/a (no random/human scores for the game)"
+    for run, row in zip(comparison.runs, rows, strict=True):
+        score = row["normalised_at_data_max"]
+        shown = f"{score:.1f}%" if score is not None else "n/a (no random/human scores)"
+        print(
+            f"{run.label}: human-normalised {shown} at the data's best return; "
+            f"{follows_sentence(run.follows, len(run.targets))}"
         )
-        print(f"{run.label}: best human-normalised {score}; {follows_sentence(run.follows)}")
         print(f"  {run.verdict[0]}")
     print(f"wrote {args.out}/table.csv, table.json")
     print(f"page: {Path(args.out) / 'compare.html'}")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 from atari_dt.errors import UserError
 
 
@@ -26,6 +28,14 @@ class Baseline(NamedTuple):
 
     random: float
     human: float
+
+    def normalise(self, raw_scores: np.ndarray | float) -> np.ndarray:
+        """``100 * (raw - random) / (human - random)`` elementwise: 0 random play, 100 human."""
+        return (
+            100.0
+            * (np.asarray(raw_scores, dtype=np.float64) - self.random)
+            / (self.human - self.random)
+        )
 
 
 # fmt: off
@@ -90,8 +100,6 @@ BASELINES: dict[str, Baseline] = {
 }
 # fmt: on
 
-HOW = "100 * (raw score - random) / (human - random), the Atari-57 random/human table"
-
 
 def baseline(game: str) -> Baseline | None:
     """The random and human scores of ``game`` (any spelling ALE knows), None outside the 57.
@@ -117,4 +125,4 @@ def human_normalised(game: str, raw_score: float) -> float:
             f"no standard random/human scores for {game}; the {len(BASELINES)} games with one "
             "are listed in atari_dt.study.scores.BASELINES"
         )
-    return 100.0 * (float(raw_score) - base.random) / (base.human - base.random)
+    return float(base.normalise(raw_score))
