@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = stages.add_parser("data", help="DQN-replay logs and episode stores")
     commands = data.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     _add_convert(commands)
+    _add_convert_minari(commands)
     _add_info(commands)
     _add_verify(commands)
     _add_show(commands)
@@ -325,12 +326,6 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:
         default="auto",
         help="how the files were written (default: decided per file from add_count)",
     )
-    p.add_argument(
-        "--compression",
-        choices=["gzip", "lzf", "none"],
-        default="gzip",
-        help="compression of the stored frames (default: gzip level 1)",
-    )
     subset = p.add_argument_group(
         "the Decision Transformer paper's subset (docs/dqn_replay_format.md)",
         "whole episodes drawn from checkpoints picked at random, from the first 100,000 slots "
@@ -350,6 +345,33 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:
         help="episodes each draw takes from its checkpoint (default 10)",
     )
     subset.add_argument("--seed", type=int, help="seed of the draws (default 0)")
+    _add_store_output_args(p)
+
+
+def _add_convert_minari(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "convert-minari",
+        help="convert a Minari Atari dataset into an episode store (needs atari-dt[minari])",
+        description="Reads a local Minari dataset (nothing is downloaded) and applies the "
+        "DQN-replay preprocessing (grayscale, 84x84 INTER_AREA) to its RGB screens.",
+    )
+    p.add_argument(
+        "dataset",
+        help="dataset id in MINARI_DATASETS_PATH (e.g. atari/breakout/expert-v0) or its directory",
+    )
+    p.add_argument("destination", help="episode store to write (.h5)")
+    p.add_argument("--game", help="game name (default: from the dataset's env spec or id)")
+    _add_store_output_args(p)
+
+
+def _add_store_output_args(p: argparse.ArgumentParser) -> None:
+    """How a conversion writes its episode store."""
+    p.add_argument(
+        "--compression",
+        choices=["gzip", "lzf", "none"],
+        default="gzip",
+        help="compression of the stored frames (default: gzip level 1)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing destination")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

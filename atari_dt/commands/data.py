@@ -21,14 +21,10 @@ if TYPE_CHECKING:
 def convert(args: argparse.Namespace) -> int:
     from atari_dt.datasets import convert_replay_logs, parse_checkpoint_selection
     from atari_dt.datasets.convert import infer_game
-    from atari_dt.datasets.store import EpisodeStore
 
     subset = _subset_options(args)
     checkpoints = parse_checkpoint_selection(args.checkpoints) if args.checkpoints else None
-    if Path(args.destination).exists() and not args.force:
-        raise FileExistsError(f"{args.destination} exists; pass --force to replace it")
-    if args.force:
-        check_replaceable_store(Path(args.destination))
+    _check_destination(Path(args.destination), args.force)
     game, n_actions = _game_and_actions(args.game or infer_game(Path(args.source)))
     options = {  # everything but the subset
         "game": game,
@@ -40,17 +36,49 @@ def convert(args: argparse.Namespace) -> int:
         "progress": not args.no_progress,
     }
     destination = convert_replay_logs(args.source, args.destination, subset=subset, **options)
-    with EpisodeStore.open(destination) as store:
-        print(
-            f"wrote {destination}: {len(store)} episodes ({int(store.complete.sum())} complete), "
-            f"{store.n_transitions} transitions"
-        )
-        record = store.metadata.get("source", {}).get("subset")
+    record = _report_written(destination).get("subset")
     if record is not None:
         print(describe_subset(record))
         if not record["budget_reached"]:
             print(f"warning: {_shortfall(record)}", file=sys.stderr)
     return 0
+
+
+def convert_minari(args: argparse.Namespace) -> int:
+    from atari_dt.datasets.minari_reader import convert_minari_dataset
+
+    _check_destination(Path(args.destination), args.force)
+    destination = convert_minari_dataset(
+        args.dataset,
+        args.destination,
+        game=args.game,
+        compression=None if args.compression == "none" else args.compression,
+        overwrite=args.force,
+        progress=not args.no_progress,
+    )
+    _report_written(destination)
+    return 0
+
+
+def _check_destination(destination: Path, force: bool) -> None:
+    """Refuse an existing destination without ``--force``, and with it anything that is not
+    an episode store."""
+    if destination.exists() and not force:
+        raise FileExistsError(f"{destination} exists; pass --force to replace it")
+    if force:
+        check_replaceable_store(destination)
+
+
+def _report_written(destination: Path) -> dict:
+    """Print what a conversion wrote; return the store's ``source`` record."""
+    from atari_dt.datasets.store import EpisodeStore
+
+    with EpisodeStore.open(destination) as store:
+        print(
+            f"wrote {destination}: {len(store)} episodes ({int(store.complete.sum())} complete), "
+            f"{store.n_transitions} transitions"
+        )
+        return store.metadata.get("source", {})
 
 
 def _subset_options(args: argparse.Namespace) -> PaperSubsetOptions | None:
@@ -248,6 +276,7 @@ def show(args: argparse.Namespace) -> int:
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "convert": convert,
+    "convert-minari": convert_minari,
     "info": info,
     "verify": verify,
     "show": show,

@@ -1,4 +1,5 @@
-"""Data layer: DQN-replay logs (read and write), the HDF5 episode store, context windows.
+"""Data layer: DQN-replay logs (read and write), Minari Atari datasets (read, with the optional
+``minari`` package), the HDF5 episode store, context windows.
 
 ``ContextWindows`` (which imports torch) is loaded on first use, so the CLI stays fast.
 """
@@ -9,6 +10,7 @@ from typing import Any
 
 from atari_dt.datasets.config import DataConfig
 from atari_dt.datasets.convert import convert_replay_logs
+from atari_dt.datasets.minari_reader import convert_minari_dataset
 from atari_dt.datasets.npy_gzip import ReplayFileError
 from atari_dt.datasets.paper_subset import PaperSubsetOptions, select_paper_subset
 from atari_dt.datasets.replay_files import parse_checkpoint_selection
@@ -29,6 +31,7 @@ __all__ = [
     "ReplayLogWriter",
     "ReplayLogs",
     "StoreFormatError",
+    "convert_minari_dataset",
     "convert_replay_logs",
     "parse_checkpoint_selection",
     "returns_to_go",
