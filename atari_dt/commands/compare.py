@@ -20,10 +20,7 @@ def compare(args: argparse.Namespace) -> int:
 
     argv = sys.argv[1:]
     command = shlex.join(["atari-dt", *argv]) if argv[:1] == ["compare"] else "atari-dt compare"
-    for path in args.runs:
-        if not Path(path).is_dir():
-            raise UserError(f"{path}: no such run directory")
-    missing = missing_studies(args.runs)
+    missing = missing_studies(args.runs)  # refuses paths that do not exist
     if missing and not args.study_missing:
         commands = "; ".join(f"atari-dt study {p}" for p in missing)
         raise UserError(

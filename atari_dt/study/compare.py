@@ -108,9 +108,20 @@ def study_dir(path: str | Path) -> Path:
     return path / "study"
 
 
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such run directory")
+    return path
+
+
 def missing_studies(paths: list[str | Path]) -> list[Path]:
-    """The given runs that have no study yet (no ``summary.json``), each once."""
-    missing = [Path(p) for p in paths if not (study_dir(p) / SUMMARY).is_file()]
+    """The given runs that have no study yet (no ``summary.json``), each once.
+
+    Raises:
+        UserError: a path that does not exist.
+    """
+    missing = [p for p in map(_existing, paths) if not (study_dir(p) / SUMMARY).is_file()]
     return list(dict.fromkeys(missing))
 
 
@@ -166,9 +177,7 @@ def follows_sentence(follows: tuple[float, float], targets: int) -> str:
 
 
 def _load(path: Path) -> ComparedRun:
-    if not path.exists():
-        raise UserError(f"{path}: no such run directory")
-    directory = study_dir(path)
+    directory = study_dir(_existing(path))
     summary_path = directory / SUMMARY
     if not summary_path.is_file():
         run = path.parent if path.name == "study" and not (path / "config.yaml").exists() else path
@@ -235,7 +244,7 @@ def _compared(directory: Path, summary: dict[str, Any]) -> ComparedRun:
         train_max=float(marks["train_max"]),
         targets=np.array([p["target"] for p in points], dtype=np.float64),
         achieved=np.array([p["mean"] for p in points], dtype=np.float64),
-        achieved_interval=np.array([_pair(p.get("ci95")) for p in points]).reshape(-1, 2),
+        achieved_interval=np.array([interval_pair(p.get("ci95")) for p in points]).reshape(-1, 2),
         normalised=np.array([n[0] for n in normalised]),
         normalised_interval=np.array([n[1] for n in normalised]).reshape(-1, 2),
         capped=np.array([capped.get(f"{p['target']:g}", math.nan) for p in points]),
@@ -251,7 +260,9 @@ def _compared(directory: Path, summary: dict[str, Any]) -> ComparedRun:
     )
 
 
-def _pair(interval: Any) -> tuple[float, float]:
+def interval_pair(interval: Any) -> tuple[float, float]:
+    """A summary's ``[low, high]`` (None, or null ends, after the JSON round trip) as floats,
+    NaN where missing."""
     if not interval or interval[0] is None or interval[1] is None:
         return (math.nan, math.nan)
     return (float(interval[0]), float(interval[1]))
@@ -277,7 +288,7 @@ def _finite(value: Any) -> Any:
 
 def _gain_columns(run: ComparedRun, entry: dict[str, Any] | None, name: str) -> dict[str, Any]:
     entry = entry or {}
-    value, interval = entry.get("value"), _pair(entry.get("interval"))
+    value, interval = entry.get("value"), interval_pair(entry.get("interval"))
     return {
         name: value,
         f"{name}_low": interval[0],

@@ -13,7 +13,13 @@ from typing import Any
 import numpy as np
 
 from atari_dt.figures import pyplot, save_figure
-from atari_dt.study.compare import COLUMNS_HOW, ComparedRun, Comparison, follows_sentence
+from atari_dt.study.compare import (
+    COLUMNS_HOW,
+    ComparedRun,
+    Comparison,
+    follows_sentence,
+    interval_pair,
+)
 from atari_dt.study.report import CSS, figure_html
 
 COLOURS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
@@ -86,7 +92,7 @@ def plot_gains(comparison: Comparison, path: Path) -> Path:
             _not_available(left, i, why)
             continue
         value = float(run.in_data_units(gain["value"], shift=False))
-        interval = run.in_data_units(np.array(_interval(gain)), shift=False)
+        interval = run.in_data_units(np.array(interval_pair(gain.get("interval"))), shift=False)
         err = (
             [[value - interval[0]], [interval[1] - value]] if np.isfinite(interval).all() else None
         )
@@ -108,11 +114,6 @@ def plot_gains(comparison: Comparison, path: Path) -> Path:
         ax.set_yticks(np.arange(len(runs)), [r.label for r in runs], fontsize=8)
         ax.set_ylim(len(runs) - 0.5, -0.5)  # first run on top, rows aligned across panels
     return save_figure(fig, path)
-
-
-def _interval(entry: dict[str, Any]) -> tuple[float, float]:
-    interval = entry.get("interval") or [None, None]
-    return tuple(np.nan if v is None else float(v) for v in interval)  # type: ignore[return-value]
 
 
 def _top_objects(run: ComparedRun) -> list[str]:
