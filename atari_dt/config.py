@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -80,11 +81,16 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     return _coerce_scalar(hint, value, key)
 
 
+_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce_scalar(hint: Any, value: Any, key: str) -> Any:
     if hint is Any:
         return value
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
+        return float(value)  # PyYAML (YAML 1.1) reads 1e-3 as a string: it needs 1.0e-3
     if hint is int and isinstance(value, bool):
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if isinstance(value, hint):
