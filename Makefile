@@ -8,8 +8,10 @@ STAMP := $(VENV)/.atari-dt-installed
 DEMO_DIR ?= runs/demo
 COMPARE_DIR ?= runs/demo_compare
 COMPARE_GAMES ?= seaquest breakout
+RUN ?= $(DEMO_DIR)/train
+PORT ?= 8501
 
-.PHONY: install demo demo-compare test test-portable bench lint format clean
+.PHONY: install demo demo-compare app test test-portable bench lint format clean
 
 install: $(STAMP)
 
@@ -55,6 +57,11 @@ demo-compare: $(STAMP)
 	done
 	$(BIN)/atari-dt compare $(foreach game,$(COMPARE_GAMES),$(COMPARE_DIR)/$(game)/train) --study-missing --max-episode-steps 2000 --out $(COMPARE_DIR)/compare
 	@echo "open the comparison: $(COMPARE_DIR)/compare/compare.html"
+
+# The interactive app on a trained run (default: make demo's), on 127.0.0.1:$(PORT); Ctrl-C stops it.
+app: $(STAMP)
+	$(BIN)/python -c "import streamlit" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[app]"
+	$(BIN)/atari-dt app $(RUN) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

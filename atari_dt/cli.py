@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyze(stages)
     _add_study(stages)
     _add_compare(stages)
+    _add_app(stages)
     model = stages.add_parser("model", help="model checkpoints: import, inspect")
     model_commands = model.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     _add_import_original(model_commands)
@@ -219,6 +220,23 @@ def _add_compare(stages: argparse._SubParsersAction) -> None:
         help="run `atari-dt study` on runs that have no study yet (default: refuse them)",
     )
     _add_study_settings(p)
+
+
+def _add_app(stages: argparse._SubParsersAction) -> None:
+    p = stages.add_parser(
+        "app",
+        help="explore trained runs in the browser: episodes, RTG scan, attribution, heads "
+        "(needs atari-dt[app])",
+        description="Serves a Streamlit app on --host:--port that reads only the runs given "
+        "here. Pages: Run, Episode, RTG scan, Attribution, Heads.",
+    )
+    p.add_argument("runs", nargs="+", help="training run directories")
+    p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only)",
+    )
 
 
 def _add_analyze(stages: argparse._SubParsersAction) -> None:

@@ -446,3 +446,33 @@ def test_reference_action_is_the_policy_at_the_reference_rtg(model, batch) -> No
     with torch.no_grad():  # independently: the mean policy when every step asks for 10
         policy = torch.softmax(model(batch.with_rtg(10.0))[:, -1], -1).mean(0)
     assert scan.reference_action == int(policy.argmax())
+
+
+def test_decision_at_one_rtg_agrees_with_the_grid_analyses(model, batch) -> None:
+    """One forward pass gives what the scan, the attention scan and DLA give at that grid point
+    (the same model and windows: only summation order differs, hence the tolerance)."""
+    from atari_dt.analysis.rtg_point import decision_at_rtg
+
+    one = batch[1]
+    for mode in ("constant", "decremented"):
+        point = decision_at_rtg(model, one, 40.0, mode=mode)
+        scan = rtg_scan(model, one, np.array([40.0]), mode=mode)
+        torch.testing.assert_close(
+            point.probabilities, torch.as_tensor(scan.action_probs[0]).float(), atol=1e-5, rtol=0
+        )
+        assert point.action == int(scan.action_probs[0].argmax())
+        to_rtg = attention_to_rtg(model, one, np.array([40.0]), mode=mode)[0]
+        torch.testing.assert_close(point.attention_to_rtg, to_rtg, atol=1e-6, rtol=0)
+        logits = scan.logits[0, 0]
+        torch.testing.assert_close(
+            point.dla.values[:, 0].sum(), logits[point.action], atol=1e-4, rtol=0
+        )
+    own = decision_at_rtg(model, one, None, action=3)
+    with torch.no_grad():
+        expected = torch.softmax(model(one)[0, -1].double(), -1).float()
+    torch.testing.assert_close(own.probabilities, expected, atol=1e-6, rtol=0)
+    assert own.rtg is None and own.action == 3 and own.dla.target == Target(action=3)
+    with pytest.raises(UserError, match="one context"):
+        decision_at_rtg(model, batch, 1.0)
+    with pytest.raises(UserError, match="action must be in"):
+        decision_at_rtg(model, one, 1.0, action=model.cfg.n_actions)

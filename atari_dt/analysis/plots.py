@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,9 +19,9 @@ def _mark_data(ax, scan: RtgScan) -> None:
         ax.axvline(hi, color="#888888", linestyle="--", linewidth=1)
 
 
-def plot_scan(scan: RtgScan, sat: Saturation, path: Path, *, title: str, top: int = 6) -> Path:
+def draw_scan(scan: RtgScan, sat: Saturation, *, title: str, top: int = 6) -> Any:
     """Action probabilities (the ``top`` most used), entropy and divergence to the reference,
-    and RTG-embedding saturation against the RTG, the training returns shaded (PNG)."""
+    and RTG-embedding saturation against the RTG, the training returns shaded (a matplotlib Figure)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     probs = scan.action_probs
@@ -47,19 +48,23 @@ def plot_scan(scan: RtgScan, sat: Saturation, path: Path, *, title: str, top: in
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_heatmap(
+def plot_scan(scan: RtgScan, sat: Saturation, path: Path, *, title: str, top: int = 6) -> Path:
+    """``draw_scan`` written as a PNG at ``path``."""
+    return save_figure(draw_scan(scan, sat, title=title, top=top), path)
+
+
+def draw_heatmap(
     values: np.ndarray,
-    path: Path,
     *,
     title: str,
     xlabel: str,
     ylabel: str,
     xticks: list[str] | None = None,
     yticks: list[str] | None = None,
-) -> Path:
+) -> Any:
     """A signed matrix (layer x head, layer x position, ...) with a diverging colour map."""
     plt = pyplot()
     limit = float(np.abs(values).max()) or 1.0
@@ -76,12 +81,29 @@ def plot_heatmap(
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_bars(
-    values: np.ndarray, labels: list[str], path: Path, *, title: str, ylabel: str
+def plot_heatmap(
+    values: np.ndarray,
+    path: Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    xticks: list[str] | None = None,
+    yticks: list[str] | None = None,
 ) -> Path:
+    """``draw_heatmap`` written as a PNG at ``path``."""
+    return save_figure(
+        draw_heatmap(
+            values, title=title, xlabel=xlabel, ylabel=ylabel, xticks=xticks, yticks=yticks
+        ),
+        path,
+    )
+
+
+def draw_bars(values: np.ndarray, labels: list[str], *, title: str, ylabel: str) -> Any:
     """Signed bars, one per component (e.g. direct logit attribution)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 0.22 * len(labels) + 2), 3.2))
@@ -91,10 +113,17 @@ def plot_bars(
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_attention_grid(patterns: np.ndarray, labels: list[str], path: Path, *, title: str) -> Path:
+def plot_bars(
+    values: np.ndarray, labels: list[str], path: Path, *, title: str, ylabel: str
+) -> Path:
+    """``draw_bars`` written as a PNG at ``path``."""
+    return save_figure(draw_bars(values, labels, title=title, ylabel=ylabel), path)
+
+
+def draw_attention_grid(patterns: np.ndarray, labels: list[str], *, title: str) -> Any:
     """Every head's mean attention pattern (``[L, H, P, P]``), rows layers, columns heads,
     queries down and keys across, labelled by token (R_t / s_t / a_t)."""
     plt = pyplot()
@@ -110,7 +139,12 @@ def plot_attention_grid(patterns: np.ndarray, labels: list[str], path: Path, *, 
             ax.set_yticks(range(0, P, step), labels[::step], fontsize=5)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_attention_grid(patterns: np.ndarray, labels: list[str], path: Path, *, title: str) -> Path:
+    """``draw_attention_grid`` written as a PNG at ``path``."""
+    return save_figure(draw_attention_grid(patterns, labels, title=title), path)
 
 
 def plot_probe_scores(results: dict, path: Path, *, title: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,16 +28,15 @@ def overlay(ax, frame: np.ndarray, attribution: np.ndarray, limit: float, title:
     ax.set_yticks([])
 
 
-def plot_stack_overlay(
+def draw_stack_overlay(
     frames: torch.Tensor,
     attributions: torch.Tensor,
-    path: Path,
     *,
     title: str,
     boxes: dict[str, np.ndarray] | None = None,
-) -> Path:
+) -> Any:
     """Each frame of one stack (``frames`` ``[S, H, W]``) with its attribution (``[S, H, W]``),
-    and their sum over the stack on the newest frame, object boxes outlined (PNG)."""
+    and their sum over the stack on the newest frame, object boxes outlined (a matplotlib Figure)."""
     plt = pyplot()
     frames_np, attr_np = frames.cpu().numpy(), attributions.detach().cpu().numpy()
     S = frames_np.shape[0]
@@ -62,7 +62,21 @@ def plot_stack_overlay(
             axes[S].text(left, top - 1, name, color="#ffcc00", fontsize=5)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return save_figure(fig, path, dpi=130)
+    return fig
+
+
+def plot_stack_overlay(
+    frames: torch.Tensor,
+    attributions: torch.Tensor,
+    path: Path,
+    *,
+    title: str,
+    boxes: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """``draw_stack_overlay`` written as a PNG at ``path``."""
+    return save_figure(
+        draw_stack_overlay(frames, attributions, title=title, boxes=boxes), path, dpi=130
+    )
 
 
 def plot_window_strip(
@@ -83,7 +97,7 @@ def plot_window_strip(
     return save_figure(fig, path, dpi=130)
 
 
-def plot_object_masses(masses: ObjectMasses, path: Path, *, title: str) -> Path:
+def draw_object_masses(masses: ObjectMasses, *, title: str) -> Any:
     """Attribution density inside each object's box relative to the background (bar chart)."""
     plt = pyplot()
     names = list(masses.objects)
@@ -106,7 +120,12 @@ def plot_object_masses(masses: ObjectMasses, path: Path, *, title: str) -> Path:
     ax.legend(fontsize=7)
     ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     fig.tight_layout()
-    return save_figure(fig, path, dpi=130)
+    return fig
+
+
+def plot_object_masses(masses: ObjectMasses, path: Path, *, title: str) -> Path:
+    """``draw_object_masses`` written as a PNG at ``path``."""
+    return save_figure(draw_object_masses(masses, title=title), path, dpi=130)
 
 
 def save_attribution_gif(

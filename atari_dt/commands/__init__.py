@@ -82,6 +82,10 @@ def run_command(args: argparse.Namespace) -> int:
             from atari_dt.commands import compare
 
             return compare.compare(args)
+        if args.stage == "app":
+            from atari_dt.commands import app
+
+            return app.app(args)
         if args.stage == "model":
             from atari_dt.commands import model
 

@@ -10,10 +10,8 @@ import numpy as np
 from atari_dt.figures import pyplot, save_figure
 
 
-def plot_returns(
-    summary: dict[str, Any], counts: np.ndarray, edges: np.ndarray, path: Path
-) -> Path:
-    """Histogram of complete episodes' returns with lengths vs returns beside it (PNG)."""
+def draw_returns(summary: dict[str, Any], counts: np.ndarray, edges: np.ndarray) -> Any:
+    """Histogram of complete episodes' returns with lengths vs returns beside it (a matplotlib Figure)."""
     plt = pyplot()
     episodes = summary["episodes"]
     complete = [e for e in episodes if e["complete"]]
@@ -46,7 +44,14 @@ def plot_returns(
     ax_scatter.set_ylabel("return")
     ax_scatter.legend(frameon=False, fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, path, dpi=110)
+    return fig
+
+
+def plot_returns(
+    summary: dict[str, Any], counts: np.ndarray, edges: np.ndarray, path: Path
+) -> Path:
+    """``draw_returns`` written as a PNG at ``path``."""
+    return save_figure(draw_returns(summary, counts, edges), path, dpi=110)
 
 
 def plot_window(window: dict[str, Any], title: str, path: Path, max_steps: int = 8) -> Path:
