@@ -59,6 +59,69 @@ def probability_bars(probabilities: Any, names: list[str]) -> None:
     st.bar_chart(frame, x="action", y="probability", height=220)
 
 
+def grouped_bars(values: Any, *, rows: str, columns: str, value: str, height: int = 220) -> None:
+    """A matrix ``[R, C]`` (e.g. layer x head) as bars grouped by row, drawn in the browser
+    (Vega-Lite: cheap to redraw when a slider moves)."""
+    import altair as alt
+    import pandas as pd
+
+    matrix = np.asarray(values, dtype=np.float64)
+    frame = pd.DataFrame(
+        [
+            {rows: str(r), columns: str(c), value: float(matrix[r, c])}
+            for r in range(matrix.shape[0])
+            for c in range(matrix.shape[1])
+        ]
+    )
+    chart = (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X(f"{columns}:N", title=columns),
+            xOffset=alt.XOffset(f"{rows}:N"),
+            y=alt.Y(f"{value}:Q", title=value),
+            color=alt.Color(f"{rows}:N", title=rows),
+            tooltip=[rows, columns, alt.Tooltip(value, format=".4f")],
+        )
+        .properties(height=height)
+    )
+    st.altair_chart(chart, width="stretch")
+
+
+def component_bars(values: Any, labels: list[str], *, value: str, height: int = 260) -> None:
+    """Signed bars in the given order (e.g. direct logit attribution per component)."""
+    import altair as alt
+    import pandas as pd
+
+    frame = pd.DataFrame({"component": labels, value: np.asarray(values, dtype=np.float64)})
+    chart = (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("component:N", sort=list(labels), title=None),
+            y=alt.Y(f"{value}:Q", title=value),
+            color=alt.condition(
+                f"datum['{value}'] >= 0", alt.value("#cc6677"), alt.value("#4477aa")
+            ),
+            tooltip=["component", alt.Tooltip(value, format=".4f")],
+        )
+        .properties(height=height)
+    )
+    st.altair_chart(chart, width="stretch")
+
+
+def png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes, then closed (for figures cached per input)."""
+    import io
+
+    from atari_dt.figures import pyplot
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    pyplot().close(fig)
+    return buffer.getvalue()
+
+
 def figure(fig: Any, *, stretch: bool = False) -> None:
     """A matplotlib figure at its own size (``stretch``: the column's width), then closed
     (figures are drawn anew on every rerun)."""

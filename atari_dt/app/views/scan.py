@@ -13,8 +13,6 @@ TITLE = "RTG scan"
 
 
 def render(state: session.State) -> None:
-    from atari_dt.analysis.plots import draw_bars, draw_heatmap, draw_scan
-
     run = session.open_run(state.run)
     if run.model.cfg.behaviour_cloning:
         st.warning("a behaviour-cloning model has no RTG tokens: there is nothing to scan")
@@ -51,34 +49,30 @@ def render(state: session.State) -> None:
         st.subheader("Action distribution")
         show.probability_table(decision.probabilities, names, marked=decision.action)
     with right:
-        attention = decision.attention_to_rtg.numpy()
-        show.figure(
-            draw_heatmap(
-                attention,
-                title="last state token's attention to the RTG tokens (summed)",
-                xlabel="head",
-                ylabel="layer",
-                xticks=[str(h) for h in range(attention.shape[1])],
-            )
+        st.subheader("Attention to the RTG tokens")
+        show.grouped_bars(
+            decision.attention_to_rtg.numpy(), rows="layer", columns="head", value="attention"
         )
-        values = decision.dla.values[:, 0].numpy()
-        show.figure(
-            draw_bars(
-                values,
-                decision.dla.labels,
-                title=f"direct logit attribution of {names[decision.action]}",
-                ylabel="logit contribution",
-            )
+        st.caption("the last state token's attention, summed over the window's RTG tokens")
+        st.subheader(f"Direct logit attribution of {names[decision.action]}")
+        show.component_bars(
+            decision.dla.values[:, 0].numpy(), decision.dla.labels, value="logit contribution"
         )
     st.subheader("Over the whole range")
-    report = session.scan(state.run, state.episode, state.step, mode)
-    show.figure(
-        draw_scan(report.scan, report.saturation, title="this state's RTG scan"), stretch=True
-    )
+    st.image(_scan_png(state.run, state.episode, state.step, mode), width="stretch")
     st.caption(
         "Action probabilities, entropy and divergence to the reference RTG, and the "
         "saturation of the RTG embedding along the study's scan grid; grey: training returns."
     )
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _scan_png(run_dir: str, episode: int, step: int, mode: str) -> bytes:
+    """The state's scan figure, drawn once per state and mode (not on every slider move)."""
+    from atari_dt.analysis.plots import draw_scan
+
+    report = session.scan(run_dir, episode, step, mode)
+    return show.png(draw_scan(report.scan, report.saturation, title="this state's RTG scan"))
 
 
 def _step(low: float, high: float) -> float:
