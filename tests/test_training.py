@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -480,3 +481,34 @@ def test_training_from_replay_logs(tmp_path) -> None:
     )
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["data"]["path"] == str(run / "episodes.h5") and (run / "episodes.h5").is_file()
+
+
+def test_a_blind_encoder_is_reported(tmp_path, repeat_store, monkeypatch) -> None:
+    """A first conv layer dead by construction (bias -1000: pixels in [0, 1] times default
+    weights, |w| <= 1/16 over 256 inputs, add at most 16; Adam moves the bias ~lr a step)
+    gives every frame one embedding: spread exactly 0, and training says so, once. A live
+    encoder on the same real frames has a spread well above the threshold and no warning."""
+    from atari_dt.model.hooked_dt import HookedDecisionTransformer
+    from atari_dt.training.trainer import BLIND_SPREAD
+
+    config = write_config(tmp_path, repeat_store, max_steps=6, log_every=2, lr=1e-4)
+    live = tmp_path / "live"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", str(config), "--out", str(live), "--no-progress"]) == 0
+    assert all(m["train/state_spread"] > 1e3 * BLIND_SPREAD for m in read_metrics(live))
+    assert not [w for w in caught if "state encoder" in str(w.message)]
+    init = HookedDecisionTransformer._init_weights
+
+    def dead_first_layer(self) -> None:
+        init(self)
+        torch.nn.init.constant_(self.encoder.conv0.bias, -1000.0)
+
+    monkeypatch.setattr(HookedDecisionTransformer, "_init_weights", dead_first_layer)
+    blind = tmp_path / "blind"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", str(config), "--out", str(blind), "--no-progress"]) == 0
+    assert all(m["train/state_spread"] == 0.0 for m in read_metrics(blind))
+    said = [str(w.message) for w in caught if "state encoder" in str(w.message)]
+    assert len(said) == 1 and "step 2:" in said[0] and "train.lr" in said[0]

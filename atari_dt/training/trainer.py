@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -69,12 +70,27 @@ class _TrainingForward(nn.Module):
         self.model = model
         self.predict_returns = predict_returns
 
-    def forward(self, batch: Contexts) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, batch: Contexts) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         model = self.model
         states = model.embed_states(batch.frames)
         final = model.transformer(states, batch.actions, batch.rtg, batch.timesteps, batch.mask)
         returns = model.return_predictions(final) if self.predict_returns else None
-        return model.action_logits(final), returns
+        return model.action_logits(final), returns, state_spread(states.detach(), batch.mask)
+
+
+BLIND_SPREAD = 1e-6
+"""A state-embedding spread below this means the encoder's output no longer depends on the
+frames (a dead ReLU layer gives exactly one output for every frame): the model is blind."""
+
+
+def state_spread(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """How much the state embeddings ``[B, T, d]`` of the real steps differ between frames:
+    their standard deviation over the batch's steps, averaged over the ``d`` units (0 when
+    the encoder gives every frame the same embedding)."""
+    real = states[mask].float()  # [n, d]
+    if real.shape[0] < 2:
+        return torch.zeros((), device=states.device)
+    return real.std(dim=0).mean()
 
 
 def step_seed(seed: int, step: int, *extra: int) -> int:
@@ -233,6 +249,7 @@ def _loop(
     )
     window = _LogWindow()
     checkpoint, last, step = None, {}, start_step
+    blind_warned = False
     trainer_state = {"world": dist.world, "metadata": {"data": windows.describe()}}
     while step < cfg.max_steps:
         sums, stop_all = _train_step(config, run_dir, windows, dist, forward, optimizer, step, stop)
@@ -241,6 +258,15 @@ def _loop(
         if step % cfg.log_every == 0 or step == cfg.max_steps or stop_all:
             last = window.flush(lr=lr_at(step - 1, cfg))
             metrics.log(step, last)
+            if last["train/state_spread"] < BLIND_SPREAD and not blind_warned and dist.is_main:
+                blind_warned = True
+                warnings.warn(
+                    f"step {step}: the state encoder gives every frame the same embedding "
+                    f"(train/state_spread {last['train/state_spread']:.1e}): a dead ReLU layer; "
+                    "the model no longer sees the pixels and cannot recover. Lower train.lr "
+                    "(Pong: 2e-4, see configs/train/demo_pong.yaml)",
+                    stacklevel=1,
+                )
             bar.set_postfix(
                 loss=f"{last['train/loss']:.3f}", fps=f"{last['perf/frames_per_s']:.0f}"
             )
@@ -349,7 +375,7 @@ def _train_step(
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
     with torch.autocast(dist.device.type, torch.bfloat16, enabled=cfg.precision == "bfloat16"):
-        logits, returns = forward(batch)
+        logits, returns, spread = forward(batch)
     logits = logits.float()
     returns = None if returns is None else returns.float()
     loss, sums = compute_loss(
@@ -378,6 +404,7 @@ def _train_step(
     optimizer.step()
     sums = dict(zip(sums, packed[:-1], strict=True))
     sums["valid"], sums["grad_norm"] = shared[0], grad_norm.detach().cpu()
+    sums["state_spread"] = spread.cpu()  # this rank's batch: a diagnostic, not all-reduced
     return sums, bool(shared[1] > 0)
 
 
@@ -403,6 +430,7 @@ class _LogWindow:
             "train/loss": self.totals["ce"] / valid,
             "train/action_accuracy": self.totals["correct"] / valid,
             "train/grad_norm": self.totals["grad_norm"] / self.steps,
+            "train/state_spread": self.totals["state_spread"] / self.steps,
             "train/lr": lr,
             "perf/frames_per_s": self.frames / (time.perf_counter() - self.started),
         }
