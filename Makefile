@@ -81,6 +81,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_attribution.py
 	$(BIN)/python benchmarks/bench_study.py
+	if [ -f $(RUN)/config.yaml ]; then $(BIN)/python benchmarks/bench_app.py --run $(RUN); \
+	else echo "bench_app: skipped, no run at $(RUN) (make demo, or RUN=...)"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check atari_dt tests benchmarks
