@@ -47,12 +47,13 @@ demo: $(STAMP)
 	@echo "open the study's report: $(DEMO_DIR)/train/study/report.html"
 
 # Two games side by side (not part of `make demo`; ~30 min on 2 cores): for each game its
-# expert-to-random mixture is collected (40k steps, episodes capped at 1,000 steps), a demo DT
+# expert-to-random mixture is collected (40k steps, Pong 200k, episodes capped at 1,000 steps), a demo DT
 # trained on it with the top 20% of returns held out (configs/train/demo_<game>.yaml), studied,
 # and the studies compared: $(COMPARE_DIR)/compare/compare.html (table.csv, table.json).
 demo-compare: $(STAMP)
 	for game in $(COMPARE_GAMES); do \
-		$(BIN)/atari-dt collect --config configs/collect/$$game.yaml --steps 40000 --max-episode-steps 1000 --out $(COMPARE_DIR)/$$game/collect.h5 --force || exit 1; \
+		steps=40000; [ $$game = pong ] && steps=200000; \
+		$(BIN)/atari-dt collect --config configs/collect/$$game.yaml --steps $$steps --max-episode-steps 1000 --out $(COMPARE_DIR)/$$game/collect.h5 --force || exit 1; \
 		$(BIN)/atari-dt train configs/train/demo_$$game.yaml --data $(COMPARE_DIR)/$$game/collect.h5 --set data.max_return_quantile=0.8 --out $(COMPARE_DIR)/$$game/train --force || exit 1; \
 	done
 	$(BIN)/atari-dt compare $(foreach game,$(COMPARE_GAMES),$(COMPARE_DIR)/$(game)/train) --study-missing --max-episode-steps 2000 --out $(COMPARE_DIR)/compare
@@ -64,7 +65,7 @@ app: $(STAMP)
 	$(BIN)/atari-dt app $(RUN) --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 # The suite as other CPUs would run it: each kernel set torch has here (ATEN_CPU_CAPABILITY and
 # ONEDNN_MAX_CPU_ISA: default, avx2, avx512 where the CPU has it) x 1 and 2 OpenMP threads, and

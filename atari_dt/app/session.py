@@ -184,21 +184,24 @@ def decision(
     )
 
 
+POPULATION = 64
+"""Training windows of the batch scan (drawn as training draws them, seed 0)."""
+
+
 @st.cache_data(max_entries=32, show_spinner="Scanning the RTG ...")
-def scan(run_dir: str, episode: int, step: int, mode: str) -> ScanReport:
-    """``scan_report`` of the state over the study's fine scan grid."""
+def scan(run_dir: str, episode: int | None, step: int | None, mode: str) -> ScanReport:
+    """``scan_report`` over the study's fine scan grid: of the state (``episode``, ``step``),
+    or with both None of ``POPULATION`` training windows (the batch scan)."""
     from atari_dt.analysis.scan_report import scan_report
     from atari_dt.study.grid import scan_grid, target_grid
 
     run = open_run(run_dir)
     grid = scan_grid(target_grid(landmarks(run_dir)))
-    return scan_report(
-        run.model,
-        context(run_dir, episode, step),
-        grid,
-        mode=mode,
-        data_returns=run.train_returns,
-    )
+    if episode is None or step is None:
+        contexts = run.sample_contexts(POPULATION, seed=0)
+    else:
+        contexts = context(run_dir, episode, step)
+    return scan_report(run.model, contexts, grid, mode=mode, data_returns=run.train_returns)
 
 
 @st.cache_data(max_entries=64, show_spinner="Attributing ...")

@@ -110,6 +110,35 @@ def component_bars(values: Any, labels: list[str], *, value: str, height: int = 
     st.altair_chart(chart, width="stretch")
 
 
+def range_strip(
+    low: float, high: float, marks: Any, value: float, *, units: str, height: int = 70
+) -> None:
+    """Where ``value`` lies on the slider's ``[low, high]``: the store's returns shaded (the
+    training returns darker), the best training and best stored return marked."""
+    import altair as alt
+    import pandas as pd
+
+    spans = pd.DataFrame(
+        [
+            {"from": marks.data_min, "to": marks.data_max, "what": "the store's returns"},
+            {"from": marks.data_min, "to": marks.train_max, "what": "training returns"},
+        ]
+    )
+    scale = alt.Scale(domain=[low, high])
+    shaded = (
+        alt.Chart(spans)
+        .mark_rect(opacity=0.35)
+        .encode(
+            x=alt.X("from:Q", scale=scale, title=f"return-to-go ({units})"),
+            x2="to:Q",
+            color=alt.Color("what:N", scale=alt.Scale(range=["#bbbbbb", "#4477aa"]), title=None),
+        )
+    )
+    asked = alt.Chart(pd.DataFrame({"x": [value]})).mark_rule(color="#cc3311", size=3)
+    chart = (shaded + asked.encode(x=alt.X("x:Q", scale=scale))).properties(height=height)
+    st.altair_chart(chart, width="stretch")
+
+
 def png(fig: Any) -> bytes:
     """A matplotlib figure as PNG bytes, then closed (for figures cached per input)."""
     import io

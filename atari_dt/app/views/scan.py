@@ -38,6 +38,7 @@ def render(state: session.State) -> None:
         key=f"rtg:{state.run}",
         help=f"data range {marks.data_min:g} .. {marks.data_max:g}",
     )
+    show.range_strip(low, high, marks, rtg, units=units)
     where = "inside" if marks.data_min <= rtg <= marks.data_max else "outside"
     st.markdown(
         f"RTG **{rtg:g}** is {where} the data's range [{marks.data_min:g}, {marks.data_max:g}]."
@@ -59,7 +60,9 @@ def render(state: session.State) -> None:
             decision.dla.values[:, 0].numpy(), decision.dla.labels, value="logit contribution"
         )
     st.subheader("Over the whole range")
-    st.image(_scan_png(state.run, state.episode, state.step, mode), width="stretch")
+    tabs = st.tabs(["this state", f"{session.POPULATION} training windows (the batch scan)"])
+    tabs[0].image(_scan_png(state.run, state.episode, state.step, mode), width="stretch")
+    tabs[1].image(_scan_png(state.run, None, None, mode), width="stretch")
     st.caption(
         "Action probabilities, entropy and divergence to the reference RTG, and the "
         "saturation of the RTG embedding along the study's scan grid; grey: training returns."
@@ -67,12 +70,13 @@ def render(state: session.State) -> None:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _scan_png(run_dir: str, episode: int, step: int, mode: str) -> bytes:
-    """The state's scan figure, drawn once per state and mode (not on every slider move)."""
+def _scan_png(run_dir: str, episode: int | None, step: int | None, mode: str) -> bytes:
+    """A scan's figure (``session.scan``), drawn once per input, not on every slider move."""
     from atari_dt.analysis.plots import draw_scan
 
     report = session.scan(run_dir, episode, step, mode)
-    return show.png(draw_scan(report.scan, report.saturation, title="this state's RTG scan"))
+    title = "this state" if episode is not None else f"{report.contexts} training windows"
+    return show.png(draw_scan(report.scan, report.saturation, title=title))
 
 
 def _step(low: float, high: float) -> float:
