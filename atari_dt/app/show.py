@@ -111,32 +111,39 @@ def component_bars(values: Any, labels: list[str], *, value: str, height: int = 
 
 
 def range_strip(
-    low: float, high: float, marks: Any, value: float, *, units: str, height: int = 70
+    low: float, high: float, marks: Any, value: float, *, units: str, height: int = 110
 ) -> None:
-    """Where ``value`` lies on the slider's ``[low, high]``: the store's returns shaded (the
-    training returns darker), the best training and best stored return marked."""
+    """Where ``value`` (a red line) lies on the slider's ``[low, high]`` against the store's
+    returns (light) and the training returns (dark, drawn over them)."""
     import altair as alt
     import pandas as pd
 
     spans = pd.DataFrame(
         [
-            {"from": marks.data_min, "to": marks.data_max, "what": "the store's returns"},
-            {"from": marks.data_min, "to": marks.train_max, "what": "training returns"},
+            {"from": marks.data_min, "to": marks.data_max, "returns": "in the store"},
+            {"from": marks.data_min, "to": marks.train_max, "returns": "trained on"},
         ]
     )
-    scale = alt.Scale(domain=[low, high])
-    shaded = (
+    x = alt.X("from:Q", scale=alt.Scale(domain=[low, high]), title=f"return-to-go ({units})")
+    colours = alt.Scale(domain=["in the store", "trained on"], range=["#c6d4e6", "#4477aa"])
+    bars = (
         alt.Chart(spans)
-        .mark_rect(opacity=0.35)
+        .mark_bar(height=16)
         .encode(
-            x=alt.X("from:Q", scale=scale, title=f"return-to-go ({units})"),
+            x=x,
             x2="to:Q",
-            color=alt.Color("what:N", scale=alt.Scale(range=["#bbbbbb", "#4477aa"]), title=None),
+            color=alt.Color(
+                "returns:N", scale=colours, legend=alt.Legend(orient="top", title=None)
+            ),
         )
     )
-    asked = alt.Chart(pd.DataFrame({"x": [value]})).mark_rule(color="#cc3311", size=3)
-    chart = (shaded + asked.encode(x=alt.X("x:Q", scale=scale))).properties(height=height)
-    st.altair_chart(chart, width="stretch")
+    asked = (
+        alt.Chart(pd.DataFrame({"from": [value]}))
+        .mark_tick(color="#cc3311", thickness=4, size=28)
+        .encode(x=x)
+    )
+    # Streamlit fits the legend and the axis into this height too
+    st.altair_chart((bars + asked).properties(height=height), width="stretch")
 
 
 def png(fig: Any) -> bytes:

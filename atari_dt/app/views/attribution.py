@@ -92,7 +92,8 @@ def _one(rtg: float, result, frames, units: str) -> None:
         st.info("the newest step was not attributed")
         return
     show.figure(
-        draw_stack_overlay(frames, newest, title="per frame of the stack", boxes=result.boxes)
+        draw_stack_overlay(frames, newest, title="per frame of the stack", boxes=result.boxes),
+        stretch=True,
     )
     if result.objects is not None:
         show.figure(draw_object_masses(result.objects, title="attribution per object"))

@@ -13,7 +13,7 @@ TITLE = "Heads"
 
 def render(state: session.State) -> None:
     from atari_dt.analysis.patching import NothingToRestore
-    from atari_dt.analysis.plots import draw_attention_grid, draw_heatmap
+    from atari_dt.analysis.plots import draw_attention_grid
 
     run = session.open_run(state.run)
     marks = session.landmarks(state.run)
@@ -41,21 +41,21 @@ def render(state: session.State) -> None:
         )
     )
 
-    st.subheader(f"Direct logit attribution of {names[action]} per head")
+    left, right = st.columns(2)
+    left.subheader(f"Direct logit attribution of {names[action]} per head")
     heads = decision.dla.heads[:, :, 0].numpy()  # [L, H]
-    show.figure(
-        draw_heatmap(
+    with left:
+        _heatmap(
             heads,
             title=f"each head's direct push on the logit of {names[action]} (RTG {clean_rtg:g})",
             xlabel="head",
             ylabel="layer",
             xticks=[str(h) for h in range(heads.shape[1])],
         )
-    )
 
-    st.subheader("Activation patching: in- vs out-of-distribution return")
+    right.subheader("Activation patching: in- vs out-of-distribution return")
     other = int(decision.probabilities.argmin())
-    st.caption(
+    right.caption(
         f"Metric: logit({names[action]}) - logit({names[other]}). Each head's output (or the "
         f"residual stream at one layer and position) from the run at RTG {clean_rtg:g} is "
         f"patched into the run at RTG {corrupted_rtg:g}; 1 restores the in-distribution value."
@@ -71,32 +71,33 @@ def render(state: session.State) -> None:
             other,
         )
     except NothingToRestore as err:
-        st.info(f"Nothing to patch: {err}")
+        right.info(f"Nothing to patch: {err}")
         return
-    left, right = st.columns(2)
-    with left:
-        restored = by_head.restored.numpy()
-        show.figure(
-            draw_heatmap(
-                restored,
-                title="restored by each head (hook_z)",
-                xlabel="head",
-                ylabel="layer",
-                xticks=[str(h) for h in range(restored.shape[1])],
-            )
-        )
+    restored = by_head.restored.numpy()
     with right:
-        show.figure(
-            draw_heatmap(
-                by_position.restored.numpy(),
-                title="restored by the residual stream at one position",
-                xlabel="token",
-                ylabel="layer",
-                xticks=patterns.labels,
-                yticks=by_position.labels,
-            )
+        _heatmap(
+            restored,
+            title="restored by each head (hook_z)",
+            xlabel="head",
+            ylabel="layer",
+            xticks=[str(h) for h in range(restored.shape[1])],
         )
+    _heatmap(
+        by_position.restored.numpy(),
+        title="restored by the residual stream at one layer and position (hook_resid_pre)",
+        xlabel="token",
+        ylabel="layer",
+        xticks=patterns.labels,
+        yticks=by_position.labels,
+    )
     st.caption(
         f"metric at RTG {clean_rtg:g}: {by_head.clean_metric:.3f}; at RTG {corrupted_rtg:g}: "
         f"{by_head.corrupted_metric:.3f}"
     )
+
+
+def _heatmap(values, **labels) -> None:
+    """A signed matrix at the column's width."""
+    from atari_dt.analysis.plots import draw_heatmap
+
+    show.figure(draw_heatmap(values, **labels), stretch=True)
