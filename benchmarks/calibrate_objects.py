@@ -1,8 +1,9 @@
 """Calibrate and check the RAM -> object-box maps of :mod:`atari_dt.envs.objects` on real frames.
 
 For each game this plays real emulator frames (sticky actions 0.25, one action held for 4 frames
-as an agent step does) with a simple scripted-plus-random policy, and records the full 210x160
-screen (ALE palette indices and their RGB colours) and the RAM after every emulator frame. Some
+as an agent step does) with a simple scripted-plus-random policy (Qbert: ``QbertExpert`` with
+epsilon 0.3), and records the full 210x160 screen (ALE palette indices and their RGB colours)
+and the RAM after every emulator frame. Some
 recordings edit the RAM to reach rare states (Seaquest's later levels, Breakout's short paddle).
 Then:
 
@@ -18,7 +19,7 @@ Then:
 4. Figures (``--figures DIR``): labelled boxes on real 84x84 frames, ``DIR/<game>.png``.
 
 Run: ``.venv/bin/python benchmarks/calibrate_objects.py [--frames 20000] [--figures docs/objects]``
-(about 2 minutes for the three games on 2 cores at the default 12,000 frames per recording;
+(about 2 minutes for the four games on 2 cores at the default 12,000 frames per recording;
 the largest arrays take ~0.5 GB per 12,000 frames).
 """
 
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from atari_dt.envs import objects
+from atari_dt.envs.experts import QbertExpert
 from atari_dt.envs.policies import StepInput
 
 # --- recording -----------------------------------------------------------------------------
@@ -47,9 +49,11 @@ class ScriptedPolicy:
         self.game, self.epsilon = game, epsilon
         self._rng = np.random.default_rng(0)
         self._surfacing = False
+        self._qbert = QbertExpert()
 
     def reset(self, rng: np.random.Generator) -> None:
         self._rng, self._surfacing = rng, False
+        self._qbert.reset(rng)
 
     def spec(self) -> dict[str, Any]:
         return {"name": "calibration", "game": self.game, "epsilon": self.epsilon}
@@ -68,6 +72,10 @@ class ScriptedPolicy:
             if ram[102] >= 63 and ram[97] <= 13:
                 self._surfacing = False
             return names.index("UPFIRE") if self._surfacing else random_action
+        if self.game == "Qbert":
+            # The expert covers the whole pyramid and lives long enough for Coily to hatch.
+            expert = self._qbert.act(step)
+            return random_action if self._rng.random() < self.epsilon else expert
         return random_action
 
     @staticmethod
@@ -308,6 +316,43 @@ def fit_breakout(s: Screens) -> list[Fit]:
     ]
 
 
+QBERT_ORANGE = (181, 83, 40)  # Qbert (the discs take it in some rounds, on rows 138..139)
+QBERT_PURPLE = (146, 70, 192)  # the purple ball and Coily
+
+
+def qbert_purple_slot(s: Screens) -> tuple[np.ndarray, np.ndarray]:
+    """(row 1..5 of the purple enemy, frames with exactly one purple kind in RAM 106 + r)."""
+    purple = s.ram[:, 107:112] == objects._QBERT_PURPLE  # (N, 5)
+    return 1 + np.argmax(purple, axis=1), purple.sum(axis=1) == 1
+
+
+def fit_qbert(s: Screens) -> list[Fit]:
+    """Qbert's centre on whole sprites (8 px wide, 18..20 rows: not cut by a cube or the
+    screen); the purple enemy's x on its cube, and the rows its sprite spans on each row."""
+    box = bbox(s.colour_mask([QBERT_ORANGE]), (0, 209), (0, 159))
+    w, h = size(box)
+    cx, cy = centre(box)
+    whole = (w == 8) & (h >= 18) & (h <= 20) & (s.ram[:, 67] < objects._QBERT_WRAP)
+    row, one = qbert_purple_slot(s)
+    pbox = bbox(s.colour_mask([QBERT_PURPLE]), (30, 209), (0, 159))
+    px, _ = centre(pbox)
+    col = objects._qbert_enemy_cell(s.ram, objects._QBERT_PURPLE)[1]
+    cube_x = objects._QBERT_CUBE_X_TABLE[row, col]
+    seen = one & (size(pbox)[0] <= 8)  # the discs (wider, other rows) are left out
+    fits = [
+        fit("player centre x ~ ram[43]", s.ram[:, 43], only(whole, cx)),
+        fit("player centre y ~ ram[67]", s.ram[:, 67], only(whole, cy)),
+        fit("coily centre x ~ CUBE_X[r][c]", cube_x, only(seen, px)),
+    ]
+    for edge, extreme, name in ((pbox[2], np.nanmin, "top"), (pbox[3], np.nanmax, "bottom")):
+        rows = np.arange(1, 6)
+        per_row = np.array([extreme(only(seen & (row == r), edge)) for r in rows])
+        a, b, residual = least_squares(rows, per_row)
+        rms, worst = float(np.sqrt(np.mean(residual**2))), float(np.abs(residual).max())
+        fits.append(Fit(f"coily cell {name} row ~ cube row r", a, b, rms, worst, 5))
+    return fits
+
+
 SEAQUEST_SEA = [(0, 28, 136), (0, 0, 0), (24, 59, 157)]  # water, HMOVE bar, surface band
 SEAQUEST_YELLOW = (187, 187, 53)  # the player's sub and torpedo
 SEAQUEST_BLUE = (66, 72, 200)  # divers and enemy torpedoes
@@ -486,6 +531,21 @@ def check_breakout(s: Screens) -> list[Check]:
     c_paddle = check_object("player", boxes["player"], paddle)
     c_paddle.unpredicted = unpredicted(boxes["player"], paddle.any(axis=(1, 2)))
     return [c_paddle, c_ball]
+
+
+def check_qbert(s: Screens) -> list[Check]:
+    boxes = objects.screen_boxes("Qbert", s.ram)
+    orange = s.colour_mask([QBERT_ORANGE])
+    orange[:, 138:140] = False  # discs in some rounds
+    purple = s.colour_mask([QBERT_PURPLE])
+    purple[:, :30] = False
+    out = [
+        check_object("player", boxes["player"], orange),
+        check_object("coily", boxes["coily"], purple),
+    ]
+    out[0].unpredicted = unpredicted(boxes["player"], orange.any(axis=(1, 2)))
+    out[1].unpredicted = unpredicted(boxes["coily"], purple.any(axis=(1, 2)))
+    return out
 
 
 def check_seaquest(s: Screens) -> list[Check]:
@@ -670,6 +730,7 @@ GAMES: dict[str, tuple[Callable[[Screens], list[Fit]], Callable[[Screens], list[
     "Pong": (fit_pong, check_pong),
     "Breakout": (fit_breakout, check_breakout),
     "Seaquest": (fit_seaquest, check_seaquest),
+    "Qbert": (fit_qbert, check_qbert),
 }
 
 

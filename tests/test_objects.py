@@ -7,6 +7,7 @@ import pytest
 from seeds import seed
 
 from atari_dt.envs.dqn_replay import make_dqn_replay_env
+from atari_dt.envs.experts import QbertExpert
 from atari_dt.envs.objects import (
     OBJECT_GAMES,
     object_boxes,
@@ -17,13 +18,16 @@ from atari_dt.envs.objects import (
 from atari_dt.envs.play import play_episode
 from atari_dt.envs.policies import RandomPolicy
 
-STEPS = {"Pong": 500, "Breakout": 500, "Seaquest": 400}
+STEPS = {"Pong": 500, "Breakout": 500, "Seaquest": 400, "Qbert": 400}
+# Random play hops Qbert off the pyramid within ~100 steps; the expert covers it and meets Coily.
+POLICIES = {"Qbert": QbertExpert}
 
 
 @pytest.fixture(scope="module")
 def rollouts() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """game -> (frames uint8 [L, 84, 84], ram uint8 [L, 128]): random-policy episodes recorded
-    as the DQN-replay collector records them, concatenated up to STEPS[game] steps."""
+    """game -> (frames uint8 [L, 84, 84], ram uint8 [L, 128]): random-policy (Qbert: expert)
+    episodes recorded as the DQN-replay collector records them, concatenated up to STEPS[game]
+    steps."""
     out = {}
     for game, steps in STEPS.items():
         env = make_dqn_replay_env(game)
@@ -31,7 +35,8 @@ def rollouts() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         try:
             while sum(len(r) for r in rams) < steps:
                 left = steps - sum(len(r) for r in rams)
-                episode = play_episode(env, RandomPolicy(), seed=episode_seed, max_steps=left)
+                policy = POLICIES.get(game, RandomPolicy)()
+                episode = play_episode(env, policy, seed=episode_seed, max_steps=left)
                 frames.append(episode.frames)
                 rams.append(episode.ram)
                 episode_seed += 1
@@ -160,6 +165,63 @@ def test_seaquest_lanes_and_exclusive_balls(rollouts) -> None:
         assert not both.any()
 
 
+def qbert_standing(ram: np.ndarray) -> np.ndarray:
+    """bool [L]: Qbert stands on a cube (QbertExpert's rule) and is drawn (RAM 33 >= 4)."""
+    x, y = ram[:, 43].astype(int), ram[:, 67].astype(int)
+    row, rest = np.divmod(y - 25, 28)
+    on_row = (rest == 0) & (row >= 0) & (row <= 5)
+    near = [
+        on_row[t] and min(abs(x[t] - c) for c in QbertExpert.CUBE_X[row[t]]) <= 2
+        for t in range(len(ram))
+    ]
+    return np.array(near, dtype=bool) & (ram[:, 33] >= 4)
+
+
+def has_grey(frames: np.ndarray, boxes: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """bool [L]: a pixel with grey in lo..hi lies inside each (left, top, right, bottom) box."""
+    out = []
+    for frame, (left, top, right, bottom) in zip(frames, boxes, strict=True):
+        rows = slice(int(np.ceil(top)), int(np.floor(bottom)) + 1)
+        cols = slice(int(np.ceil(left)), int(np.floor(right)) + 1)
+        patch = frame[rows, cols]
+        out.append(bool(((patch >= lo) & (patch <= hi)).any()))
+    return np.array(out)
+
+
+def test_qbert_player_box_covers_qbert(rollouts) -> None:
+    """While Qbert stands on a cube his sprite is where RAM says (x exact, y within ~2 screen
+    px, objects.py), and an 8 x 19 screen-px sprite covers whole 84x84 pixels: some pixel in
+    his box has his grey (his orange has luminance 111 in ALE's grey palette; averaging with
+    neighbours gives 100..120 for his inner pixels). The same box one cube-half (12 screen px)
+    to the right, on the same rows, is the control: there that grey is rare. The bounds leave
+    room for the frames where Coily or a ball covers him."""
+    frames, ram = rollouts["Qbert"]
+    standing = qbert_standing(ram)
+    box = object_boxes("Qbert", ram)["player"]
+    assert standing.sum() >= 50, standing.sum()
+    assert np.isfinite(box[standing]).all()
+    control = box.copy()
+    control[:, [0, 2]] += 12 * 84 / 160
+    hits = has_grey(frames[standing], box[standing], 100, 120)
+    misses = has_grey(frames[standing], control[standing], 100, 120)
+    assert hits.mean() >= 0.8 and misses.mean() <= 0.3, (hits.mean(), misses.mean())
+
+
+def test_qbert_coily_on_a_cube_cell() -> None:
+    """Coily's column code (RAM 74 + r) maps to a cube of its row; an odd code near an edge
+    goes to the edge cube; no purple kind (RAM 106 + r != 102) is NaN."""
+    ram = np.zeros((4, 128), dtype=np.uint8)
+    ram[:, 43], ram[:, 67], ram[:, 33] = 77, 25, 10  # Qbert on the top cube
+    ram[0, 106 + 1], ram[0, 74 + 1] = 102, 4  # row 1, code 4: cube (1, 0)
+    ram[1, 106 + 4], ram[1, 74 + 4] = 102, 2  # row 4, code 2 (odd half): edge cube (4, 0)
+    ram[2, 106 + 5], ram[2, 74 + 5] = 102, 9  # row 5, code 9: edge cube (5, 5)
+    boxes = screen_boxes("Qbert", ram)
+    centre_x = (boxes["coily"].x0 + boxes["coily"].x1) / 2
+    np.testing.assert_allclose(centre_x[:3] - 0.74, [65, 29, 141])
+    assert np.isnan(centre_x[3])
+    assert np.isfinite(boxes["player"].x0).all()
+
+
 def test_known_ram_values_map_to_frame_coordinates() -> None:
     """Fitted maps and the 160x210 -> 84x84 conversion on hand-set RAM: Pong ball at RAM
     (x=100, y=100) covers screen columns 51..52 and rows 86..89 (top = y - 14)."""
@@ -182,7 +244,7 @@ def test_game_spellings(spelling: str) -> None:
 def test_unknown_game_names_supported_games(game: str) -> None:
     ram = np.zeros((2, 128), dtype=np.uint8)
     for call in (lambda: object_names(game), lambda: object_positions(game, ram)):
-        with pytest.raises(ValueError, match="supported: Breakout, Pong, Seaquest"):
+        with pytest.raises(ValueError, match="supported: Breakout, Pong, Qbert, Seaquest"):
             call()
 
 

@@ -21,7 +21,7 @@ def _mark_data(ax, scan: RtgScan) -> None:
 
 def draw_scan(scan: RtgScan, sat: Saturation, *, title: str, top: int = 6) -> Any:
     """Action probabilities (the ``top`` most used), entropy and divergence to the reference,
-    and RTG-embedding saturation against the RTG, the training returns shaded (a matplotlib Figure)."""
+    and RTG-embedding saturation against the RTG, the training returns shaded (a Figure)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     probs = scan.action_probs

@@ -36,7 +36,7 @@ def draw_stack_overlay(
     boxes: dict[str, np.ndarray] | None = None,
 ) -> Any:
     """Each frame of one stack (``frames`` ``[S, H, W]``) with its attribution (``[S, H, W]``),
-    and their sum over the stack on the newest frame, object boxes outlined (a matplotlib Figure)."""
+    and their sum over the stack on the newest frame, object boxes outlined (a Figure)."""
     plt = pyplot()
     frames_np, attr_np = frames.cpu().numpy(), attributions.detach().cpu().numpy()
     S = frames_np.shape[0]

@@ -11,7 +11,7 @@ from atari_dt.figures import pyplot, save_figure
 
 
 def draw_returns(summary: dict[str, Any], counts: np.ndarray, edges: np.ndarray) -> Any:
-    """Histogram of complete episodes' returns with lengths vs returns beside it (a matplotlib Figure)."""
+    """Histogram of complete episodes' returns with lengths vs returns beside it (a Figure)."""
     plt = pyplot()
     episodes = summary["episodes"]
     complete = [e for e in episodes if e["complete"]]

@@ -23,7 +23,9 @@ clipped to the part of the screen where the game can draw it; the label is the c
 visible part, NaN when nothing of it is visible (or the game says it is absent). The constants
 were fitted by least squares on real frames (``benchmarks/calibrate_objects.py``); their
 residuals are in the comments (in screen px; 1 screen px = 0.53 (x) / 0.40 (y) px at 84x84).
-RAM addresses follow AtariARI and, for Seaquest, Dennis Debro's annotated disassembly.
+RAM addresses follow AtariARI and, for Seaquest, Dennis Debro's annotated disassembly. Qbert
+draws each frame from the RAM of the frame before (its only exception to the timing above):
+see its section.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import numpy as np
 SCREEN_HEIGHT, SCREEN_WIDTH = 210, 160
 FRAME_SIZE = 84
 
-OBJECT_GAMES: tuple[str, ...] = ("Breakout", "Pong", "Seaquest")
+OBJECT_GAMES: tuple[str, ...] = ("Breakout", "Pong", "Qbert", "Seaquest")
 
 
 class ScreenBoxes(NamedTuple):
@@ -260,11 +262,84 @@ def _seaquest(ram: np.ndarray) -> dict[str, ScreenBoxes]:
     }
 
 
+# --- Qbert ---------------------------------------------------------------------------------
+# RAM (AtariARI, and ``QbertExpert``'s docstring): 43 player_x, 67 player_y (0, 0 before
+# Qbert is placed; >= 224 is above the screen top: the byte wraps), 106 + r the kind of the
+# enemy on cube row r = 1..5 (102 = purple ball / Coily), 74 + r its column code.
+# Qbert draws each frame from the RAM of the frame *before* (his x fits it with rms 0.44 px,
+# the same frame's with 0.60). Labels use the same frame's RAM (all a step records), one frame
+# ahead: Qbert moves <= 1 px/frame in x and ~2 px/frame in y mid-hop.
+_QBERT_SCREEN = (0, SCREEN_WIDTH - 1, 0, SCREEN_HEIGHT - 1)
+# Player 8 x 19 px, fitted on whole sprites (8 px wide, 18..20 rows; 6,662 frames), hops
+# included, so the box follows the sprite in the air: centre x = ram[43] + 0.5 (rms 0.60 px,
+# 0.44 with the previous frame's RAM), centre y = 1.036 ram[67] - 0.05 (rms 2.6 px, 2.6 with
+# the previous frame's RAM: the vertical scale is not quite linear, standing on row 5 the
+# sprite is 1-2 px below the line, and the orange mask catches a few other pixels). Against
+# his pixels (calibrate_objects.py): centre error median 1.3 px, p95 3.0 px.
+_QBERT_PLAYER_X, _QBERT_PLAYER_Y = (1.0, 0.5), (1.036, -0.05)
+_QBERT_PLAYER_SIZE = (8, 19)
+_QBERT_WRAP = 224  # player_y at or above this is negative (above the screen top)
+# RAM 33 < 4 during the ~190-frame pauses where Qbert is not drawn (after a round or a lost
+# life): the best one-byte rule found, 97% agreement with his pixels (87% without it).
+_QBERT_SHOWN = 4
+# Enemies do not glide: they are drawn on a cube, so the box is the cell of cube (r, c).
+# Column: c = (code - 5 + r) / 2, an odd half rounded toward the nearer edge of the row and
+# clipped to 0..r (matches all 19 (row, code) pairs seen, 12,000+ frames). Centre x =
+# CUBE_X[r][c] + 0.74 (rms 0.64 px, n 6,752; the sprite is 7 or 8 px wide by animation frame).
+# Rows: the sprite (ball in the air, squashed ball, Coily stretched or not) stays within rows
+# 9.4 + 29.0 r .. 29.3 + 29.1 r (fitted over r = 1..5: max residual 0.6 px): the box is that
+# 8 x 21 px cell, centre 29 r + 20, so its centre is up to 7.5 px (median 3) from the sprite's.
+# Presence is RAM 106 + r == 102, and this is the loose part: on ~15% of those frames nothing
+# purple is drawn (the pauses after a round or a lost life keep the kind; RAM 33, which gates
+# Qbert, does not gate it, and no other byte was found that does).
+_QBERT_CUBE_X = ((77,), (65, 93), (53, 77, 105), (41, 65, 93, 117), (29, 53, 77, 105, 129))
+_QBERT_CUBE_X += ((17, 41, 65, 93, 117, 141),)
+_QBERT_CUBE_X_TABLE = np.array([(*xs, *(0,) * (6 - len(xs))) for xs in _QBERT_CUBE_X])  # (6, 6)
+_QBERT_ENEMY_DX, _QBERT_ENEMY_Y = 0.74, (29.0, 20.0)  # centre y = 29 r + 20
+_QBERT_ENEMY_SIZE = (8, 21)
+_QBERT_PURPLE = 102
+
+
+def _qbert_player(ram: np.ndarray) -> ScreenBoxes:
+    x, y = ram[:, 43], ram[:, 67]
+    signed_y = np.where(y >= _QBERT_WRAP, y - 256, y)
+    return _box(
+        _QBERT_PLAYER_X[0] * x + _QBERT_PLAYER_X[1],
+        _QBERT_PLAYER_Y[0] * signed_y + _QBERT_PLAYER_Y[1],
+        *_QBERT_PLAYER_SIZE,
+        ((x > 0) | (y > 0)) & (ram[:, 33] >= _QBERT_SHOWN),
+        _QBERT_SCREEN,
+    )
+
+
+def _qbert_enemy_cell(ram: np.ndarray, kind: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, col, present) ``[L]`` of the first cube row 1..5 holding an enemy of ``kind``."""
+    rows = np.arange(1, 6)
+    is_kind = ram[:, 106 + rows] == kind  # (L, 5)
+    present = is_kind.any(axis=1)
+    row = rows[np.argmax(is_kind, axis=1)]
+    twice = ram[np.arange(len(ram)), 74 + row] - 5 + row  # 2 c, odd between two cubes
+    toward_edge = np.where(twice > row, (twice + 1) // 2, twice // 2)  # row's middle is r / 2
+    return row, np.clip(toward_edge, 0, row), present
+
+
+def _qbert_coily(ram: np.ndarray) -> ScreenBoxes:
+    row, col, present = _qbert_enemy_cell(ram, _QBERT_PURPLE)
+    x = _QBERT_CUBE_X_TABLE[row, col] + _QBERT_ENEMY_DX
+    y = _QBERT_ENEMY_Y[0] * row + _QBERT_ENEMY_Y[1]
+    return _box(x, y, *_QBERT_ENEMY_SIZE, present, _QBERT_SCREEN)
+
+
+def _qbert(ram: np.ndarray) -> dict[str, ScreenBoxes]:
+    return {"player": _qbert_player(ram), "coily": _qbert_coily(ram)}
+
+
 # --- public API ----------------------------------------------------------------------------
 
 _GAME_BOXES: dict[str, Callable[[np.ndarray], dict[str, ScreenBoxes]]] = {
     "Breakout": _breakout,
     "Pong": _pong,
+    "Qbert": _qbert,
     "Seaquest": _seaquest,
 }
 _SEAQUEST_NAMES = (
@@ -278,6 +353,7 @@ _SEAQUEST_NAMES = (
 _NAMES: dict[str, tuple[str, ...]] = {
     "Breakout": ("player", "ball"),
     "Pong": ("player", "enemy", "ball"),
+    "Qbert": ("player", "coily"),
     "Seaquest": _SEAQUEST_NAMES,
 }
 
@@ -320,7 +396,8 @@ def object_names(game: str) -> tuple[str, ...]:
     Seaquest lanes are numbered from the bottom (lane 0) to the top (lane 3), as in RAM;
     ``enemy{lane}_{copy}`` is copy 0 (left) .. 2 (right) of that lane's shark or sub group,
     ``diver{lane}`` / ``enemy_missile{lane}`` the lane's diver or enemy torpedo (never both),
-    ``oxygen`` the filled part of the oxygen bar.
+    ``oxygen`` the filled part of the oxygen bar. Qbert's ``coily`` is the purple ball or Coily
+    (the enemy that chases Qbert), boxed as the cube cell it stands on.
 
     Raises:
         ValueError: unsupported game.
