@@ -25,7 +25,6 @@ from atari_dt.envs.config import CollectConfig, PolicyComponent, usable_cores, w
 from atari_dt.envs.episode import RecordedEpisode
 from atari_dt.envs.play import play_episode
 from atari_dt.envs.policies import EpsilonPolicy, MixturePolicy, Policy, RandomPolicy, RepeatPolicy
-from atari_dt.errors import UserError
 from atari_dt.io import deferred_interrupts
 
 
@@ -38,27 +37,19 @@ def build_policy(components: list[PolicyComponent], game: str) -> MixturePolicy:
     """The mixture of ``components`` for ``game``.
 
     Raises:
-        ValueError: an ``expert`` component for a game without a scripted expert.
+        UserError: an ``expert`` component for a game without a scripted expert.
     """
+    from atari_dt.envs.experts import make_expert
+
     built: list[Policy] = []
     for component in components:
-        policy: Policy = RandomPolicy() if component.policy == "random" else _expert(game)
+        policy: Policy = RandomPolicy() if component.policy == "random" else make_expert(game)
         if component.repeat > 0:
             policy = RepeatPolicy(policy, component.repeat)
         if component.epsilon > 0:
             policy = EpsilonPolicy(policy, component.epsilon)
         built.append(policy)
     return MixturePolicy(built, [c.weight for c in components])
-
-
-def _expert(game: str) -> Policy:
-    from atari_dt.envs.experts import EXPERTS
-    from atari_dt.envs.games import canonical_game
-
-    name = canonical_game(game)
-    if name not in EXPERTS:
-        raise UserError(f"no scripted expert for {name}; experts exist for {sorted(EXPERTS)}")
-    return EXPERTS[name]()
 
 
 def env_overrides(config: CollectConfig) -> dict[str, Any]:
