@@ -472,6 +472,12 @@ def test_decision_at_one_rtg_agrees_with_the_grid_analyses(model, batch) -> None
         expected = torch.softmax(model(one)[0, -1].double(), -1).float()
     torch.testing.assert_close(own.probabilities, expected, atol=1e-6, rtol=0)
     assert own.rtg is None and own.action == 3 and own.dla.target == Target(action=3)
+    cloning = make_model(dataclasses.replace(TINY, behaviour_cloning=True))
+    blind = decision_at_rtg(cloning, one, 40.0)  # no RTG tokens: the RTG changes nothing
+    assert torch.equal(blind.attention_to_rtg, torch.zeros_like(blind.attention_to_rtg))
+    torch.testing.assert_close(
+        blind.probabilities, decision_at_rtg(cloning, one, None).probabilities, atol=0, rtol=0
+    )
     with pytest.raises(UserError, match="one context"):
         decision_at_rtg(model, batch, 1.0)
     with pytest.raises(UserError, match="action must be in"):

@@ -20,7 +20,8 @@ from pages import CHROMIUM
 pytest.importorskip("streamlit", reason="the app's extra (pip install -e .[app]) is missing")
 from streamlit.testing.v1 import AppTest
 
-from atari_dt.app import RUNS_ENV
+from atari_dt.app import RUNS_ENV, session
+from atari_dt.app.views.scan import rtg_key
 
 MAIN = Path(__file__).resolve().parents[1] / "atari_dt" / "app" / "main.py"
 PAGES = ("run", "episode", "rtg-scan", "attribution", "heads")
@@ -97,10 +98,10 @@ def test_the_rtg_slider_changes_the_policy(mixture_run, monkeypatch) -> None:
 
     at = app_on([mixture_run], monkeypatch, page="rtg-scan")
     no_exception(at)
-    slider = at.slider(key=f"rtg:{mixture_run}")
+    slider = at.slider(key=rtg_key(str(mixture_run)))
     seen = {}
     for value in (slider.min, slider.max):
-        at.slider(key=f"rtg:{mixture_run}").set_value(value).run()
+        at.slider(key=rtg_key(str(mixture_run))).set_value(value).run()
         no_exception(at)
         seen[value] = policy(at)
     low, high = seen.values()
@@ -129,15 +130,21 @@ def test_attribution_page_shows_both_returns_and_the_delta(mixture_run, monkeypa
 
 
 def test_bad_input_is_a_message_not_a_traceback(mixture_run, tmp_path, monkeypatch) -> None:
-    at = app_on([mixture_run], monkeypatch, page="episode", episode=str(10**6))
-    no_exception(at)
-    assert any("is not in the store" in e.value for e in at.error)
-    at = app_on([mixture_run], monkeypatch, page="episode", episode="0", step=str(10**6))
-    assert any("is not in episode 0" in e.value for e in at.error)
-    at = app_on([mixture_run], monkeypatch, page="no-such-page", run="7")
-    no_exception(at)
-    messages = " ".join(e.value for e in at.error)
-    assert "no page 'no-such-page'" in messages and "there are 1 runs" in messages
+    def errors(**query: str) -> str:
+        at = app_on([mixture_run], monkeypatch, **query)
+        no_exception(at)
+        return " ".join(e.value for e in at.error)
+
+    assert "episode 1000000 is not there: there are" in errors(page="episode", episode="1000000")
+    assert "step 1000000 is not there" in errors(page="episode", episode="0", step="1000000")
+    assert "is not a whole number" in errors(episode="three")
+    messages = errors(page="no-such-page", run="7")
+    assert (
+        "no page `no-such-page`" in messages and "run 7 is not there: there are 1 runs" in messages
+    )
+    # a value from the URL is quoted as code, never drawn as Markdown (a link, an image)
+    link = "[log in again](https://example.invalid/login)"
+    assert f"no page `{link}`" in errors(page=link)
     not_a_run = tmp_path / "not_a_run"
     not_a_run.mkdir()
     at = app_on([not_a_run], monkeypatch)
@@ -145,14 +152,85 @@ def test_bad_input_is_a_message_not_a_traceback(mixture_run, tmp_path, monkeypat
     assert any("cannot be opened as a run" in e.value for e in at.error)
     monkeypatch.delenv(RUNS_ENV)
     at = AppTest.from_file(str(MAIN), default_timeout=60).run()
+    no_exception(at)
     assert any("atari-dt app RUN" in e.value for e in at.error)
 
 
-def test_the_command_refuses_what_is_not_a_run(tmp_path, capsys) -> None:
-    """Checked before a server starts: the error names the directory."""
+def test_sidebar_choices_follow_every_click(mixture_run, breakout_run, monkeypatch) -> None:
+    """Each page click lands (the widgets keep their identity across reruns); each run keeps
+    its own episode; a page's widget keeps its value when another page is shown."""
+    at = app_on([mixture_run, breakout_run], monkeypatch, episode="2")
+    for page, header in [("episode", "Episode"), ("heads", "Heads"), ("run", "Seaquest")]:
+        at.sidebar.radio[0].set_value(page).run()
+        no_exception(at)
+        assert at.header[0].value.startswith(header), (page, at.header[0].value)
+    at.sidebar.radio[0].set_value("episode").run()
+    assert at.header[0].value.startswith("Episode 2,")
+    at.sidebar.selectbox[0].set_value(1).run()  # Breakout: its own episode, no stale error
+    no_exception(at)
+    assert not at.error and at.header[0].value.startswith("Episode 0,")
+    at.sidebar.selectbox[0].set_value(0).run()
+    assert at.header[0].value.startswith("Episode 2,")  # Seaquest's choice was kept
+    at.sidebar.radio[0].set_value("rtg-scan").run()
+    key = rtg_key(str(mixture_run))
+    at.slider(key=key).set_value(at.slider(key=key).max).run()
+    at.sidebar.radio[0].set_value("episode").run()
+    at.sidebar.radio[0].set_value("rtg-scan").run()
+    assert at.slider(key=key).value == at.slider(key=key).max
+
+
+def test_sessions_share_the_model_safely(mixture_run) -> None:
+    """Two sessions' threads at once (hooks added and removed on the one shared model) give
+    what one thread alone gives: the app holds a lock per run around every model call.
+    (Without the lock this fails: hooks of one thread fire in the other's forward pass.)"""
+    import threading
+
+    import torch
+
+    run_dir = str(mixture_run)
+    session.decision.clear()
+    args = [(run_dir, 0, 10 + i % 20, 7.0 * i, "constant", None) for i in range(40)]
+    failures: list[BaseException] = []
+    results: dict[tuple, torch.Tensor] = {}
+    deciding = threading.Event()
+
+    def decide() -> None:
+        try:
+            for a in args:
+                results[a] = session.decision(*a).probabilities
+        except BaseException as err:  # any failure is what the test reports
+            failures.append(err)
+        finally:
+            deciding.set()
+
+    def patch() -> None:
+        step = 10
+        while not deciding.is_set():
+            session.patching.clear()
+            try:
+                session.patching(run_dir, 0, step, 0.0, 1000.0, 0, 1)
+            except BaseException as err:  # NothingToRestore is an answer, not a failure
+                if type(err).__name__ != "NothingToRestore":
+                    failures.append(err)
+            step = 10 + (step + 1) % 20
+
+    threads = [threading.Thread(target=decide), threading.Thread(target=patch)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:3]
+    session.decision.clear()
+    for a in args:  # recomputed alone, in one thread: the same numbers
+        assert torch.equal(results[a], session.decision(*a).probabilities), a
+
+
+def test_the_command_refuses_what_is_not_a_run(mixture_run, tmp_path, capsys) -> None:
+    """Checked before a server starts: the error names the directory or the setting."""
     assert atari_dt(f"app {tmp_path}") == 2
     assert f"{tmp_path} is not a training run" in capsys.readouterr().err
-    assert atari_dt(f"app {tmp_path} --port 0") == 2
+    assert atari_dt(f"app {mixture_run} --port 0") == 2
+    assert "--port must be 1..65535, got 0" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- a real browser

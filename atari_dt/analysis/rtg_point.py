@@ -11,7 +11,7 @@ from jaxtyping import Float
 
 from atari_dt.analysis.dla import LogitAttribution, direct_logit_attribution
 from atari_dt.analysis.scan import ScanMode, scanned_rtg
-from atari_dt.attribution.core import Target
+from atari_dt.attribution.core import Target, eval_model
 from atari_dt.datasets.contexts import Contexts
 from atari_dt.errors import UserError
 
@@ -55,6 +55,7 @@ def decision_at_rtg(
     """
     if len(contexts) != 1:
         raise UserError(f"decision_at_rtg explains one context, got {len(contexts)}")
+    model = eval_model(model)  # dropout would make the decision random
     contexts = contexts.encoded(model)
     if rtg is not None:
         contexts = contexts.with_rtg(scanned_rtg(contexts, float(rtg), mode))

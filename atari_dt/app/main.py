@@ -20,27 +20,25 @@ PAGES = {
     "heads": heads,
 }
 
-# What a user can get wrong here: a run that is not one, a store that moved, an input outside
-# what the model or store holds. Anything else is a bug and keeps Streamlit's traceback.
-USER_ERRORS = (UserError, FileNotFoundError, IndexError, ValueError)
+# What a user can get wrong here: a run that is not one, a store that moved, an input the
+# model or the store does not take. Anything else is a bug and keeps Streamlit's traceback.
+USER_ERRORS = (UserError, FileNotFoundError)
 
 
 def main() -> None:
     st.set_page_config(page_title="atari-dt", layout="wide")
     st.sidebar.title("atari-dt")
+    session.keep_widget_values()
     try:
         runs = session.run_dirs()
     except UserError as err:
         st.error(str(err))
         return
-    run_dir = session.choose_run(runs)
     slugs = list(PAGES)
-    asked = st.query_params.get("page", "run")
-    if asked not in PAGES:
-        st.error(f"no page {asked!r}; pages: {', '.join(slugs)}")
-        asked = "run"
+    session.read_url(runs, slugs)
+    run_dir = session.choose_run(runs)
     page = st.sidebar.radio(
-        "Page", slugs, index=slugs.index(asked), format_func=lambda s: PAGES[s].TITLE
+        "Page", slugs, key=f"{session.KEPT}page", format_func=lambda s: PAGES[s].TITLE
     )
     st.query_params["page"] = page
     try:

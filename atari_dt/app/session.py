@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,9 @@ def label(path: str) -> str:
 
 # ---------------------------------------------------------------------------- the selection
 
+KEPT = "w."
+"""Prefix of the widget keys whose values outlive a rerun that does not draw them."""
+
 
 @dataclass(frozen=True)
 class State:
@@ -77,80 +81,136 @@ class State:
     step: int
 
 
-def _query_int(name: str) -> int | None:
+def keep_widget_values() -> None:
+    """Streamlit forgets the value of a widget that a rerun does not draw (another page's
+    slider, another run's episode); assigning each kept key to itself keeps it."""
+    for key in list(st.session_state):
+        if isinstance(key, str) and key.startswith(KEPT):
+            st.session_state[key] = st.session_state[key]
+
+
+def shown(value: object) -> str:
+    """A value from the URL quoted as code, so the page never renders it as Markdown."""
+    return "`" + str(value).replace("`", "")[:80] + "`"
+
+
+def read_url(runs: list[str], pages: list[str]) -> None:
+    """On a session's first run only: start from the URL's ``?run=K&page=P&episode=E&step=T``.
+    Values the runs or the store do not have are reported on the page and left at the
+    defaults (run 0, the Run page, episode 0, step 50 or the episode's last)."""
+    if f"{KEPT}url_read" in st.session_state:
+        return
+    st.session_state[f"{KEPT}url_read"] = True
+    index = _query_int("run", len(runs), "runs")
+    st.session_state[f"{KEPT}run"] = index or 0
+    page = st.query_params.get("page")
+    if page is not None and page not in pages:
+        st.error(f"no page {shown(page)}; pages: {', '.join(pages)}")
+        page = None
+    st.session_state[f"{KEPT}page"] = page or pages[0]
+    try:
+        lengths = open_run(runs[index or 0]).store.lengths
+    except (UserError, FileNotFoundError):
+        return  # main says why the run cannot be opened
+    episode = _query_int("episode", len(lengths), "episodes in the store")
+    if episode is None:
+        return
+    st.session_state[episode_key(runs[index or 0])] = episode
+    step = _query_int("step", int(lengths[episode]), f"steps in episode {episode}")
+    if step is not None:
+        st.session_state[step_key(runs[index or 0], episode)] = step
+
+
+def _query_int(name: str, count: int, what: str) -> int | None:
+    """The URL's ``name`` as an index below ``count``, or None (missing, or reported)."""
     value = st.query_params.get(name)
     if value is None:
         return None
     try:
-        return int(value)
+        index = int(value)
     except ValueError:
-        st.error(f"URL parameter {name}={value!r} is not a whole number; ignored")
+        st.error(f"URL parameter {name}={shown(value)} is not a whole number; ignored")
         return None
+    if not 0 <= index < count:
+        st.error(f"{name} {index} is not there: there are {count} {what} (0..{count - 1})")
+        return None
+    return index
 
 
 def choose_run(runs: list[str]) -> str:
-    """The sidebar's run selector (``?run=K`` picks the K-th run)."""
-    asked = _query_int("run")
-    if asked is not None and not 0 <= asked < len(runs):
-        st.error(f"URL parameter run={asked}: there are {len(runs)} runs (0..{len(runs) - 1})")
-        asked = None
+    """The sidebar's run selector."""
     index = st.sidebar.selectbox(
-        "Run", range(len(runs)), index=asked or 0, format_func=lambda i: label(runs[i])
+        "Run", range(len(runs)), key=f"{KEPT}run", format_func=lambda i: label(runs[i])
     )
     st.query_params["run"] = str(index)
     return runs[index]
 
 
 def choose_state(run_dir: str, run: Run) -> State:
-    """The sidebar's episode and step of the run's store. A new session starts at the URL's
-    ``?episode=E&step=T`` (values outside the store are reported on the page and replaced by
-    0 and step 50 or the last); the URL then follows the widgets, so a view can be linked."""
+    """The sidebar's episode and step of the run's store (each run keeps its own, each episode
+    its step); the URL follows the widgets, so a view can be linked."""
     lengths = run.store.lengths
     n_episodes = len(lengths)
-    episode_key = f"episode:{run_dir}"
-    if episode_key not in st.session_state:
-        asked = _query_int("episode")
-        if asked is not None and not 0 <= asked < n_episodes:
-            st.error(f"episode {asked} is not in the store: it has episodes 0..{n_episodes - 1}")
-            asked = None
-        st.session_state[episode_key] = asked or 0
+    st.session_state.setdefault(episode_key(run_dir), 0)
     episode = int(
         st.sidebar.number_input(
             f"Episode (0..{n_episodes - 1})",
             min_value=0,
             max_value=n_episodes - 1,
             step=1,
-            key=episode_key,
+            key=episode_key(run_dir),
         )
     )
     last = int(lengths[episode]) - 1
-    key = step_key(run_dir, episode)
-    if key not in st.session_state:
-        asked = _query_int("step") if st.query_params.get("episode") == str(episode) else None
-        if asked is not None and not 0 <= asked <= last:
-            st.error(f"step {asked} is not in episode {episode}: it has steps 0..{last}")
-            asked = None
-        st.session_state[key] = min(asked if asked is not None else 50, last)
+    st.session_state.setdefault(step_key(run_dir, episode), min(50, last))
     # a slider needs a non-empty range: a one-step episode still shows 0..1
-    step = min(int(st.sidebar.slider("Step", min_value=0, max_value=max(last, 1), key=key)), last)
+    step = st.sidebar.slider(
+        "Step", min_value=0, max_value=max(last, 1), key=step_key(run_dir, episode)
+    )
+    step = min(int(step), last)
     st.query_params.update({"episode": str(episode), "step": str(step)})
     return State(run_dir, episode, step)
+
+
+def kept(name: str, run_dir: str, default: Any) -> str:
+    """The key of a page's widget for one run, kept across pages (``keep_widget_values``),
+    started at ``default``; pass it as the widget's ``key`` (and no ``value``)."""
+    key = f"{KEPT}{name}:{run_dir}"
+    st.session_state.setdefault(key, default)
+    return key
+
+
+def episode_key(run_dir: str) -> str:
+    """The session-state key of a run's episode input."""
+    return f"{KEPT}episode:{run_dir}"
 
 
 def step_key(run_dir: str, episode: int) -> str:
     """The session-state key of the step slider of one episode (one per episode: the range
     differs)."""
-    return f"step:{run_dir}:{episode}"
+    return f"{KEPT}step:{run_dir}:{episode}"
 
 
 # ---------------------------------------------------------------------------- cached results
+
+
+@st.cache_resource(max_entries=8)
+def model_lock(run_dir: str) -> threading.RLock:
+    """One lock per run, held by everything that runs its model. Streamlit serves each browser
+    session from its own thread and the analyses add and remove TransformerLens hooks on the
+    one shared model: without the lock one session's hooks fire in another's forward pass.
+    It is taken only after every cached input (run, window, landmarks) is fetched, never
+    around a cached call: a thread holding it never waits on a cache entry's lock."""
+    return threading.RLock()
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
 def context(run_dir: str, episode: int, step: int) -> Contexts:
     """The window ending at ``step`` of ``episode`` as training cut it, encoded once."""
     run = open_run(run_dir)
-    return run.contexts(episode, step).encoded(run.model)
+    window = run.contexts(episode, step)
+    with model_lock(run_dir):
+        return window.encoded(run.model)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -178,10 +238,9 @@ def decision(
     """``decision_at_rtg`` of the state at ``rtg`` (None: the data's own RTG)."""
     from atari_dt.analysis.rtg_point import decision_at_rtg
 
-    run = open_run(run_dir)
-    return decision_at_rtg(
-        run.model, context(run_dir, episode, step), rtg, mode=mode, action=action
-    )
+    run, ctx = open_run(run_dir), context(run_dir, episode, step)
+    with model_lock(run_dir):
+        return decision_at_rtg(run.model, ctx, rtg, mode=mode, action=action)
 
 
 POPULATION = 64
@@ -201,7 +260,8 @@ def scan(run_dir: str, episode: int | None, step: int | None, mode: str) -> Scan
         contexts = run.sample_contexts(POPULATION, seed=0)
     else:
         contexts = context(run_dir, episode, step)
-    return scan_report(run.model, contexts, grid, mode=mode, data_returns=run.train_returns)
+    with model_lock(run_dir):
+        return scan_report(run.model, contexts, grid, mode=mode, data_returns=run.train_returns)
 
 
 @st.cache_data(max_entries=64, show_spinner="Attributing ...")
@@ -224,15 +284,16 @@ def explanation(
     if rtg is not None:
         ctx = ctx.with_rtg(scanned_rtg(ctx, rtg, "constant"))
     mean_frame = _mean_frame(run_dir) if baseline == "mean" else None
-    return explain_decision(
-        run.model,
-        ctx,
-        action=action,
-        method=method,  # type: ignore[arg-type]
-        baseline=baseline,  # type: ignore[arg-type]
-        n_steps=n_steps,
-        mean_frame=mean_frame,
-    )
+    with model_lock(run_dir):
+        return explain_decision(
+            run.model,
+            ctx,
+            action=action,
+            method=method,  # type: ignore[arg-type]
+            baseline=baseline,  # type: ignore[arg-type]
+            n_steps=n_steps,
+            mean_frame=mean_frame,
+        )
 
 
 @st.cache_resource(max_entries=8, show_spinner="Averaging frames ...")
@@ -252,7 +313,8 @@ def patterns(run_dir: str, episode: int, step: int, rtg: float | None) -> Any:
     ctx = context(run_dir, episode, step)
     if rtg is not None:
         ctx = ctx.with_rtg(scanned_rtg(ctx, rtg, "constant"))
-    return mean_patterns(run.model, ctx)
+    with model_lock(run_dir):
+        return mean_patterns(run.model, ctx)
 
 
 @st.cache_data(max_entries=32, show_spinner="Patching ...")
@@ -281,7 +343,8 @@ def patching(
     clean = ctx.with_rtg(scanned_rtg(ctx, clean_rtg, "constant"))
     corrupted = ctx.with_rtg(scanned_rtg(ctx, corrupted_rtg, "constant"))
     metric = Target(action=action, kind="logit_diff", other_action=other_action)
-    return (
-        patch_heads(run.model, clean, corrupted, metric),
-        patch_residual(run.model, clean, corrupted, metric),
-    )
+    with model_lock(run_dir):
+        return (
+            patch_heads(run.model, clean, corrupted, metric),
+            patch_residual(run.model, clean, corrupted, metric),
+        )

@@ -4,6 +4,8 @@ overlay per frame of the stack, the object masses and the convergence delta."""
 
 from __future__ import annotations
 
+import functools
+
 import streamlit as st
 
 from atari_dt.app import session, show
@@ -28,52 +30,61 @@ def render(state: session.State) -> None:
     names = show.action_names(run.game, run.model.cfg.n_actions)
     units = run.store.reward_units
     st.header(f"Attribution: episode {state.episode}, step {state.step}")
+    blind = run.model.cfg.behaviour_cloning  # no RTG tokens: one explanation, no returns
+    key = functools.partial(_key, state.run)
     with st.form("attribution"):
         columns = st.columns(3)
-        method = columns[0].selectbox("Method", METHODS)
-        baseline = columns[1].selectbox("Baseline", BASELINES, index=1)
-        n_steps = int(columns[2].number_input("Steps (IG)", 4, 512, 50, step=4))
+        method = columns[0].selectbox("Method", METHODS, key=key("method", METHODS[0]))
+        baseline = columns[1].selectbox("Baseline", BASELINES, key=key("baseline", "blur"))
+        n_steps = int(columns[2].number_input("Steps (IG)", 4, 512, step=4, key=key("n_steps", 50)))
         columns = st.columns(3)
-        first = columns[0].number_input(
-            f"RTG A ({units})", float(low), float(high), float(marks.train_max)
-        )
-        second = columns[1].number_input(f"RTG B ({units})", float(low), float(high), float(high))
-        options = ["the model's most likely at RTG A", *names]
+        if blind:
+            first = second = None
+            columns[0].caption("a behaviour-cloning model: no return to ask for")
+        else:
+            first = columns[0].number_input(
+                f"RTG A ({units})", float(low), float(high), key=key("rtg_a", marks.train_max)
+            )
+            second = columns[1].number_input(
+                f"RTG B ({units})", float(low), float(high), key=key("rtg_b", float(high))
+            )
+        options = ["the model's most likely" + ("" if blind else " at RTG A"), *names]
         chosen = columns[2].selectbox(
-            "Action explained", range(len(options)), format_func=options.__getitem__
+            "Action explained",
+            range(len(options)),
+            format_func=options.__getitem__,
+            key=key("action", 0),
         )
         st.form_submit_button("Attribute")
     action = None if chosen == 0 else chosen - 1
-    first_result = session.explanation(
-        state.run, state.episode, state.step, float(first), action, method, baseline, n_steps
-    )
+    explain = functools.partial(
+        session.explanation, state.run, state.episode, state.step, method=method,
+        baseline=baseline, n_steps=n_steps,
+    )  # fmt: skip
+    first_result = explain(rtg=first, action=action)
     # B explains the same action as A, so the two maps answer one question at two returns
-    second_result = session.explanation(
-        state.run,
-        state.episode,
-        state.step,
-        float(second),
-        first_result.target.action,
-        method,
-        baseline,
-        n_steps,
-    )
+    results = [(first, first_result)]
+    if not blind:
+        results.append((second, explain(rtg=second, action=first_result.target.action)))
     st.caption(
         f"Explained: the logit of {names[first_result.target.action]}, {method} against the "
         f"{baseline} baseline. Red raises it, blue lowers it."
     )
     frames = session.context(state.run, state.episode, state.step).frames[0, -1]  # [S, H, W]
-    left, right = st.columns(2)
-    for column, rtg, result in ((left, first, first_result), (right, second, second_result)):
+    for column, (rtg, result) in zip(st.columns(2), results, strict=False):
         with column:
             _one(rtg, result, frames, units)
 
 
-def _one(rtg: float, result, frames, units: str) -> None:
+def _key(run_dir: str, name: str, default: object) -> str:
+    return session.kept(f"attribution.{name}", run_dir, default)
+
+
+def _one(rtg: float | None, result, frames, units: str) -> None:
     """One explanation: its numbers, the overlay per frame of the stack, the object masses."""
     from atari_dt.attribution.plots import draw_object_masses, draw_stack_overlay
 
-    st.subheader(f"RTG {rtg:g} ({units})")
+    st.subheader("no RTG (behaviour cloning)" if rtg is None else f"RTG {rtg:g} ({units})")
     pixels = result.pixels
     delta = pixels.convergence_delta
     columns = st.columns(3)

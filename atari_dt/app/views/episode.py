@@ -51,7 +51,7 @@ def _player(state: session.State, length: int) -> None:
     for column, by, text in zip(
         columns, (-10, -1, 1, 10), ("<< 10", "< 1", "1 >", "10 >>"), strict=False
     ):
-        column.button(text, on_click=move, args=(by,), key=f"move{by}", use_container_width=True)
+        column.button(text, on_click=move, args=(by,), key=f"move{by}", width="stretch")
 
 
 def _behaviour(ctx) -> str:

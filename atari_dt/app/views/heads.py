@@ -21,20 +21,30 @@ def render(state: session.State) -> None:
     names = show.action_names(run.game, run.model.cfg.n_actions)
     units = run.store.reward_units
     st.header(f"Heads: episode {state.episode}, step {state.step}")
-    columns = st.columns(2)
-    clean_rtg = columns[0].number_input(
-        f"In-distribution RTG ({units})", float(low), float(high), float(marks.train_max)
-    )
-    corrupted_rtg = columns[1].number_input(
-        f"Out-of-distribution RTG ({units})", float(low), float(high), float(high)
-    )
-    decision = session.decision(
-        state.run, state.episode, state.step, float(clean_rtg), "constant", None
-    )
+    blind = run.model.cfg.behaviour_cloning  # no RTG tokens: nothing to ask for or patch
+    if blind:
+        clean_rtg = corrupted_rtg = None
+        st.caption("a behaviour-cloning model: no RTG tokens, so no return to ask for or patch")
+    else:
+        columns = st.columns(2)
+        clean_rtg = columns[0].number_input(
+            f"In-distribution RTG ({units})",
+            float(low),
+            float(high),
+            key=session.kept("heads.clean_rtg", state.run, float(marks.train_max)),
+        )
+        corrupted_rtg = columns[1].number_input(
+            f"Out-of-distribution RTG ({units})",
+            float(low),
+            float(high),
+            key=session.kept("heads.corrupted_rtg", state.run, float(high)),
+        )
+    decision = session.decision(state.run, state.episode, state.step, clean_rtg, "constant", None)
     action = decision.action
-    patterns = session.patterns(state.run, state.episode, state.step, float(clean_rtg))
+    patterns = session.patterns(state.run, state.episode, state.step, clean_rtg)
+    at = "" if clean_rtg is None else f" at RTG {clean_rtg:g}"
 
-    st.subheader(f"Attention patterns at RTG {clean_rtg:g}")
+    st.subheader(f"Attention patterns{at}")
     show.figure(
         draw_attention_grid(
             patterns.patterns.numpy(), patterns.labels, title="query (down) attends to key (across)"
@@ -47,12 +57,14 @@ def render(state: session.State) -> None:
     with left:
         _heatmap(
             heads,
-            title=f"each head's direct push on the logit of {names[action]} (RTG {clean_rtg:g})",
+            title=f"each head's direct push on the logit of {names[action]}{at}",
             xlabel="head",
             ylabel="layer",
             xticks=[str(h) for h in range(heads.shape[1])],
         )
 
+    if clean_rtg is None or corrupted_rtg is None:
+        return  # behaviour cloning: no return to patch
     right.subheader("Activation patching: in- vs out-of-distribution return")
     other = int(decision.probabilities.argmin())
     right.caption(
@@ -65,8 +77,8 @@ def render(state: session.State) -> None:
             state.run,
             state.episode,
             state.step,
-            float(clean_rtg),
-            float(corrupted_rtg),
+            clean_rtg,
+            corrupted_rtg,
             action,
             other,
         )

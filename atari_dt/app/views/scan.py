@@ -28,14 +28,18 @@ def render(state: session.State) -> None:
         "constant: the same RTG at every step of the window, decremented: the RTG at its first "
         "step, lowered by the rewards the window then received."
     )
-    mode = st.radio("RTG over the window", ["constant", "decremented"], horizontal=True)
+    mode = st.radio(
+        "RTG over the window",
+        ["constant", "decremented"],
+        horizontal=True,
+        key=session.kept("scan.mode", state.run, "constant"),
+    )
     rtg = st.slider(
         f"Return-to-go asked for ({units})",
         min_value=float(low),
         max_value=float(high),
-        value=float(marks.train_max),
         step=_step(low, high),
-        key=f"rtg:{state.run}",
+        key=rtg_key(state.run),
         help=f"data range {marks.data_min:g} .. {marks.data_max:g}",
     )
     show.range_strip(low, high, marks, rtg, units=units)
@@ -77,6 +81,11 @@ def _scan_png(run_dir: str, episode: int | None, step: int | None, mode: str) ->
     report = session.scan(run_dir, episode, step, mode)
     title = "this state" if episode is not None else f"{report.contexts} training windows"
     return show.png(draw_scan(report.scan, report.saturation, title=title))
+
+
+def rtg_key(run_dir: str) -> str:
+    """The RTG slider's key (started at the best training return)."""
+    return session.kept("scan.rtg", run_dir, float(session.landmarks(run_dir).train_max))
 
 
 def _step(low: float, high: float) -> float:
