@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "rtg_scan": "atari_dt.analysis.scan",
     "saturation": "atari_dt.analysis.saturation",
     "scan_report": "atari_dt.analysis.scan_report",
+    "decision_at_rtg": "atari_dt.analysis.rtg_point",
     "direct_logit_attribution": "atari_dt.analysis.dla",
     "logit_lens": "atari_dt.analysis.dla",
     "dla_along_scan": "atari_dt.analysis.dla",
@@ -107,6 +108,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     )
     from atari_dt.analysis.patching import patch_heads, patch_residual
     from atari_dt.analysis.probes import context_probes, probe
+    from atari_dt.analysis.rtg_point import decision_at_rtg
     from atari_dt.analysis.saturation import saturation
     from atari_dt.analysis.scan import rtg_scan
     from atari_dt.analysis.scan_report import scan_report
