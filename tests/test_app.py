@@ -145,6 +145,8 @@ def test_bad_input_is_a_message_not_a_traceback(mixture_run, tmp_path, monkeypat
     # a value from the URL is quoted as code, never drawn as Markdown (a link, an image)
     link = "[log in again](https://example.invalid/login)"
     assert f"no page `{link}`" in errors(page=link)
+    # a newline would end the code span and start a heading or a paragraph: folded into one line
+    assert f"no page `x # {link}`" in errors(page=f"x\n# {link}")
     not_a_run = tmp_path / "not_a_run"
     not_a_run.mkdir()
     at = app_on([not_a_run], monkeypatch)
@@ -177,6 +179,13 @@ def test_sidebar_choices_follow_every_click(mixture_run, breakout_run, monkeypat
     at.sidebar.radio[0].set_value("episode").run()
     at.sidebar.radio[0].set_value("rtg-scan").run()
     assert at.slider(key=key).value == at.slider(key=key).max
+    at.sidebar.radio[0].set_value("attribution").run()
+    at.selectbox[0].set_value("occlusion")
+    next(b for b in at.button if b.label == "Attribute").click().run()
+    at.sidebar.radio[0].set_value("episode").run()
+    at.sidebar.radio[0].set_value("attribution").run()
+    no_exception(at)
+    assert at.selectbox[0].value == "occlusion"  # the form kept its submitted method
 
 
 def test_sessions_share_the_model_safely(mixture_run) -> None:

@@ -70,6 +70,9 @@ def label(path: str) -> str:
 
 KEPT = "w."
 """Prefix of the widget keys whose values outlive a rerun that does not draw them."""
+FORM = f"{KEPT}attribution."
+"""Prefix of the Attribution form's keys: not written back (that would reset a form the user
+is editing whenever something outside it reruns); they persist by ``persist_state``."""
 
 
 @dataclass(frozen=True)
@@ -85,13 +88,14 @@ def keep_widget_values() -> None:
     """Streamlit forgets the value of a widget that a rerun does not draw (another page's
     slider, another run's episode); assigning each kept key to itself keeps it."""
     for key in list(st.session_state):
-        if isinstance(key, str) and key.startswith(KEPT):
+        if isinstance(key, str) and key.startswith(KEPT) and not key.startswith(FORM):
             st.session_state[key] = st.session_state[key]
 
 
 def shown(value: object) -> str:
     """A value from the URL quoted as code, so the page never renders it as Markdown."""
-    return "`" + str(value).replace("`", "")[:80] + "`"
+    one_line = " ".join(str(value).replace("`", "").split())  # a newline would end the code
+    return "`" + one_line[:80] + "`"
 
 
 def read_url(runs: list[str], pages: list[str]) -> None:
@@ -140,7 +144,7 @@ def _query_int(name: str, count: int, what: str) -> int | None:
 def choose_run(runs: list[str]) -> str:
     """The sidebar's run selector."""
     index = st.sidebar.selectbox(
-        "Run", range(len(runs)), key=f"{KEPT}run", format_func=lambda i: label(runs[i])
+        "Run", range(len(runs)), key=f"{KEPT}run", format_func=lambda i: f"{i}: {label(runs[i])}"
     )
     st.query_params["run"] = str(index)
     return runs[index]
@@ -194,7 +198,7 @@ def step_key(run_dir: str, episode: int) -> str:
 # ---------------------------------------------------------------------------- cached results
 
 
-@st.cache_resource(max_entries=8)
+@st.cache_resource  # never evicted: a second lock for a held one would let two threads in
 def model_lock(run_dir: str) -> threading.RLock:
     """One lock per run, held by everything that runs its model. Streamlit serves each browser
     session from its own thread and the analyses add and remove TransformerLens hooks on the

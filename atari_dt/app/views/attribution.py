@@ -34,19 +34,35 @@ def render(state: session.State) -> None:
     key = functools.partial(_key, state.run)
     with st.form("attribution"):
         columns = st.columns(3)
-        method = columns[0].selectbox("Method", METHODS, key=key("method", METHODS[0]))
-        baseline = columns[1].selectbox("Baseline", BASELINES, key=key("baseline", "blur"))
-        n_steps = int(columns[2].number_input("Steps (IG)", 4, 512, step=4, key=key("n_steps", 50)))
+        method = columns[0].selectbox(
+            "Method", METHODS, key=key("method", METHODS[0]), persist_state="session"
+        )
+        baseline = columns[1].selectbox(
+            "Baseline", BASELINES, key=key("baseline", "blur"), persist_state="session"
+        )
+        n_steps = int(
+            columns[2].number_input(
+                "Steps (IG)", 4, 512, step=4, key=key("n_steps", 50), persist_state="session"
+            )
+        )
         columns = st.columns(3)
         if blind:
             first = second = None
             columns[0].caption("a behaviour-cloning model: no return to ask for")
         else:
             first = columns[0].number_input(
-                f"RTG A ({units})", float(low), float(high), key=key("rtg_a", marks.train_max)
+                f"RTG A ({units})",
+                float(low),
+                float(high),
+                key=key("rtg_a", marks.train_max),
+                persist_state="session",
             )
             second = columns[1].number_input(
-                f"RTG B ({units})", float(low), float(high), key=key("rtg_b", float(high))
+                f"RTG B ({units})",
+                float(low),
+                float(high),
+                key=key("rtg_b", float(high)),
+                persist_state="session",
             )
         options = ["the model's most likely" + ("" if blind else " at RTG A"), *names]
         chosen = columns[2].selectbox(
@@ -54,6 +70,7 @@ def render(state: session.State) -> None:
             range(len(options)),
             format_func=options.__getitem__,
             key=key("action", 0),
+            persist_state="session",
         )
         st.form_submit_button("Attribute")
     action = None if chosen == 0 else chosen - 1
@@ -77,7 +94,7 @@ def render(state: session.State) -> None:
 
 
 def _key(run_dir: str, name: str, default: object) -> str:
-    return session.kept(f"attribution.{name}", run_dir, default)
+    return session.kept(f"{session.FORM[len(session.KEPT) :]}{name}", run_dir, default)
 
 
 def _one(rtg: float | None, result, frames, units: str) -> None:
