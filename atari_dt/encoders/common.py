@@ -14,6 +14,10 @@ def to_unit_range(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> t
     # change rides on the dtype conversion (one pass over the pixels).
     channels_last = torch.channels_last
     if frames.dtype == torch.uint8:
+        if torch.is_autocast_enabled(frames.device.type):
+            # Straight to the autocast dtype: the convolutions would cast a float32 copy again
+            # (bf16 holds 0-255 exactly, so the division rounds once, as float32 then a cast).
+            dtype = torch.get_autocast_dtype(frames.device.type)
         return frames.to(dtype, memory_format=channels_last).div_(255.0)  # in place: a fresh copy
     return frames.to(dtype, memory_format=channels_last) / 255.0
 

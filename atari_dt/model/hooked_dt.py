@@ -22,7 +22,7 @@ from transformer_lens.hook_points import HookPoint
 from atari_dt.datasets.contexts import Contexts
 from atari_dt.encoders import make_encoder
 from atari_dt.model.checkpoint import load_weights, read_config, save_pretrained
-from atari_dt.model.components import LayerNorm, TransformerBlock
+from atari_dt.model.components import Dropout, LayerNorm, TransformerBlock
 from atari_dt.model.config import ModelConfig
 from atari_dt.model.inputs import check_frames, check_sequence
 
@@ -53,7 +53,7 @@ class HookedDecisionTransformer(HookedRootModule):
         else:
             self.pos_embed = nn.Parameter(torch.zeros(cfg.n_ctx, d))
             self.global_pos_embed = nn.Parameter(torch.zeros(cfg.max_timestep, d))
-        self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.embed_dropout = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.ln_final = LayerNorm(d, cfg.layer_norm_eps)
         self.W_U = nn.Parameter(torch.empty(d, cfg.n_actions))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from atari_dt.model.last_step import last_state_logits
+
 
 class FrameStacker:
     """The last ``stack_size`` frames of each env, zeros before the episode's first frame (as
@@ -94,9 +96,14 @@ class DTAgent:
         self.actions[index, -1] = 0  # not chosen yet; the logits of this step never see it
         self.length[index] = (self.length[index] + 1).clamp(max=self.T)
         mask = torch.arange(self.T, device=index.device) >= (self.T - self.length[index, None])
-        logits = self.model.forward_from_state_embeddings(
-            self.states[index], self.actions[index], self.rtg[index], self.timesteps[index], mask
-        )[:, -1]
+        logits = last_state_logits(
+            self.model,
+            self.states[index],
+            self.actions[index],
+            self.rtg[index],
+            self.timesteps[index],
+            mask,
+        )
         probs = torch.softmax(logits / self.temperature, dim=-1)
         if self.sample:
             chosen = torch.multinomial(probs, 1, generator=self.generator)[:, 0]

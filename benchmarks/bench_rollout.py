@@ -1,0 +1,154 @@
+"""Evaluation benchmark against the original DT's evaluation loop, measured side by side.
+
+Both sides play Seaquest (real ALE, the DQN-replay preprocessing) with the paper's model
+(6 layers, 8 heads, 128 dims, T 30), sampling actions, episodes capped at ``--steps`` agent
+steps. Ours is ``atari_dt.rollout.run_episodes`` (state embeddings cached per step, one
+batched forward over the envs, only the last state token's logits computed); the reference is
+the original's ``get_returns`` loop (``original_dt.OriginalEvaluation``: one env, every step the
+whole window of float stacks re-encoded and run through the model). Rounds alternate; each
+prints the median and range of its rounds and one ratio line:
+
+1. agent steps/s, ours at 1 env vs the original loop.
+2. ours at 8 envs vs the original loop. Target >= 3x.
+3. ours at 8 envs as a fraction of the compute limit of the work one step must do, which is
+   one window through the model (its matmul and convolution FLOPs, counted by torch, at this
+   machine's float32 matmul peak measured in the same run) plus stepping the env (measured with
+   random actions in the same run): ``limit = 1 / (FLOPs / peak + env seconds)``. Target >= 80%.
+
+Every figure runs at 1 torch thread and at 2. Run: ``make bench`` or
+``python benchmarks/bench_rollout.py [--small] [--threads 1 2] [--rounds 5] [--steps 300]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from original_dt import OriginalEvaluation, ReferenceAtariDT
+from timing import Rate, alternate, count_flops, matmul_peak, ratio_line, threads
+
+from atari_dt.envs.make import make_vector_env
+from atari_dt.model import HookedDecisionTransformer, ModelConfig
+from atari_dt.rollout.evaluate import run_episodes
+
+GAME, T, MAX_TIMESTEP, TARGET = "Seaquest", 30, 2000, 20.0
+
+
+def ours(model: HookedDecisionTransformer, n_envs: int, steps: int) -> Callable[[], float]:
+    """One round: ``n_envs`` episodes of at most ``steps`` steps on ``n_envs`` envs; returns the
+    agent steps played (an episode that ends before the cap counts its length)."""
+    seed = iter(range(10**6))
+
+    def play() -> float:
+        results = run_episodes(
+            model,
+            GAME,
+            [TARGET],
+            n_envs,
+            reward_units="clipped",
+            n_envs=n_envs,
+            max_episode_steps=steps,
+            seed=next(seed),
+            progress=False,
+        )
+        return float(sum(r.length for r in results))
+
+    return play
+
+
+def original(steps: int) -> tuple[Callable[[], float], OriginalEvaluation]:
+    torch.manual_seed(0)
+    model = ReferenceAtariDT(18, T, MAX_TIMESTEP, n_layer=6, n_head=8, n_embd=128)
+    loop = OriginalEvaluation(
+        model, GAME, TARGET, max_timestep=MAX_TIMESTEP, max_episode_steps=steps
+    )
+    return lambda: float(loop.play(steps)), loop
+
+
+def env_seconds_per_step(n_envs: int, steps: int) -> float:
+    """Wall time of one agent step of the vector env alone (random actions), per env."""
+    env = make_vector_env(GAME, n_envs, max_episode_steps=steps)
+    rng = np.random.default_rng(0)
+    try:
+        env.reset(seed=0)
+        start = time.perf_counter()
+        for _ in range(steps):
+            env.step(rng.integers(0, 18, size=n_envs))
+        return (time.perf_counter() - start) / (steps * n_envs)
+    finally:
+        env.close()
+
+
+def window_flops(model: HookedDecisionTransformer) -> float:
+    """Matmul and convolution FLOPs of the work one agent step must do: encode its new frame
+    stack and run one full window (T steps) through the transformer."""
+    frames = torch.randint(0, 255, (1, T, 4, 84, 84), dtype=torch.uint8)
+    actions = torch.zeros(1, T, dtype=torch.long)
+    rtg, timesteps = torch.full((1, T), TARGET), torch.zeros(1, T, dtype=torch.long)
+    with torch.no_grad():
+        embeddings = model.embed_states(frames)
+        encode = count_flops(lambda: model.embed_states(frames[:, :1]))
+        window = count_flops(
+            lambda: model.forward_from_state_embeddings(embeddings, actions, rtg, timesteps)
+        )
+    return encode + window
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="3 rounds of 100-step episodes")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=300, help="agent steps per episode")
+    args = parser.parse_args()
+    rounds, steps = (3, 100) if args.small else (args.rounds, args.steps)
+
+    torch.manual_seed(0)
+    model = HookedDecisionTransformer(
+        ModelConfig(n_actions=18, context_len=T, max_timestep=MAX_TIMESTEP)
+    ).eval()
+    flops = window_flops(model)
+    print(
+        f"{GAME}, paper model (6 layers, 8 heads, 128 dims, T {T}), episodes capped at {steps} "
+        f"steps, {rounds} alternated rounds; {flops / 1e6:.0f} MFLOP a window"
+    )
+    for n_threads in args.threads:
+        with threads(n_threads):
+            peak = matmul_peak()
+            reference, loop = original(steps)
+            try:
+                rates = alternate(
+                    {
+                        "1 env": ours(model, 1, steps),
+                        "8 envs": ours(model, 8, steps),
+                        "original": reference,
+                    },
+                    rounds,
+                )
+            finally:
+                loop.close()
+            env_s = env_seconds_per_step(8, steps)
+            limit = 1.0 / (flops / peak + env_s)
+            print(
+                f"{n_threads} thread(s): float32 matmul peak {peak / 1e9:.1f} GFLOP/s; env alone "
+                f"{env_s * 1e3:.2f} ms a step; compute limit {limit:.0f} steps/s"
+            )
+            line = ratio_line("1. eval steps/s, 1 env", rates["1 env"], rates["original"], "-")
+            print("  " + line)
+            line = ratio_line(
+                "2. eval steps/s, 8 envs", rates["8 envs"], rates["original"], ">= 3x"
+            )
+            print("  " + line)
+            bound = Rate(limit, limit, limit, rounds)
+            fraction = rates["8 envs"].median / limit
+            print(
+                f"  3. 8 envs vs the compute limit: {rates['8 envs'].median:.1f} of {bound.median:.0f}"
+                f" steps/s = {100 * fraction:.0f}% (target >= 80%)"
+            )
+
+
+if __name__ == "__main__":
+    main()

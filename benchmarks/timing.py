@@ -1,0 +1,101 @@
+"""Timing every benchmark shares: contenders alternated round by round, medians with their
+spread, torch's threads pinned, and this machine's float32 matmul peak measured in the same run.
+
+Machine noise (another process, a frequency change) then hits every contender alike, and a
+ratio is only ever taken between figures measured side by side.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Work per second over the rounds: ``median`` and the slowest/fastest round."""
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+
+    def __str__(self) -> str:
+        return f"{self.median:8.1f} [{self.low:.1f}, {self.high:.1f}]"
+
+
+def alternate(
+    contenders: dict[str, Callable[[], float]], rounds: int, *, warmup: int = 1
+) -> dict[str, Rate]:
+    """Each contender's rate over ``rounds`` alternated rounds.
+
+    A contender is a callable that does one round of work and returns how much it did (frames,
+    steps); its rate is that over the round's wall time. Every contender runs ``warmup``
+    untimed rounds first (allocator, oneDNN kernel choice). The order within a round flips each
+    round, so neither side always runs right after the other.
+    """
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    for work in contenders.values():
+        for _ in range(warmup):
+            work()
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else reversed(names):
+            start = time.perf_counter()
+            done = contenders[name]()
+            rates[name].append(done / (time.perf_counter() - start))
+    return {
+        name: Rate(statistics.median(values), min(values), max(values), len(values))
+        for name, values in rates.items()
+    }
+
+
+def ratio_line(label: str, ours: Rate, reference: Rate, target: str) -> str:
+    """``label: ours vs reference = ratio (target ...)``, the one line a figure prints."""
+    return (
+        f"{label}: {ours} vs {reference} = {ours.median / reference.median:.2f}x "
+        f"(median [min, max] of {ours.rounds} rounds; target {target})"
+    )
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Pin torch's intra-op threads to ``n`` for the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def matmul_peak(n: int = 2048, reps: int = 10, rounds: int = 5) -> float:
+    """This machine's float32 matmul FLOP/s at the current thread count: the best of
+    ``rounds`` rounds of ``reps`` products of two ``n x n`` matrices (a well-shaped GEMM, as
+    near the hardware's limit as torch gets on this CPU)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
+    return best
+
+
+def count_flops(work: Callable[[], object]) -> float:
+    """FLOPs of the matmuls and convolutions ``work`` runs (torch's FlopCounterMode: the
+    arithmetic a kernel must do whatever its speed; elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        work()
+    return float(counter.get_total_flops())
