@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_dt import ReferenceAtariDT  # noqa: E402
+from reference_dt import ReferenceAtariDT
 
-__all__ = ["OriginalDataset", "OriginalTrainer", "OriginalEvaluation", "ReferenceAtariDT"]
+__all__ = ["OriginalDataset", "OriginalEvaluation", "OriginalTrainer", "ReferenceAtariDT"]
 
 
 class OriginalDataset(Dataset):
