@@ -61,6 +61,31 @@ def test_cached_agent_equals_the_full_model(positional) -> None:
     assert t >= 30  # the window filled and slid
 
 
+def test_bf16_agent_is_float32_to_bf16_rounding() -> None:
+    """Same states and history: the bf16 agent's action distribution is the float32 one's to
+    bf16 rounding (2^-9 relative per operation; a two-layer model's few dozen roundings of O(1)
+    logits stay far below 0.05 in probability), and its buffers stay float32."""
+    model = make_model()
+    env = make_env("Seaquest", repeat_action_probability=0.0, max_episode_steps=20)
+    frame, _ = env.reset(seed=seed(4))
+    agents = [DTAgent(model, 1, sample=False, precision=p) for p in ("float32", "bfloat16")]
+    stacker = FrameStacker(1, 4, (84, 84))
+    stacker.reset(0, frame)
+    for agent in agents:
+        agent.start(0, target_return=20.0)
+    for t in range(12):
+        plain, bf16 = (a.act(np.array([0]), stacker.stacks[[0]], np.array([t])) for a in agents)
+        assert bf16.probs.dtype == torch.float32 and agents[1].states.dtype == torch.float32
+        torch.testing.assert_close(bf16.probs, plain.probs, rtol=0, atol=0.05)
+        agents[1].actions[0, -1] = int(plain.actions[0])  # one history for both
+        frame, _, terminated, truncated, _ = env.step(plain.actions[0])
+        if terminated or truncated:
+            break
+        stacker.push(0, frame)
+    with pytest.raises(ValueError, match="precision"):
+        DTAgent(model, 1, precision="float16")
+
+
 def test_episodes_at_several_targets() -> None:
     model = make_model()
     settings = {"reward_units": "clipped", "n_envs": 4, "max_episode_steps": 60, "seed": seed(1)}
@@ -153,8 +178,14 @@ def test_eval_cli(tiny_run, tmp_path, capsys) -> None:
         "--out",
         str(out),
         "--json",
+        "--threads",
+        "1",
+        "--precision",
+        "float32",
     ]
+    threads = torch.get_num_threads()
     assert main(args) == 0
+    assert torch.get_num_threads() == threads  # the setting held for the rollouts only
     printed = json.loads(capsys.readouterr().out)
     assert [t["target"] for t in printed["targets"]] == [0.0, 3.0]
     assert all(len(t["returns"]) == 2 for t in printed["targets"])
@@ -186,6 +217,10 @@ def test_eval_errors(tiny_run, tmp_path, capsys) -> None:
     assert "has no checkpoint" in capsys.readouterr().err
     assert main(["eval", str(tiny_run), "--set", "eval.bogus=1"]) == 2
     assert "unknown config key 'eval.bogus'" in capsys.readouterr().err
+    assert main(["eval", str(tiny_run), "--threads", "-1"]) == 2
+    assert "threads must be >= 0" in capsys.readouterr().err
+    assert main(["eval", str(tiny_run), "--set", "eval.precision=float16"]) == 2
+    assert "float16" in capsys.readouterr().err
 
 
 def test_a_model_for_another_game_is_refused() -> None:

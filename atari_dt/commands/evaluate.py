@@ -11,6 +11,7 @@ from atari_dt.errors import UserError
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    from atari_dt.compute import torch_threads, warn_if_emulated
     from atari_dt.config import apply_overrides, config_from_dict, config_to_dict
     from atari_dt.io import atomic_write_bytes
     from atari_dt.rollout.evaluate import run_episodes
@@ -26,27 +27,30 @@ def evaluate(args: argparse.Namespace) -> int:
     if not cfg.targets or not all(math.isfinite(t) for t in cfg.targets):
         raise UserError(f"eval targets must be finite returns, got {cfg.targets}")
     model, metadata = load_run_model(run_dir)
+    warn_if_emulated(cfg.precision, model.device)
     data = metadata.get("data", {})
     units = config.data.reward_units if cfg.reward_units == "auto" else cfg.reward_units
     game = data.get("game") or args.game
     if not game:
         raise UserError(f"{run_dir}: the run does not name its game; pass --game")
     record = {(i, e) for i in range(len(cfg.targets)) for e in range(min(args.video, cfg.episodes))}
-    results = run_episodes(
-        model,
-        game,
-        cfg.targets,
-        cfg.episodes,
-        reward_units=units,
-        n_envs=cfg.envs,
-        sample=cfg.sample,
-        temperature=cfg.temperature,
-        max_episode_steps=cfg.max_episode_steps,
-        preset=cfg.preset,
-        seed=cfg.seed,
-        record=record,
-        progress=not args.json,
-    )
+    with torch_threads(cfg.threads):
+        results = run_episodes(
+            model,
+            game,
+            cfg.targets,
+            cfg.episodes,
+            reward_units=units,
+            n_envs=cfg.envs,
+            sample=cfg.sample,
+            temperature=cfg.temperature,
+            max_episode_steps=cfg.max_episode_steps,
+            preset=cfg.preset,
+            seed=cfg.seed,
+            record=record,
+            precision=cfg.precision,
+            progress=not args.json,
+        )
     # The training episodes' returns (not every episode in the store: a return quantile may
     # hold the best ones out, which is the point of an extrapolation study).
     data_range = data.get("train_return_range") if units == config.data.reward_units else None
@@ -103,6 +107,8 @@ def _flag_values(args: argparse.Namespace) -> dict:
         ("temperature", "temperature"),
         ("max_episode_steps", "max_episode_steps"),
         ("reward_units", "reward_units"),
+        ("threads", "threads"),
+        ("precision", "precision"),
     ):
         if getattr(args, flag) is not None:
             values[key] = getattr(args, flag)

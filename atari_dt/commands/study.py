@@ -38,6 +38,8 @@ def study_config(args: argparse.Namespace) -> Any:
         max_episode_steps=args.max_episode_steps,
         steer=args.steer,
         seed=args.seed,
+        threads=getattr(args, "threads", None),
+        precision=getattr(args, "precision", None),
     )
 
 

@@ -12,6 +12,7 @@ from atari_dt.errors import UserError
 def train(args: argparse.Namespace) -> int:
     import torch
 
+    from atari_dt.compute import warn_if_emulated
     from atari_dt.config import load_config
     from atari_dt.run import record_store
     from atari_dt.training import distributed
@@ -55,6 +56,7 @@ def train(args: argparse.Namespace) -> int:
             _describe(config, windows, run_dir, dist)
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
+        warn_if_emulated(config.train.precision, dist.device)
         evaluate = _periodic_evaluation(config, windows) if config.train.eval_every else None
         result = run_training(
             config,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from atari_dt.compute import autocast
 from atari_dt.model.last_step import last_state_logits
 
 
@@ -49,6 +50,8 @@ class DTAgent:
         sample: sample from the softmax (True, as the original) or take the argmax.
         temperature: softmax temperature when sampling.
         seed: seeds the sampling generator.
+        precision: ``bfloat16`` runs the model under autocast (the window's buffers, the
+            softmax and the sampling stay float32); ``float32`` runs it as it is.
     """
 
     def __init__(
@@ -59,11 +62,14 @@ class DTAgent:
         sample: bool = True,
         temperature: float = 1.0,
         seed: int = 0,
+        precision: str = "float32",
     ) -> None:
         self.model = model.eval()
+        self.precision = precision
         cfg = model.cfg
         self.T, self.max_timestep = cfg.context_len, cfg.max_timestep
         device = next(model.parameters()).device
+        autocast(device, precision)  # refuses an unknown precision now, not at the first step
         self.states = torch.zeros(n_envs, self.T, cfg.d_model, device=device)
         self.actions = torch.zeros(n_envs, self.T, dtype=torch.long, device=device)
         self.rtg = torch.zeros(n_envs, self.T, device=device)
@@ -85,9 +91,10 @@ class DTAgent:
         ``[n, S, H, W]``) and step numbers within the episode (``[n]``)."""
         index = torch.as_tensor(envs, device=self.states.device)
         frames = torch.as_tensor(stacks, device=self.states.device)[:, None]  # [n, 1, S, H, W]
-        new_states = self.model.embed_states(frames)[:, 0]  # the CNN on the new stacks only
+        with autocast(index.device, self.precision):
+            new_states = self.model.embed_states(frames)[:, 0]  # the CNN on the new stacks only
         self._shift(index)
-        self.states[index, -1] = new_states
+        self.states[index, -1] = new_states.to(self.states.dtype)
         self.rtg[index, -1] = torch.tensor(
             [self._target[int(e)] for e in envs], device=index.device
         )
@@ -96,14 +103,15 @@ class DTAgent:
         self.actions[index, -1] = 0  # not chosen yet; the logits of this step never see it
         self.length[index] = (self.length[index] + 1).clamp(max=self.T)
         mask = torch.arange(self.T, device=index.device) >= (self.T - self.length[index, None])
-        logits = last_state_logits(
-            self.model,
-            self.states[index],
-            self.actions[index],
-            self.rtg[index],
-            self.timesteps[index],
-            mask,
-        )
+        with autocast(index.device, self.precision):
+            logits = last_state_logits(
+                self.model,
+                self.states[index],
+                self.actions[index],
+                self.rtg[index],
+                self.timesteps[index],
+                mask,
+            ).float()
         probs = torch.softmax(logits / self.temperature, dim=-1)
         if self.sample:
             chosen = torch.multinomial(probs, 1, generator=self.generator)[:, 0]

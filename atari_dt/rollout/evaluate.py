@@ -64,6 +64,7 @@ def run_episodes(
     seed: int = 0,
     record: set[tuple[int, int]] = frozenset(),  # type: ignore[assignment]
     record_ram: bool = False,
+    precision: str = "float32",
     progress: bool = True,
 ) -> list[EpisodeResult]:
     """Play ``episodes`` episodes at each target return (in ``reward_units``, by which the
@@ -91,7 +92,9 @@ def run_episodes(
             f"{game} has {int(env.single_action_space.n)} actions but the model chooses among "
             f"{cfg.n_actions}; evaluate it on the game it was trained on"
         )
-    agent = DTAgent(model, n_envs, sample=sample, temperature=temperature, seed=seed)
+    agent = DTAgent(
+        model, n_envs, sample=sample, temperature=temperature, seed=seed, precision=precision
+    )
     stacker = FrameStacker(n_envs, cfg.stack_size, (cfg.frame_size, cfg.frame_size))
     running: dict[int, _Job] = {}
     done: list[_Job] = []

@@ -31,6 +31,7 @@ def play_target(
     sample: bool = True,
     temperature: float = 1.0,
     n_envs: int = 8,
+    precision: str = "float32",
 ) -> list[EpisodeResult]:
     """``episodes`` episodes asking for ``target`` (actions sampled at ``temperature``, or
     the argmax without ``sample``), each keeping its actions and the RAM
@@ -51,6 +52,7 @@ def play_target(
         preset=preset,
         seed=seed,
         record_ram=True,
+        precision=precision,
         progress=False,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from atari_dt.errors import UserError
 
@@ -48,6 +49,12 @@ class StudyConfig:
     seed: int = 0
     """Seeds context sampling, rollouts and bootstraps."""
 
+    threads: int | None = None
+    """torch threads for the whole study (0: one per core); None: the run's eval setting."""
+
+    precision: Literal["float32", "bfloat16"] | None = None
+    """The rollouts' model precision; None: the run's eval setting."""
+
     def __post_init__(self) -> None:
         for name, value, top in (
             ("contexts", self.contexts, MAX_CONTEXTS),
@@ -68,5 +75,9 @@ class StudyConfig:
                 )
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise UserError(f"max_episode_steps must be >= 1, got {self.max_episode_steps}")
+        if self.threads is not None and self.threads < 0:
+            raise UserError(f"study threads must be >= 0, got {self.threads}")
+        if self.precision not in (None, "float32", "bfloat16"):
+            raise UserError(f"study precision must be float32 or bfloat16, got {self.precision!r}")
         if not math.isfinite(self.steer_scale):
             raise UserError(f"steer_scale must be finite, got {self.steer_scale}")

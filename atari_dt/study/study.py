@@ -88,6 +88,7 @@ def run_study(
     Raises:
         UserError: a behaviour-cloning run (no RTG to study) or bad settings (``StudyConfig``).
     """
+    from atari_dt.compute import torch_threads
     from atari_dt.errors import UserError
     from atari_dt.study.cache import StudyCache, model_digest
     from atari_dt.study.grid import landmarks, target_grid
@@ -99,35 +100,38 @@ def run_study(
     provenance = _provenance(run, config, cap)
     identity = {"model": model_digest(model), "store": provenance["store_fingerprint"]}
     cache = StudyCache(cache_dir, identity, force=force)
-    complete = run.store.returns[np.asarray(run.store.complete, dtype=bool)]
-    marks = landmarks(complete if len(complete) else run.store.returns, run.train_returns)
-    parts = _Parts(run, config, cache, marks, target_grid(marks, config.targets), cap, progress)
-    rollouts = parts.rollouts()
-    sweep, gains, histograms = parts.behaviour(rollouts)
-    scan, divergence = parts.scan()
-    patching = parts.patching()
-    carrier = patching.carrier_hook(model.cfg)
-    direction, steering = parts.steering()
-    return Study(
-        config=config,
-        provenance=provenance,
-        marks=marks,
-        grid=parts.grid,
-        sweep=sweep,
-        gains=gains,
-        action_histograms=histograms,
-        scan=scan,
-        divergence=divergence,
-        imitation=parts.imitation(rollouts),
-        patching=patching,
-        carrier_hook=carrier,
-        direction=direction,
-        steering=steering,
-        steered=parts.steered(direction, carrier, rollouts) if config.steer and carrier else None,
-        pixels=parts.pixels(patching, direction, carrier),
-        computed=cache.computed,
-        reused=cache.reused,
-    )
+    threads = run.config.eval.threads if config.threads is None else config.threads
+    with torch_threads(threads):
+        complete = run.store.returns[np.asarray(run.store.complete, dtype=bool)]
+        marks = landmarks(complete if len(complete) else run.store.returns, run.train_returns)
+        parts = _Parts(run, config, cache, marks, target_grid(marks, config.targets), cap, progress)
+        rollouts = parts.rollouts()
+        sweep, gains, histograms = parts.behaviour(rollouts)
+        scan, divergence = parts.scan()
+        patching = parts.patching()
+        carrier = patching.carrier_hook(model.cfg)
+        direction, steering = parts.steering()
+        steer = config.steer and carrier
+        return Study(
+            config=config,
+            provenance=provenance,
+            marks=marks,
+            grid=parts.grid,
+            sweep=sweep,
+            gains=gains,
+            action_histograms=histograms,
+            scan=scan,
+            divergence=divergence,
+            imitation=parts.imitation(rollouts),
+            patching=patching,
+            carrier_hook=carrier,
+            direction=direction,
+            steering=steering,
+            steered=parts.steered(direction, carrier, rollouts) if steer else None,
+            pixels=parts.pixels(patching, direction, carrier),
+            computed=cache.computed,
+            reused=cache.reused,
+        )
 
 
 @dataclass
@@ -160,7 +164,12 @@ class _Parts:
             "sample": ev.sample,
             "temperature": ev.temperature,
             "envs": ev.envs,
+            "precision": self.precision,
         }
+
+    @property
+    def precision(self) -> str:
+        return self.config.precision or self.run.config.eval.precision
 
     def _play(self, target: float) -> list[Any]:
         from atari_dt.study.behaviour import play_target
@@ -178,6 +187,7 @@ class _Parts:
             sample=ev.sample,
             temperature=ev.temperature,
             n_envs=ev.envs,
+            precision=self.precision,
         )
 
     def rollouts(self) -> dict[float, list[Any]]:

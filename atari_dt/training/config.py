@@ -123,8 +123,19 @@ class EvalConfig:
     seed: int = 1000
     """Seeds environment resets and action sampling."""
 
+    threads: int = 1
+    """torch intra-op threads while playing (0: torch's default, one per core). One measured
+    fastest on 2 cores (``benchmarks/bench_rollout.py``): a rollout's matmuls are small and
+    the vector env steps on threads of its own."""
+
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """``bfloat16`` runs the model under autocast while playing. Faster only on CPUs with bf16
+    units (AVX512-BF16, AMX); elsewhere bf16 matmuls are emulated (15x slower here)."""
+
     def __post_init__(self) -> None:
         check_choices(self)
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0, got {self.threads}")
         if not self.targets:
             raise ConfigError("targets must not be empty")
         if self.episodes < 1 or self.envs < 1 or self.max_episode_steps < 1:

@@ -1,0 +1,162 @@
+"""The speed paths of the model: numpy-drawn dropout masks, the explicit attention with an
+additive mask, bf16 pixels under autocast and the agent's last-state-token logits. Each must
+compute what the plain path computes (to float rounding) or draw the same distribution."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from test_model import TINY, inputs, make_model
+
+from atari_dt.encoders.common import to_unit_range
+from atari_dt.model.components import Dropout
+from atari_dt.model.last_step import has_hooks, last_state_logits
+
+
+def test_dropout_keeps_each_unit_with_probability_one_minus_p() -> None:
+    p, n = 0.1, 10**6
+    layer = Dropout(p).train()
+    torch.manual_seed(0)
+    out = layer(torch.ones(n))
+    kept = out != 0
+    # The kept count is Binomial(n, 1 - p): 6 standard deviations (0.0018 here) are exceeded
+    # with probability ~2e-9 by a correct sampler.
+    sd = math.sqrt(p * (1 - p) / n)
+    assert abs(float(kept.float().mean()) - (1 - p)) < 6 * sd
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 1 / (1 - p)))
+
+
+def test_dropout_masks_follow_torch_manual_seed() -> None:
+    layer = Dropout(0.5).train()
+    x = torch.randn(4, 1000)
+    torch.manual_seed(3)
+    first = layer(x)
+    torch.manual_seed(3)
+    again = layer(x)
+    other = layer(x)  # the generator has moved on: a new mask
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_dropout_backward_uses_the_forward_mask() -> None:
+    layer = Dropout(0.3).train()
+    x = (torch.rand(2000) + 0.5).requires_grad_()  # no zero inputs: a zero output means dropped
+    out = layer(x)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, (out != 0).float() / 0.7)
+
+
+@pytest.mark.parametrize(("p", "training"), [(0.0, True), (1.0, True), (0.4, False)])
+def test_dropout_edge_cases_are_torch_dropout(p: float, training: bool) -> None:
+    x = torch.randn(50)
+    out = Dropout(p).train(training)(x)
+    expected = torch.zeros_like(x) if p == 1.0 and training else x
+    assert torch.equal(out, expected)
+
+
+def test_unit_range_under_autocast_is_bf16_rounded_once() -> None:
+    """uint8 pixels go straight to bf16 under autocast; every 0-255 value is exact in bf16, so
+    the result is the correctly rounded ``v / 255`` (the float64 quotient rounded to bf16)."""
+    pixels = torch.arange(256, dtype=torch.uint8).view(1, 4, 8, 8)
+    with torch.autocast("cpu", torch.bfloat16):
+        scaled = to_unit_range(pixels)
+    assert scaled.dtype == torch.bfloat16
+    assert scaled.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(scaled, (pixels.double() / 255).to(torch.bfloat16))
+    assert to_unit_range(pixels).dtype == torch.float32  # no autocast: the weights' dtype
+
+
+def _padded(seaquest_windows) -> tuple[torch.Tensor, ...]:
+    frames, actions, rtg, timesteps = inputs(seaquest_windows)
+    mask = torch.ones(actions.shape, dtype=torch.bool)
+    mask[0, :3] = False  # one left-padded window
+    mask[2, :7] = False  # one window of a single step
+    return frames, actions, rtg, timesteps, mask
+
+
+def test_explicit_attention_equals_the_fused_kernel_with_padding(seaquest_windows) -> None:
+    """Hooking the pattern forces the explicit path (additive -inf mask); the fused kernel runs
+    otherwise. Same maths, so they agree to float32 rounding of O(1) logits."""
+    model = make_model()
+    frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
+    with torch.no_grad():
+        fused = model(frames, actions, rtg, timesteps, mask=mask)
+        hooks = [(f"blocks.{i}.attn.hook_pattern", lambda x, hook: x) for i in range(2)]
+        explicit = model.run_with_hooks(frames, actions, rtg, timesteps, mask, fwd_hooks=hooks)
+    torch.testing.assert_close(explicit, fused, rtol=0, atol=1e-5)
+
+
+def test_explicit_scores_keep_minus_infinity_at_masked_keys(seaquest_windows) -> None:
+    model = make_model()
+    frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(frames, actions, rtg, timesteps, mask)
+    scores = cache["blocks.0.attn.hook_attn_scores"]  # [B, H, P, P]
+    P = scores.shape[-1]
+    future = ~torch.ones(P, P, dtype=torch.bool).tril()
+    assert torch.isneginf(scores[:, :, future]).all()
+    assert torch.isfinite(scores[:, :, ~future][1]).all()  # an unpadded window: all finite
+
+
+CONFIGS = {
+    "rtg": TINY,
+    "original positions": dataclasses.replace(TINY, positional="original"),
+    "behaviour cloning": dataclasses.replace(TINY, behaviour_cloning=True),
+}
+
+
+@pytest.mark.parametrize("cfg", CONFIGS.values(), ids=list(CONFIGS))
+def test_last_state_logits_equal_the_full_forward(seaquest_windows, cfg) -> None:
+    """The shortcut drops only work its output cannot depend on (causal attention hides the
+    last action token from the last state token; the last layer's other queries feed nothing),
+    so it equals the full forward's last state logits to float32 rounding."""
+    model = make_model(cfg)
+    frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
+    rtg = None if cfg.behaviour_cloning else rtg
+    with torch.no_grad():
+        embeddings = model.embed_states(frames)
+        full = model.forward_from_state_embeddings(embeddings, actions, rtg, timesteps, mask)
+        for window_mask in (mask, None):
+            last = last_state_logits(model, embeddings, actions, rtg, timesteps, window_mask)
+            expected = (
+                full
+                if window_mask is not None
+                else model.forward_from_state_embeddings(embeddings, actions, rtg, timesteps)
+            )
+            torch.testing.assert_close(last, expected[:, -1], rtol=0, atol=1e-5)
+
+
+def test_last_state_logits_run_the_hooks_when_any_are_attached(seaquest_windows) -> None:
+    """An ablation or a steering vector acts through hooks; with one attached the shortcut
+    gives way to the full forward, so the hook changes the logits as it does there."""
+    model = make_model()
+    frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
+    with torch.no_grad():
+        embeddings = model.embed_states(frames)
+        plain = last_state_logits(model, embeddings, actions, rtg, timesteps, mask)
+        model.blocks[1].hook_mlp_out.add_hook(lambda x, hook: torch.zeros_like(x))
+        try:
+            assert has_hooks(model)
+            ablated = last_state_logits(model, embeddings, actions, rtg, timesteps, mask)
+            full = model.forward_from_state_embeddings(embeddings, actions, rtg, timesteps, mask)
+        finally:
+            model.reset_hooks()
+    assert not has_hooks(model)
+    torch.testing.assert_close(ablated, full[:, -1], rtol=0, atol=0)
+    assert (ablated - plain).abs().max() > 1e-3  # the ablation did act
+
+
+def test_last_state_logits_in_training_mode_are_the_full_forward(seaquest_windows) -> None:
+    cfg = dataclasses.replace(TINY, dropout=0.3)
+    model = make_model(cfg).train()
+    frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
+    with torch.no_grad():
+        embeddings = model.embed_states(frames)
+        torch.manual_seed(1)
+        last = last_state_logits(model, embeddings, actions, rtg, timesteps, mask)
+        torch.manual_seed(1)  # the same dropout masks
+        full = model.forward_from_state_embeddings(embeddings, actions, rtg, timesteps, mask)
+    assert torch.equal(last, full[:, -1])
