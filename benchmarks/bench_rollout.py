@@ -28,7 +28,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from original_dt import OriginalEvaluation, ReferenceAtariDT
-from timing import alternate, count_flops, matmul_peak, ratio_line, threads
+from timing import alternate, count_flops, cpu_capability, matmul_peak, ratio_line, threads
 
 from atari_dt.envs.make import make_vector_env
 from atari_dt.model import HookedDecisionTransformer, ModelConfig
@@ -133,8 +133,9 @@ def main() -> None:
             env_s = env_seconds_per_step(8, steps)
             limit = 1.0 / (flops / peak + env_s)
             print(
-                f"{n_threads} thread(s): float32 matmul peak {peak / 1e9:.1f} GFLOP/s; env alone "
-                f"{env_s * 1e3:.2f} ms a step; compute limit {limit:.0f} steps/s"
+                f"{n_threads} thread(s), {cpu_capability()} kernels: float32 matmul peak "
+                f"{peak / 1e9:.1f} GFLOP/s; env alone {env_s * 1e3:.2f} ms a step; compute "
+                f"limit {limit:.0f} steps/s"
             )
             line = ratio_line("1. eval steps/s, 1 env", rates["1 env"], rates["original"], "-")
             print("  " + line)

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 from original_dt import OriginalDataset, OriginalTrainer, ReferenceAtariDT
-from timing import alternate, count_flops, matmul_peak, ratio_line, threads
+from timing import alternate, count_flops, cpu_capability, matmul_peak, ratio_line, threads
 
+from atari_dt.compute import has_native_bf16
 from atari_dt.datasets import ContextWindows, DataConfig, EpisodeStoreWriter
 from atari_dt.envs.dqn_replay import record_random_episodes
 from atari_dt.model import HookedDecisionTransformer, ModelConfig
@@ -133,7 +134,10 @@ def main() -> None:
         for n_threads in args.threads:
             with threads(n_threads):
                 peak = matmul_peak()
-                print(f"\n{n_threads} thread(s); float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+                print(
+                    f"\n{n_threads} thread(s), {cpu_capability()} kernels; float32 matmul peak "
+                    f"{peak / 1e9:.1f} GFLOP/s"
+                )
                 fp32 = alternate(
                     {
                         "ours": rounds_of(our_trainer(store, Path(tmp), batch, 6, "float32")),
@@ -149,22 +153,29 @@ def main() -> None:
                         f"the matmul peak ({flops / 1e9:.1f} GFLOP a step; target for ours "
                         ">= 70%)"
                     )
-                bf16 = alternate(
-                    {
-                        "ours": rounds_of(our_trainer(store, Path(tmp), batch, 6, "bfloat16")),
-                        "ref": rounds_of(reference_trainer(dataset, batch, 6, True)),
-                    },
-                    rounds,
-                )
-                print(
-                    "  "
-                    + ratio_line(
-                        "3. bf16 training (ref: torch.autocast)",
-                        bf16["ours"],
-                        bf16["ref"],
-                        ">= 1.3x",
+                if not has_native_bf16("cpu"):
+                    print(
+                        f"  3. bf16 training: skipped, this CPU ({cpu_capability()}) has no bf16 "
+                        "units (AVX512-BF16 or AMX): torch emulates bf16 there, several times "
+                        "slower than float32 on both sides"
                     )
-                )
+                else:
+                    bf16 = alternate(
+                        {
+                            "ours": rounds_of(our_trainer(store, Path(tmp), batch, 6, "bfloat16")),
+                            "ref": rounds_of(reference_trainer(dataset, batch, 6, True)),
+                        },
+                        rounds,
+                    )
+                    print(
+                        "  "
+                        + ratio_line(
+                            "3. bf16 training (ref: torch.autocast)",
+                            bf16["ours"],
+                            bf16["ref"],
+                            ">= 1.3x",
+                        )
+                    )
                 deep = alternate(
                     {
                         "ours": rounds_of(our_trainer(store, Path(tmp), batch, 12, "float32")),

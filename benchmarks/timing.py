@@ -99,3 +99,9 @@ def count_flops(work: Callable[[], object]) -> float:
     with FlopCounterMode(display=False) as counter:
         work()
     return float(counter.get_total_flops())
+
+
+def cpu_capability() -> str:
+    """The kernel set torch picked on this CPU (``DEFAULT``, ``AVX2``, ``AVX512``; set by
+    ``ATEN_CPU_CAPABILITY``), printed beside every figure: it changes what a FLOP costs."""
+    return torch.backends.cpu.get_cpu_capability()

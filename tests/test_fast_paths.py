@@ -69,6 +69,28 @@ def test_unit_range_under_autocast_is_bf16_rounded_once() -> None:
     assert to_unit_range(pixels).dtype == torch.float32  # no autocast: the weights' dtype
 
 
+def test_in_place_relu_leaves_a_hooked_conv_output_alone(seaquest_windows) -> None:
+    """The encoder's ReLUs act in place only while no module hook can hold the conv output:
+    a forward hook on ``conv0`` (as Captum's layer methods attach) still sees the raw conv
+    output, negative entries included, and the encoder's output does not change."""
+    model = make_model().train()
+    frames = inputs(seaquest_windows)[0][:2].flatten(0, 1)  # [16, 4, 84, 84]
+    encoder = model.encoder
+    torch.manual_seed(0)
+    plain = encoder(frames)
+    seen = []
+    handle = encoder.conv0.register_forward_hook(lambda m, i, out: seen.append(out))
+    try:
+        torch.manual_seed(0)
+        hooked = encoder(frames)
+    finally:
+        handle.remove()
+    assert (seen[0] < 0).any()  # not rectified in place behind the hook's back
+    assert torch.equal(hooked, plain)
+    (plain.sum()).backward()  # the in-place path's backward runs
+    assert encoder.conv0.weight.grad.abs().sum() > 0
+
+
 def _padded(seaquest_windows) -> tuple[torch.Tensor, ...]:
     frames, actions, rtg, timesteps = inputs(seaquest_windows)
     mask = torch.ones(actions.shape, dtype=torch.bool)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
-from atari_dt.encoders.common import flat_size, to_unit_range
+from atari_dt.encoders.common import conv_relu, flat_size, to_unit_range
 
 
 class NatureCNN(nn.Module):
@@ -15,8 +15,9 @@ class NatureCNN(nn.Module):
 
     Hooks: ``hook_conv{0,1,2}`` after each conv's ReLU (``[N, 32, 20, 20]``, ``[N, 64, 9, 9]``,
     ``[N, 64, 7, 7]`` for 84x84 frames) and ``hook_out`` (``[N, d_model]``, after the tanh).
-    Every activation has its own module and none is in place, so attribution methods that
-    hook modules (Captum's layer and neuron methods) see each one.
+    Every activation has its own module, and a ReLU acts in place only while neither it nor
+    its convolution carries a module hook, so attribution methods that hook modules (Captum's
+    layer and neuron methods) see each one.
     """
 
     n_conv_hooks = 3
@@ -37,9 +38,9 @@ class NatureCNN(nn.Module):
         self.hook_out = HookPoint()  # [N, d_model]
 
     def _features(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.hook_conv0(self.relu0(self.conv0(pixels)))
-        x = self.hook_conv1(self.relu1(self.conv1(x)))
-        return self.hook_conv2(self.relu2(self.conv2(x)))
+        x = self.hook_conv0(conv_relu(self.conv0, self.relu0, pixels))
+        x = self.hook_conv1(conv_relu(self.conv1, self.relu1, x))
+        return self.hook_conv2(conv_relu(self.conv2, self.relu2, x))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames`` ``[N, C, H, W]``, uint8 or float on the 0-255 scale -> ``[N, d_model]``."""

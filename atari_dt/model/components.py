@@ -70,7 +70,11 @@ class Dropout(nn.Dropout):
         n = x.numel()
         bits = np.random.SFC64(seed).random_raw((n + 1) // 2).view(np.uint32)[:n]
         keep = bits >= np.uint32(min(round(self.p * 2**32), 2**32 - 1))
-        scale = torch.from_numpy(keep).view(x.shape).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        if x.dtype == torch.float32:  # the scaled mask made in the same numpy pass
+            mask = np.multiply(keep, np.float32(1.0 / (1.0 - self.p)), dtype=np.float32)
+            scale = torch.from_numpy(mask).view(x.shape)
+        else:  # numpy has no bf16
+            scale = torch.from_numpy(keep).view(x.shape).to(x.dtype).mul_(1.0 / (1.0 - self.p))
         return x * scale
 
 
