@@ -83,7 +83,7 @@ def _add_eval(stages: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-episode-steps", type=int, help="cap on agent steps per episode")
     p.add_argument("--seed", type=int, help="seeds resets and sampling")
-    _add_speed_args(p, "eval")
+    _add_speed_args(p)
     p.add_argument("--game", help="ALE game, when the run does not record it")
     p.add_argument(
         "--video",
@@ -180,17 +180,17 @@ def _add_study(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output directory (default: RUN_DIR/study)")
 
 
-def _add_speed_args(p: argparse.ArgumentParser, default: str) -> None:
-    """``--threads`` and ``--precision`` of the rollouts (and of the whole command)."""
+def _add_speed_args(p: argparse.ArgumentParser) -> None:
+    """``--threads`` and ``--precision`` of the rollouts."""
     p.add_argument(
         "--threads",
         type=int,
-        help=f"torch threads (0: one per core; default: the run's {default} setting, 1)",
+        help="torch threads while playing (0: torch's default; default: the run's eval setting, 1)",
     )
     p.add_argument(
         "--precision",
         choices=["float32", "bfloat16"],
-        help=f"rollouts' model precision (default: the run's {default} setting, float32; "
+        help="the model's precision while playing (default: the run's eval setting, float32; "
         "bfloat16 is faster only on CPUs with bf16 units)",
     )
 
@@ -214,7 +214,7 @@ def _add_study_settings(p: argparse.ArgumentParser) -> None:
         "--steer", action="store_true", help="also play rollouts steered by the RTG direction"
     )
     p.add_argument("--seed", type=int, default=0, help="contexts, rollouts and bootstraps")
-    _add_speed_args(p, "eval")
+    _add_speed_args(p)
     p.add_argument("--force", action="store_true", help="recompute every part (ignore the cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

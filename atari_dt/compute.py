@@ -34,10 +34,16 @@ def warn_if_emulated(precision: str, device: torch.device | str) -> None:
         )
 
 
-def autocast(device: torch.device | str, precision: str) -> torch.autocast:
-    """``torch.autocast`` to bf16 when ``precision`` is ``bfloat16``, a no-op otherwise."""
+def check_precision(precision: str) -> str:
+    """``precision`` if it is ``float32`` or ``bfloat16``; ValueError otherwise."""
     if precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+    return precision
+
+
+def autocast(device: torch.device | str, precision: str) -> torch.autocast:
+    """``torch.autocast`` to bf16 when ``precision`` is ``bfloat16``, a no-op otherwise."""
+    check_precision(precision)
     device_type = torch.device(device).type
     return torch.autocast(device_type, torch.bfloat16, enabled=precision == "bfloat16")
 

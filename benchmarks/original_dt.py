@@ -12,10 +12,10 @@ original is in this file; it follows its behaviour as FACTS.md §2 and the paper
   (betas 0.9/0.95, decay 0.1 on Linear/Conv weights), and the learning rate set from the tokens
   seen (linear warm-up, cosine decay).
 - **Evaluation** (``get_returns`` and ``utils.sample``): one env; every state kept as a float
-  stack in one tensor grown by ``torch.cat`` each step; every step the last T states, the last
-  T actions and RTGs (a list turned into a tensor) go through the model in its 3T-1-token
-  form, with the *current* timestep (capped at ``max_timestep``) as the position; the action
-  is sampled from the softmax of the last logits.
+  stack in one tensor grown by ``torch.cat`` each step; every step the episode's action and
+  RTG lists are turned into tensors whole, and the last T states, actions and RTGs go through
+  the model in its 3T-1-token form, with the *current* timestep (capped at ``max_timestep``)
+  as the position; the action is sampled from the softmax of the last logits.
 
 The model is ``tests/reference_dt.py`` (an independent rewrite with the original's module
 layout; ``tests/test_import_original.py`` checks it computes the same logits as ours after
@@ -51,7 +51,8 @@ class OriginalDataset(Dataset):
         actions, rtgs, timesteps, ends = [], [], [], []
         for episode in episodes:
             frames = np.concatenate([np.zeros((3, 84, 84), np.uint8), episode.frames])
-            self.stacks += [frames[t : t + 4] for t in range(len(episode.actions))]
+            # Copies, not views: the original holds every transition's stack as its own array.
+            self.stacks += [frames[t : t + 4].copy() for t in range(len(episode.actions))]
             actions.append(episode.actions)
             rewards = np.asarray(episode.rewards, dtype=np.float64)
             rtgs.append(np.cumsum(rewards[::-1])[::-1])
@@ -66,18 +67,17 @@ class OriginalDataset(Dataset):
         return len(self.stacks) - 3 * self.T  # as the original: block_size = 3T
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, ...]:
-        end = idx + self.T
-        for episode_end in self.ends:  # the first episode end after idx, by a linear scan
-            if episode_end > idx:
-                end = min(episode_end, end)
-                break
-        start = end - self.T
-        states = torch.tensor(np.array(self.stacks[start:end]), dtype=torch.float32)
-        states = states.reshape(self.T, -1) / 255.0
-        actions = torch.tensor(self.actions[start:end], dtype=torch.long).unsqueeze(1)
-        rtgs = torch.tensor(self.rtgs[start:end], dtype=torch.float32).unsqueeze(1)
-        timesteps = torch.tensor(self.timesteps[start : start + 1], dtype=torch.int64)[:, None]
-        return states, actions, rtgs, timesteps
+        # The window is cut at the end of idx's episode, which the original finds by scanning
+        # the list of episode ends from the start on every item: that cost is kept here.
+        episode_end = next(end for end in self.ends if end > idx)
+        window = slice(min(idx + self.T, episode_end) - self.T, min(idx + self.T, episode_end))
+        floats = torch.tensor(np.array(self.stacks[window]), dtype=torch.float32) / 255.0
+        return (
+            floats.reshape(self.T, -1),
+            torch.tensor(self.actions[window], dtype=torch.long)[:, None],
+            torch.tensor(self.rtgs[window], dtype=torch.float32)[:, None],
+            torch.tensor([[self.timesteps[window.start]]], dtype=torch.int64),
+        )
 
 
 def decayed_parameters(model: torch.nn.Module) -> list[dict]:
@@ -184,10 +184,12 @@ class OriginalEvaluation:
     @torch.no_grad()
     def _sample(self) -> int:
         T = self.T
-        states = self.all_states[-T:][None].flatten(2)  # [1, t, 4*84*84]
+        # As the original: the episode's whole action and RTG lists become tensors every step,
+        # and the model's input is cropped to the last T steps after that.
+        actions = torch.tensor(self.actions, dtype=torch.long).reshape(1, -1, 1)[:, -T:]
+        rtgs = torch.tensor(self.rtgs, dtype=torch.long)[None, :, None][:, -T:]
+        states = self.all_states[None][:, -T:].flatten(2)  # [1, t, 4*84*84]
         # No action yet at an episode's first step: the sequence is (R, s).
-        actions = torch.tensor(self.actions[-T:], dtype=torch.long).reshape(1, -1, 1)
-        rtgs = torch.tensor(self.rtgs[-T:], dtype=torch.long)[None, :, None]
         timestep = min(self.j, self.max_timestep) * torch.ones((1, 1, 1), dtype=torch.int64)
         logits = self.model(states, actions, rtgs, timestep, training_shape=False)
         probs = torch.softmax(logits[:, -1, :], dim=-1)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import pytest
 import torch
 from test_model import TINY, inputs, make_model
 
+from atari_dt.compute import torch_threads
 from atari_dt.encoders.common import to_unit_range
 from atari_dt.model.components import Dropout
 from atari_dt.model.last_step import has_hooks, last_state_logits
@@ -121,12 +123,35 @@ def test_explicit_scores_keep_minus_infinity_at_masked_keys(seaquest_windows) ->
     future = ~torch.ones(P, P, dtype=torch.bool).tril()
     assert torch.isneginf(scores[:, :, future]).all()
     assert torch.isfinite(scores[:, :, ~future][1]).all()  # an unpadded window: all finite
+    padding_keys = ~mask[0].repeat_interleave(3)  # window 0's first 3 steps, 9 tokens
+    real_queries = ~padding_keys
+    hidden = scores[0][:, real_queries][:, :, padding_keys]  # real queries, padding keys
+    assert torch.isneginf(hidden).all()
+
+
+def test_explicit_attention_gradients_equal_the_fused_kernel(seaquest_windows) -> None:
+    """Training with dropout off takes the fused kernel; a pattern hook forces the explicit
+    path. Their parameter gradients agree to float32 rounding (the same function)."""
+    model = make_model(dataclasses.replace(TINY, dropout=0.0)).train()
+    frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
+    hooks = [(f"blocks.{i}.attn.hook_pattern", lambda x, hook: x) for i in range(2)]
+    grads = []
+    for fwd_hooks in ([], hooks):
+        model.zero_grad()
+        with model.hooks(fwd_hooks=fwd_hooks):
+            model(frames, actions, rtg, timesteps, mask).logsumexp(-1).mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6)
 
 
 CONFIGS = {
     "rtg": TINY,
     "original positions": dataclasses.replace(TINY, positional="original"),
     "behaviour cloning": dataclasses.replace(TINY, behaviour_cloning=True),
+    "one layer": dataclasses.replace(TINY, n_layers=1),
+    "return head": dataclasses.replace(TINY, return_head=True),
 }
 
 
@@ -169,6 +194,14 @@ def test_last_state_logits_run_the_hooks_when_any_are_attached(seaquest_windows)
     assert not has_hooks(model)
     torch.testing.assert_close(ablated, full[:, -1], rtol=0, atol=0)
     assert (ablated - plain).abs().max() > 1e-3  # the ablation did act
+    # A plain torch hook on a module the shortcut skips (the last block) counts as well.
+    handle = model.blocks[-1].register_forward_hook(lambda m, i, out: torch.zeros_like(out))
+    try:
+        zeroed = last_state_logits(model, embeddings, actions, rtg, timesteps, mask)
+    finally:
+        handle.remove()
+    expected = model.action_logits_at(model.ln_final(torch.zeros_like(embeddings[:, -1])))
+    torch.testing.assert_close(zeroed, expected, rtol=0, atol=1e-6)
 
 
 def test_last_state_logits_in_training_mode_are_the_full_forward(seaquest_windows) -> None:
@@ -182,3 +215,28 @@ def test_last_state_logits_in_training_mode_are_the_full_forward(seaquest_window
         torch.manual_seed(1)  # the same dropout masks
         full = model.forward_from_state_embeddings(embeddings, actions, rtg, timesteps, mask)
     assert torch.equal(last, full[:, -1])
+
+
+def test_torch_threads_are_restored_even_after_an_error() -> None:
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with torch_threads(0):  # 0: unchanged
+        assert torch.get_num_threads() == before
+
+
+def test_bf16_is_flagged_where_it_would_be_emulated(monkeypatch) -> None:
+    import atari_dt.compute as compute
+
+    monkeypatch.setattr(compute, "has_native_bf16", lambda device: False)
+    with pytest.warns(UserWarning, match="emulates"):
+        compute.warn_if_emulated("bfloat16", "cpu")
+    monkeypatch.setattr(compute, "has_native_bf16", lambda device: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compute.warn_if_emulated("bfloat16", "cpu")
+        compute.warn_if_emulated("float32", "cpu")
+    with pytest.raises(ValueError, match="precision"):
+        compute.check_precision("float16")

@@ -164,7 +164,17 @@ def test_sweep_summary() -> None:
     ]
 
 
-def test_eval_cli(tiny_run, tmp_path, capsys) -> None:
+def test_eval_cli(tiny_run, tmp_path, capsys, monkeypatch) -> None:
+    import atari_dt.rollout.evaluate as evaluate
+
+    threads = torch.get_num_threads()
+    seen = []
+
+    def counting_run_episodes(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return run_episodes(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "run_episodes", counting_run_episodes)
     out = tmp_path / "eval"
     args = [
         "eval",
@@ -179,13 +189,13 @@ def test_eval_cli(tiny_run, tmp_path, capsys) -> None:
         str(out),
         "--json",
         "--threads",
-        "1",
+        str(threads + 1),
         "--precision",
         "float32",
     ]
-    threads = torch.get_num_threads()
     assert main(args) == 0
-    assert torch.get_num_threads() == threads  # the setting held for the rollouts only
+    assert seen == [threads + 1]  # the setting held while playing
+    assert torch.get_num_threads() == threads  # and only then
     printed = json.loads(capsys.readouterr().out)
     assert [t["target"] for t in printed["targets"]] == [0.0, 3.0]
     assert all(len(t["returns"]) == 2 for t in printed["targets"])

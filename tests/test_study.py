@@ -205,6 +205,7 @@ def test_the_cache_recomputes_with_force_and_after_damage(tmp_path: Path) -> Non
         ("--targets 5", "2..64 finite returns"),
         ("--contexts 0", "contexts must be in 1..4096"),
         ("--n-steps 100000", "n_steps must be in 1..4096"),
+        ("--threads -2", "study threads must be >= 0"),
     ],
 )
 def test_bad_study_settings_are_refused(

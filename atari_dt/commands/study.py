@@ -48,6 +48,7 @@ def study_run(
 ) -> tuple[dict[str, Any], Path]:
     """Study one run with the settings in ``args``; write its summary, figures and report to
     ``out`` (default RUN/study) together. Returns the summary and the directory."""
+    from atari_dt.compute import warn_if_emulated
     from atari_dt.io import atomic_write_bytes, staged_outputs
     from atari_dt.rollout.sweep import no_nan
     from atari_dt.run import load_run
@@ -57,6 +58,7 @@ def study_run(
 
     config = study_config(args)
     with load_run(run_dir, data=getattr(args, "data", None)) as run:
+        warn_if_emulated(config.precision or run.config.eval.precision, run.model.device)
         directory = Path(out or run.directory / "study")
         result = run_study(
             run,

@@ -82,6 +82,7 @@ def train(args: argparse.Namespace) -> int:
 def _periodic_evaluation(config, windows):
     """``evaluate(model, step)`` for the trainer: the eval section's sweep, means logged as
     ``eval/return@<target>`` (in the eval's reward units)."""
+    from atari_dt.compute import torch_threads
     from atari_dt.rollout.evaluate import run_episodes
 
     cfg = config.eval
@@ -89,20 +90,22 @@ def _periodic_evaluation(config, windows):
 
     def evaluate(model, step: int) -> dict[str, float]:
         was_training = model.training
-        results = run_episodes(
-            model,
-            windows.game,
-            cfg.targets,
-            cfg.episodes,
-            reward_units=units,
-            n_envs=cfg.envs,
-            sample=cfg.sample,
-            temperature=cfg.temperature,
-            preset=cfg.preset,
-            max_episode_steps=cfg.max_episode_steps,
-            seed=cfg.seed + step,
-            progress=False,
-        )
+        with torch_threads(cfg.threads):
+            results = run_episodes(
+                model,
+                windows.game,
+                cfg.targets,
+                cfg.episodes,
+                reward_units=units,
+                n_envs=cfg.envs,
+                sample=cfg.sample,
+                temperature=cfg.temperature,
+                preset=cfg.preset,
+                max_episode_steps=cfg.max_episode_steps,
+                seed=cfg.seed + step,
+                precision=cfg.precision,
+                progress=False,
+            )
         model.train(was_training)
         values: dict[str, float] = {}
         for target in cfg.targets:

@@ -10,7 +10,8 @@ from torch import nn
 
 def to_unit_range(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Frames on the 0-255 scale (uint8, or float so that attribution can differentiate
-    through pixels) in [0, 1], as ``dtype`` (the encoder's weights' dtype)."""
+    through pixels) in [0, 1], as ``dtype`` (the encoder's weights' dtype); uint8 frames under
+    autocast come out in the autocast dtype instead."""
     # channels_last: oneDNN's convolutions run ~1.3x faster on CPU in that layout; the layout
     # change rides on the dtype conversion (one pass over the pixels).
     channels_last = torch.channels_last

@@ -131,7 +131,7 @@ class Attention(nn.Module):
         dropout and bfloat16 autocast: with dropout torch's fused kernel falls back to its math
         path (a mask check and torch's slow masks), and under bf16 its kernel was ~4x slower
         than the explicit one (both measured per block, forward and backward, B 32, 90
-        tokens, ``benchmarks/bench_train.py``'s model)."""
+        tokens, ``benchmarks/bench_train.py``'s model, on an AVX512 CPU with AMX)."""
         if _is_hooked(self.hook_attn_scores) or _is_hooked(self.hook_pattern):
             return True
         if x.device.type != "cpu":

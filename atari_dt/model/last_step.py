@@ -5,24 +5,33 @@ window. Two parts of that work cannot reach it: the last step's action token (a 
 later than the state token, so causal attention hides it) and, in the last layer, every query
 but the last state token's (only the keys and values of the other tokens are needed there).
 Exact up to float rounding. No hook fires on this path: while any hook is attached to the model
-(an ablation, a steering vector, a cache) it runs the full forward, so hooks still act.
+(an ablation, a steering vector, a cache, a plain torch module hook) it runs the full forward, so
+hooks still act.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformer_lens.hook_points import HookPoint
 
 from atari_dt.model.inputs import check_sequence
 
 
 def has_hooks(model: torch.nn.Module) -> bool:
-    """Whether any of ``model``'s hook points carries a forward or backward hook."""
-    return any(
+    """Whether any module of ``model`` (a hook point or any other) carries a forward or
+    backward hook, or torch has a global module hook: the shortcut skips modules, so any such
+    hook could miss a call."""
+    from torch.nn.modules import module as torch_module
+
+    global_hooks = (
+        torch_module._global_forward_hooks,
+        torch_module._global_forward_pre_hooks,
+        torch_module._global_backward_hooks,
+        torch_module._global_backward_pre_hooks,
+    )
+    return any(global_hooks) or any(
         m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
         for m in model.modules()
-        if isinstance(m, HookPoint)
     )
 
 

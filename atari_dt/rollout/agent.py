@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from atari_dt.compute import autocast
+from atari_dt.compute import autocast, check_precision
 from atari_dt.model.last_step import last_state_logits
 
 
@@ -65,11 +65,10 @@ class DTAgent:
         precision: str = "float32",
     ) -> None:
         self.model = model.eval()
-        self.precision = precision
+        self.precision = check_precision(precision)
         cfg = model.cfg
         self.T, self.max_timestep = cfg.context_len, cfg.max_timestep
         device = next(model.parameters()).device
-        autocast(device, precision)  # refuses an unknown precision now, not at the first step
         self.states = torch.zeros(n_envs, self.T, cfg.d_model, device=device)
         self.actions = torch.zeros(n_envs, self.T, dtype=torch.long, device=device)
         self.rtg = torch.zeros(n_envs, self.T, device=device)

@@ -71,6 +71,7 @@ def run_episodes(
     target is decremented). ``record`` holds ``(target index, episode)`` pairs whose frames,
     actions and remaining targets are kept (for videos); ``record_ram`` keeps every episode's
     actions and the RAM at each decision (envs then run in subprocesses, which can read it).
+    ``precision``: ``bfloat16`` runs the model under autocast (``DTAgent``).
     Results are ordered by target, then episode; for a given ``seed`` and ``n_envs`` they are
     reproducible."""
     from tqdm.auto import tqdm

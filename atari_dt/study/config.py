@@ -50,7 +50,8 @@ class StudyConfig:
     """Seeds context sampling, rollouts and bootstraps."""
 
     threads: int | None = None
-    """torch threads for the whole study (0: one per core); None: the run's eval setting."""
+    """torch threads while the study plays rollouts (0: torch's default); None: the run's eval
+    setting. The scan, patching and attribution keep the caller's thread count."""
 
     precision: Literal["float32", "bfloat16"] | None = None
     """The rollouts' model precision; None: the run's eval setting."""

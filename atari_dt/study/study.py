@@ -88,7 +88,6 @@ def run_study(
     Raises:
         UserError: a behaviour-cloning run (no RTG to study) or bad settings (``StudyConfig``).
     """
-    from atari_dt.compute import torch_threads
     from atari_dt.errors import UserError
     from atari_dt.study.cache import StudyCache, model_digest
     from atari_dt.study.grid import landmarks, target_grid
@@ -100,38 +99,36 @@ def run_study(
     provenance = _provenance(run, config, cap)
     identity = {"model": model_digest(model), "store": provenance["store_fingerprint"]}
     cache = StudyCache(cache_dir, identity, force=force)
-    threads = run.config.eval.threads if config.threads is None else config.threads
-    with torch_threads(threads):
-        complete = run.store.returns[np.asarray(run.store.complete, dtype=bool)]
-        marks = landmarks(complete if len(complete) else run.store.returns, run.train_returns)
-        parts = _Parts(run, config, cache, marks, target_grid(marks, config.targets), cap, progress)
-        rollouts = parts.rollouts()
-        sweep, gains, histograms = parts.behaviour(rollouts)
-        scan, divergence = parts.scan()
-        patching = parts.patching()
-        carrier = patching.carrier_hook(model.cfg)
-        direction, steering = parts.steering()
-        steer = config.steer and carrier
-        return Study(
-            config=config,
-            provenance=provenance,
-            marks=marks,
-            grid=parts.grid,
-            sweep=sweep,
-            gains=gains,
-            action_histograms=histograms,
-            scan=scan,
-            divergence=divergence,
-            imitation=parts.imitation(rollouts),
-            patching=patching,
-            carrier_hook=carrier,
-            direction=direction,
-            steering=steering,
-            steered=parts.steered(direction, carrier, rollouts) if steer else None,
-            pixels=parts.pixels(patching, direction, carrier),
-            computed=cache.computed,
-            reused=cache.reused,
-        )
+    complete = run.store.returns[np.asarray(run.store.complete, dtype=bool)]
+    marks = landmarks(complete if len(complete) else run.store.returns, run.train_returns)
+    parts = _Parts(run, config, cache, marks, target_grid(marks, config.targets), cap, progress)
+    rollouts = parts.rollouts()
+    sweep, gains, histograms = parts.behaviour(rollouts)
+    scan, divergence = parts.scan()
+    patching = parts.patching()
+    carrier = patching.carrier_hook(model.cfg)
+    direction, steering = parts.steering()
+    steer = config.steer and carrier
+    return Study(
+        config=config,
+        provenance=provenance,
+        marks=marks,
+        grid=parts.grid,
+        sweep=sweep,
+        gains=gains,
+        action_histograms=histograms,
+        scan=scan,
+        divergence=divergence,
+        imitation=parts.imitation(rollouts),
+        patching=patching,
+        carrier_hook=carrier,
+        direction=direction,
+        steering=steering,
+        steered=parts.steered(direction, carrier, rollouts) if steer else None,
+        pixels=parts.pixels(patching, direction, carrier),
+        computed=cache.computed,
+        reused=cache.reused,
+    )
 
 
 @dataclass
@@ -164,31 +161,39 @@ class _Parts:
             "sample": ev.sample,
             "temperature": ev.temperature,
             "envs": ev.envs,
-            "precision": self.precision,
+            # Only a bf16 study adds the key: float32 keeps the rollouts cached before it.
+            **({"precision": self.precision} if self.precision != "float32" else {}),
         }
 
     @property
     def precision(self) -> str:
         return self.config.precision or self.run.config.eval.precision
 
+    @property
+    def threads(self) -> int:
+        """torch threads while playing (the rest of the study keeps the caller's)."""
+        return self.run.config.eval.threads if self.config.threads is None else self.config.threads
+
     def _play(self, target: float) -> list[Any]:
+        from atari_dt.compute import torch_threads
         from atari_dt.study.behaviour import play_target
 
         ev = self.run.config.eval
-        return play_target(
-            self.run.model,
-            self.run.game,
-            target,
-            self.config.episodes,
-            reward_units=self.units,
-            max_episode_steps=self.cap,
-            preset=ev.preset,
-            seed=self.config.seed,
-            sample=ev.sample,
-            temperature=ev.temperature,
-            n_envs=ev.envs,
-            precision=self.precision,
-        )
+        with torch_threads(self.threads):
+            return play_target(
+                self.run.model,
+                self.run.game,
+                target,
+                self.config.episodes,
+                reward_units=self.units,
+                max_episode_steps=self.cap,
+                preset=ev.preset,
+                seed=self.config.seed,
+                sample=ev.sample,
+                temperature=ev.temperature,
+                n_envs=ev.envs,
+                precision=self.precision,
+            )
 
     def rollouts(self) -> dict[float, list[Any]]:
         """Target -> its episodes (actions and RAM recorded), one cached part per target."""

@@ -124,13 +124,16 @@ class EvalConfig:
     """Seeds environment resets and action sampling."""
 
     threads: int = 1
-    """torch intra-op threads while playing (0: torch's default, one per core). One measured
+    """torch intra-op threads while playing (0: torch's default, one per core). Results agree
+    across thread counts to float rounding, so a sampled rollout can rarely diverge. One measured
     fastest on 2 cores (``benchmarks/bench_rollout.py``): a rollout's matmuls are small and
     the vector env steps on threads of its own."""
 
     precision: Literal["float32", "bfloat16"] = "float32"
-    """``bfloat16`` runs the model under autocast while playing. Faster only on CPUs with bf16
-    units (AVX512-BF16, AMX); elsewhere bf16 matmuls are emulated (15x slower here)."""
+    """``bfloat16`` runs the model under autocast while playing (the RTG too is rounded to bf16,
+    2^-9 relative: targets within ~0.4% of each other become one input). Faster only on CPUs
+    with bf16 units (AVX512-BF16, AMX); elsewhere bf16 matmuls are emulated (15x slower on this
+    project's AVX2 machine)."""
 
     def __post_init__(self) -> None:
         check_choices(self)
