@@ -3,6 +3,8 @@ under autocast), and whether this machine runs bf16 natively."""
 
 from __future__ import annotations
 
+import ctypes
+import platform
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,3 +61,25 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameter numbers (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc serve every allocation from its heap and keep what is freed, so a
+    training step's large tensors (a batch's float frames, 108 MB at batch 32 x T 30; each
+    conv activation) reuse memory instead of being mapped fresh, page by page, every step.
+    On CPU that first touch cost more than the work itself: converting a batch's frames to
+    float took 85 ms with it and 9 ms without. Process-wide; the process's peak memory is
+    unchanged, but memory freed is kept for reuse rather than returned to the system.
+    Returns whether it took effect (glibc only; a no-op elsewhere)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    no_mmap = libc.mallopt(_M_MMAP_MAX, 0)
+    no_trim = libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    return bool(no_mmap and no_trim)

