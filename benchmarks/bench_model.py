@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timing import alternate, cpu_capability, ratio_line, threads
+from timing import alternate, cpu_capability, ratio_line
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_dt import ReferenceAtariDT, randomise
 
+from atari_dt.compute import torch_threads
 from atari_dt.envs.dqn_replay import record_random_episodes
 from atari_dt.model import HookedDecisionTransformer
 from atari_dt.model.original import convert_original_state_dict
@@ -110,7 +111,7 @@ def main() -> None:
         f"rounds, windows/s; max |eval logit diff| {difference:.2e}"
     )
     for n_threads in args.threads:
-        with threads(n_threads):
+        with torch_threads(n_threads):
             print(f"{n_threads} thread(s), {cpu_capability()} kernels")
             for label, make in (
                 ("1. forward+backward, train mode, dropout 0.1", training),

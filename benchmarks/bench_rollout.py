@@ -37,8 +37,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from original_dt import OriginalEvaluation, ReferenceAtariDT
-from timing import alternate, count_flops, cpu_capability, matmul_peak, ratio_line, threads
+from timing import alternate, count_flops, cpu_capability, matmul_peak, ratio_line
 
+from atari_dt.compute import torch_threads
 from atari_dt.envs.make import make_vector_env
 from atari_dt.model import HookedDecisionTransformer, ModelConfig
 from atari_dt.rollout.evaluate import run_episodes
@@ -147,7 +148,7 @@ def main() -> None:
         f"steps, {rounds} alternated rounds; {flops / 1e6:.0f} MFLOP a window"
     )
     for n_threads in args.threads:
-        with threads(n_threads):
+        with torch_threads(n_threads):
             peak = matmul_peak()
             reference, loop = original(steps)
             try:

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 from original_dt import OriginalDataset, OriginalTrainer, ReferenceAtariDT
-from timing import alternate, count_flops, cpu_capability, matmul_peak, ratio_line, threads
+from timing import alternate, count_flops, cpu_capability, matmul_peak, ratio_line
 
-from atari_dt.compute import has_native_bf16, keep_freed_memory
+from atari_dt.compute import has_native_bf16, keep_freed_memory, torch_threads
 from atari_dt.datasets import ContextWindows, DataConfig, EpisodeStoreWriter
 from atari_dt.envs.dqn_replay import record_random_episodes
 from atari_dt.model import HookedDecisionTransformer, ModelConfig
@@ -147,7 +147,7 @@ def main() -> None:
         # glibc's defaults (as the original runs), then both sides get `atari-dt train`'s.
         peaks = {}
         for n_threads in args.threads:
-            with threads(n_threads):
+            with torch_threads(n_threads):
                 peaks[n_threads] = matmul_peak()
                 fp32 = side_by_side(store, workdir, 6, False, rounds)
                 label = f"1. fp32 training, {n_threads} thread(s), default allocator"
@@ -155,7 +155,7 @@ def main() -> None:
         kept = keep_freed_memory()
         allocator = "glibc keeps freed memory, both sides" if kept else "default allocator"
         for n_threads in args.threads:
-            with threads(n_threads):
+            with torch_threads(n_threads):
                 peak = peaks[n_threads]
                 print(
                     f"\n{n_threads} thread(s), {cpu_capability()} kernels; float32 matmul peak "

@@ -1,5 +1,5 @@
 """Timing every benchmark shares: contenders alternated round by round, medians with their
-spread, torch's threads pinned, and this machine's float32 matmul peak measured in the same run.
+spread, and this machine's float32 matmul peak measured in the same run.
 
 Machine noise (another process, a frequency change) then hits every contender alike, and a
 ratio is only ever taken between figures measured side by side.
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -63,17 +62,6 @@ def ratio_line(label: str, ours: Rate, reference: Rate, target: str) -> str:
         f"{label}: {ours} vs {reference} = {ours.median / reference.median:.2f}x "
         f"(median [min, max] of {ours.rounds} rounds; target {target})"
     )
-
-
-@contextmanager
-def threads(n: int) -> Iterator[None]:
-    """Pin torch's intra-op threads to ``n`` for the block."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def matmul_peak(n: int = 2048, reps: int = 10, rounds: int = 5) -> float:

@@ -14,8 +14,9 @@ from test_model import TINY, inputs, make_model
 
 from atari_dt.compute import torch_threads
 from atari_dt.encoders.common import to_unit_range
+from atari_dt.hooks import any_hooked
 from atari_dt.model.components import Dropout
-from atari_dt.model.last_step import has_hooks, last_state_logits
+from atari_dt.model.last_step import last_state_logits
 
 
 def test_dropout_keeps_each_unit_with_probability_one_minus_p() -> None:
@@ -186,12 +187,12 @@ def test_last_state_logits_run_the_hooks_when_any_are_attached(seaquest_windows)
         plain = last_state_logits(model, embeddings, actions, rtg, timesteps, mask)
         model.blocks[1].hook_mlp_out.add_hook(lambda x, hook: torch.zeros_like(x))
         try:
-            assert has_hooks(model)
+            assert any_hooked(model)
             ablated = last_state_logits(model, embeddings, actions, rtg, timesteps, mask)
             full = model.forward_from_state_embeddings(embeddings, actions, rtg, timesteps, mask)
         finally:
             model.reset_hooks()
-    assert not has_hooks(model)
+    assert not any_hooked(model)
     torch.testing.assert_close(ablated, full[:, -1], rtol=0, atol=0)
     assert (ablated - plain).abs().max() > 1e-3  # the ablation did act
     # A plain torch hook on a module the shortcut skips (the last block) counts as well.

@@ -41,15 +41,10 @@ def evaluate(args: argparse.Namespace) -> int:
             cfg.targets,
             cfg.episodes,
             reward_units=units,
-            n_envs=cfg.envs,
-            sample=cfg.sample,
-            temperature=cfg.temperature,
-            max_episode_steps=cfg.max_episode_steps,
-            preset=cfg.preset,
             seed=cfg.seed,
             record=record,
-            precision=cfg.precision,
             progress=not args.json,
+            **cfg.rollout_settings(),
         )
     # The training episodes' returns (not every episode in the store: a return quantile may
     # hold the best ones out, which is the point of an extrapolation study).

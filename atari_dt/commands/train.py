@@ -99,14 +99,9 @@ def _periodic_evaluation(config, windows):
                 cfg.targets,
                 cfg.episodes,
                 reward_units=units,
-                n_envs=cfg.envs,
-                sample=cfg.sample,
-                temperature=cfg.temperature,
-                preset=cfg.preset,
-                max_episode_steps=cfg.max_episode_steps,
                 seed=cfg.seed + step,
-                precision=cfg.precision,
                 progress=False,
+                **cfg.rollout_settings(),
             )
         model.train(was_training)
         values: dict[str, float] = {}

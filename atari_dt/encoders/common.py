@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from atari_dt.hooks import is_hooked
+
 
 def to_unit_range(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Frames on the 0-255 scale (uint8, or float so that attribution can differentiate
@@ -26,22 +28,13 @@ def to_unit_range(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> t
     return frames.to(dtype, memory_format=channels_last) / 255.0
 
 
-def _module_hooked(module: nn.Module) -> bool:
-    return bool(
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or module._backward_hooks
-        or module._backward_pre_hooks
-    )
-
-
 def conv_relu(conv: nn.Module, relu: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``relu(conv(x))``, the ReLU in place when no module hook (Captum's layer methods,
     DeepLift's ReLU hooks) can hold or replace the convolution's output: the conv's backward
     does not need its output, and in place the ReLU skips writing a second copy of the
     largest activations (~10% of the first conv's forward and backward on CPU)."""
     out = conv(x)
-    if _module_hooked(conv) or _module_hooked(relu):
+    if is_hooked(conv) or is_hooked(relu):
         return relu(out)
     return out.relu_()
 

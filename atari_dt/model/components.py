@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
+from atari_dt.hooks import is_hooked
 from atari_dt.model.config import ModelConfig
 
 
@@ -38,21 +39,11 @@ class LayerNorm(nn.Module):
         self.hook_normalized = HookPoint()  # [B, P, d_model]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _is_hooked(self.hook_scale):
+        if not is_hooked(self.hook_scale):
             return self.hook_normalized(F.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps))
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.var(-1, unbiased=False, keepdim=True) + self.eps).sqrt())
         return self.hook_normalized(torch.addcmul(self.b, x / scale, self.w))
-
-
-def _is_hooked(module: nn.Module) -> bool:
-    """Whether any forward or backward hook (TransformerLens's or torch's) is on ``module``."""
-    return bool(
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or module._backward_hooks
-        or module._backward_pre_hooks
-    )
 
 
 class Dropout(nn.Dropout):
@@ -132,7 +123,7 @@ class Attention(nn.Module):
         path (a mask check and torch's slow masks), and under bf16 its kernel was ~4x slower
         than the explicit one (both measured per block, forward and backward, B 32, 90
         tokens, ``benchmarks/bench_train.py``'s model, on an AVX512 CPU with AMX)."""
-        if _is_hooked(self.hook_attn_scores) or _is_hooked(self.hook_pattern):
+        if is_hooked(self.hook_attn_scores) or is_hooked(self.hook_pattern):
             return True
         if x.device.type != "cpu":
             return False

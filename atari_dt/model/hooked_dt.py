@@ -142,6 +142,21 @@ class HookedDecisionTransformer(HookedRootModule):
     ) -> torch.Tensor:
         """The final normalised residual stream ``[B, P, d_model]`` (after ``ln_final``), at
         every token; ``action_logits`` and ``return_predictions`` read it."""
+        resid, key_mask = self._sequence_input(state_embeddings, actions, rtg, timesteps, mask)
+        for block in self.blocks:
+            resid = block(resid, key_mask)
+        return self.ln_final(resid)
+
+    def _sequence_input(
+        self,
+        state_embeddings: torch.Tensor,
+        actions: torch.Tensor,
+        rtg: torch.Tensor | None,
+        timesteps: torch.Tensor,
+        mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The checked inputs as the first block's residual ``[B, P, d_model]`` and the token
+        key mask ``[B, P]`` (None without padding: the plain causal kernel)."""
         check_sequence(self.cfg, state_embeddings, actions, rtg, timesteps, mask)
         dtype = self.W_U.dtype  # inputs of another float dtype follow the model's
         state_embeddings = state_embeddings.to(dtype)
@@ -149,12 +164,9 @@ class HookedDecisionTransformer(HookedRootModule):
         tokens = self.hook_embed(self._token_embeddings(state_embeddings, actions, rtg))
         positions = self.hook_pos_embed(self._position_embeddings(timesteps, mask))
         key_mask = None
-        if mask is not None and not bool(mask.all()):  # no padding: the plain causal kernel
+        if mask is not None and not bool(mask.all()):
             key_mask = mask.repeat_interleave(self.cfg.tokens_per_step, dim=1)  # [B, P]
-        resid = self.embed_dropout(tokens + positions)
-        for block in self.blocks:
-            resid = block(resid, key_mask)
-        return self.ln_final(resid)
+        return self.embed_dropout(tokens + positions), key_mask
 
     def _token_embeddings(
         self, state_embeddings: torch.Tensor, actions: torch.Tensor, rtg: torch.Tensor | None

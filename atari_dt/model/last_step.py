@@ -14,25 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from atari_dt.model.inputs import check_sequence
-
-
-def has_hooks(model: torch.nn.Module) -> bool:
-    """Whether any module of ``model`` (a hook point or any other) carries a forward or
-    backward hook, or torch has a global module hook: the shortcut skips modules, so any such
-    hook could miss a call."""
-    from torch.nn.modules import module as torch_module
-
-    global_hooks = (
-        torch_module._global_forward_hooks,
-        torch_module._global_forward_pre_hooks,
-        torch_module._global_backward_hooks,
-        torch_module._global_backward_pre_hooks,
-    )
-    return any(global_hooks) or any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-        for m in model.modules()
-    )
+from atari_dt.hooks import any_hooked
 
 
 @torch.no_grad()
@@ -48,23 +30,17 @@ def last_state_logits(
     ``model.forward_from_state_embeddings(...)[:, -1]`` (same inputs: state embeddings
     ``[B, T, d_model]``, actions/timesteps ``[B, T]``, rtg ``[B, T]``, mask ``[B, T]``), for a
     model in eval mode."""
-    if model.training or has_hooks(model):
-        return model.forward_from_state_embeddings(state_embeddings, actions, rtg, timesteps, mask)[
-            :, -1
-        ]
+    if model.training or any_hooked(model):
+        logits = model.forward_from_state_embeddings(
+            state_embeddings, actions, rtg, timesteps, mask
+        )
+        return logits[:, -1]
     cfg = model.cfg
-    check_sequence(cfg, state_embeddings, actions, rtg, timesteps, mask)
-    dtype = model.W_U.dtype
-    tokens = model._token_embeddings(
-        state_embeddings.to(dtype), actions, None if rtg is None else rtg.to(dtype)
-    )
-    resid = tokens + model._position_embeddings(timesteps, mask)  # [B, P, d]
+    resid, key_mask = model._sequence_input(state_embeddings, actions, rtg, timesteps, mask)
     # Drop the tokens after the last state token (the last step's action): none is seen by it.
     end = resid.shape[1] - (cfg.tokens_per_step - 1 - cfg.state_token_offset)
     resid = resid[:, :end]
-    key_mask = None
-    if mask is not None and not bool(mask.all()):
-        key_mask = mask.repeat_interleave(cfg.tokens_per_step, dim=1)[:, :end]  # [B, P']
+    key_mask = None if key_mask is None else key_mask[:, :end]
     for block in model.blocks[:-1]:
         resid = block(resid, key_mask)
     last = model.blocks[-1]

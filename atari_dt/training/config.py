@@ -4,7 +4,7 @@ the experiment config a training run reads and saves (data, model, train, eval).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from atari_dt.config import ConfigError
 from atari_dt.datasets.config import DataConfig
@@ -134,6 +134,18 @@ class EvalConfig:
     2^-9 relative: targets within ~0.4% of each other become one input). Faster only on CPUs
     with bf16 units (AVX512-BF16, AMX); elsewhere bf16 matmuls are emulated (15x slower on this
     project's AVX2 machine)."""
+
+    def rollout_settings(self) -> dict[str, Any]:
+        """The keyword arguments of ``run_episodes`` this section sets (all but the targets,
+        episodes, reward units and seed, which callers resolve)."""
+        return {
+            "n_envs": self.envs,
+            "sample": self.sample,
+            "temperature": self.temperature,
+            "max_episode_steps": self.max_episode_steps,
+            "preset": self.preset,
+            "precision": self.precision,
+        }
 
     def __post_init__(self) -> None:
         check_choices(self)
