@@ -1,4 +1,4 @@
-"""Training benchmark against the original DT's recipe, measured side by side in one process.
+"""Training benchmark against the original DT's recipe, measured side by side.
 
 Both sides train the paper's model (6 layers, 8 heads, 128 dims, T 30, batch 32) on the same
 real ALE Seaquest frames (random policy). Ours is the trainer's own step
@@ -7,15 +7,17 @@ AdamW); the reference is the original's data pipeline, model and loop (``origina
 float stacks from its Dataset and DataLoader, ``tests/reference_dt.py``). Rounds alternate
 between the two; each figure prints the median and range of the rounds and one ratio line:
 
-1. training frame stacks/s, float32, both sides. Target >= 1.5x. Run twice: first with
-   glibc's default allocator on both sides (as the original runs), then with the setting
-   ``atari-dt train`` makes on CPU (``atari_dt.compute.keep_freed_memory``), which is
-   process-wide and so helps the reference too; figures 2-4 run with it.
+1. training frame stacks/s, float32. Target >= 1.5x. Three ways, as the allocator setting
+   ``atari-dt train`` makes on CPU (``atari_dt.compute.keep_freed_memory``) is process-wide:
+   (a) as each runs: each side in a process of its own, ours with that setting (as
+   ``atari-dt train`` runs), the original with glibc's defaults (as it runs unchanged);
+   (b) both in one process with glibc's defaults; (c) both in one process with the setting,
+   which helps the reference too. Figures 2-4 run as (c).
 2. our training FLOP/s (matmul and convolution FLOPs of one step, counted by torch) as a
    fraction of this machine's float32 matmul peak, measured in the same run. Target >= 70%.
 3. ours with ``train.precision=bfloat16`` vs the reference under a plain
    ``torch.autocast(bfloat16)``. Target >= 1.3x.
-4. figure 1 at 12 layers (does the lead hold with depth?).
+4. figure 1 (c) at 12 layers (does the lead hold with depth?).
 
 Every figure runs at 1 torch thread and at 2. Run: ``make bench`` or
 ``python benchmarks/bench_train.py [--small] [--threads 1 2] [--rounds 7]``.
@@ -24,13 +26,21 @@ Every figure runs at 1 torch thread and at 2. Run: ``make bench`` or
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from original_dt import OriginalDataset, OriginalTrainer, ReferenceAtariDT
-from timing import alternate, count_flops, cpu_capability, matmul_peak, ratio_line
+from timing import (
+    alternate,
+    count_flops,
+    cpu_capability,
+    in_processes,
+    matmul_peak,
+    ratio_line,
+)
 
 from atari_dt.compute import has_native_bf16, keep_freed_memory, torch_threads
 from atari_dt.datasets import ContextWindows, DataConfig, EpisodeStoreWriter
@@ -97,6 +107,22 @@ def reference_trainer(
     return lambda: float(loop.step())
 
 
+def repeated(step: Callable[[], float], times: int) -> Callable[[], float]:
+    """One round: ``step`` ``times`` times; returns the work done."""
+    return lambda: sum(step() for _ in range(times))
+
+
+def ours_as_train_runs(store: str, workdir: str, batch: int, steps: int) -> Callable[[], float]:
+    """Our trainer in a process set up as ``atari-dt train`` sets up its own on CPU."""
+    keep_freed_memory()
+    return repeated(our_trainer(Path(store), Path(workdir), batch, 6, "float32"), steps)
+
+
+def reference_as_it_runs(episodes: list, batch: int, steps: int) -> Callable[[], float]:
+    """The original's loop in a process with glibc's defaults, as the original runs."""
+    return repeated(reference_trainer(OriginalDataset(episodes, T), batch, 6, False), steps)
+
+
 def step_flops(batch: int, n_layers: int = 6) -> float:
     """Matmul and convolution FLOPs of one training forward + backward of our model."""
     model = HookedDecisionTransformer(
@@ -124,15 +150,14 @@ def main() -> None:
     dataset = OriginalDataset(episodes, T)
     flops = step_flops(batch)
 
-    def rounds_of(step: Callable[[], float]) -> Callable[[], float]:
-        return lambda: sum(step() for _ in range(args.steps))
-
     def side_by_side(store: Path, workdir: Path, n_layers: int, bf16: bool, n_rounds: int):
         precision = "bfloat16" if bf16 else "float32"
         return alternate(
             {
-                "ours": rounds_of(our_trainer(store, workdir, batch, n_layers, precision)),
-                "ref": rounds_of(reference_trainer(dataset, batch, n_layers, bf16)),
+                "ours": repeated(
+                    our_trainer(store, workdir, batch, n_layers, precision), args.steps
+                ),
+                "ref": repeated(reference_trainer(dataset, batch, n_layers, bf16), args.steps),
             },
             n_rounds,
         )
@@ -143,14 +168,24 @@ def main() -> None:
             f"paper model (6 layers, 8 heads, 128 dims), T {T}, batch {batch}, real Seaquest "
             f"frames; {rounds} alternated rounds of {args.steps} steps; frame stacks/s"
         )
-        # The allocator setting is process-wide and cannot be undone: figure 1 runs first with
-        # glibc's defaults (as the original runs), then both sides get `atari-dt train`'s.
+        # The allocator setting is process-wide and cannot be undone: (a) runs each side in a
+        # process of its own, (b) both here with glibc's defaults, then (c) both with the setting.
         peaks = {}
         for n_threads in args.threads:
+            factories = {
+                "ours": functools.partial(
+                    ours_as_train_runs, str(store), str(workdir), batch, args.steps
+                ),
+                "ref": functools.partial(reference_as_it_runs, episodes, batch, args.steps),
+            }
+            with in_processes(factories, n_threads) as apart:
+                own = alternate(apart, rounds)
+            label = f"1a. fp32 training, {n_threads} thread(s), as each runs (own processes)"
+            print(ratio_line(label, own["ours"], own["ref"], ">= 1.5x"))
             with torch_threads(n_threads):
                 peaks[n_threads] = matmul_peak()
                 fp32 = side_by_side(store, workdir, 6, False, rounds)
-                label = f"1. fp32 training, {n_threads} thread(s), default allocator"
+                label = f"1b. fp32 training, {n_threads} thread(s), one process, default allocator"
                 print(ratio_line(label, fp32["ours"], fp32["ref"], ">= 1.5x"))
         kept = keep_freed_memory()
         allocator = "glibc keeps freed memory, both sides" if kept else "default allocator"
@@ -162,7 +197,8 @@ def main() -> None:
                     f"{peak / 1e9:.1f} GFLOP/s; {allocator}"
                 )
                 fp32 = side_by_side(store, workdir, 6, False, rounds)
-                print("  " + ratio_line("1. fp32 training", fp32["ours"], fp32["ref"], ">= 1.5x"))
+                label = "1c. fp32 training, one process"
+                print("  " + ratio_line(label, fp32["ours"], fp32["ref"], ">= 1.5x"))
                 for name in ("ours", "ref"):
                     achieved = flops / (batch * T) * fp32[name].median
                     print(
@@ -181,7 +217,7 @@ def main() -> None:
                         "slower than float32 on both sides"
                     )
                 deep = side_by_side(store, workdir, 12, False, max(5, rounds - 2))
-                label = "4. fp32 training, 12 layers"
+                label = "4. fp32 training, 12 layers, one process"
                 print("  " + ratio_line(label, deep["ours"], deep["ref"], ">= 1.5x"))
 
 

@@ -7,10 +7,13 @@ ratio is only ever taken between figures measured side by side.
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 import torch
 
@@ -93,3 +96,57 @@ def cpu_capability() -> str:
     """The kernel set torch picked on this CPU (``DEFAULT``, ``AVX2``, ``AVX512``; set by
     ``ATEN_CPU_CAPABILITY``), printed beside every figure: it changes what a FLOP costs."""
     return torch.backends.cpu.get_cpu_capability()
+
+
+def _serve(factory: Callable[[], Callable[[], float]], threads: int, conn: Connection) -> None:
+    """A contender process: build the contender, then run one round per request."""
+    torch.set_num_threads(threads)
+    work = factory()
+    conn.send("ready")
+    while conn.recv():
+        conn.send(work())
+
+
+@contextmanager
+def in_processes(
+    factories: dict[str, Callable[[], Callable[[], float]]], threads: int
+) -> Iterator[dict[str, Callable[[], float]]]:
+    """Contenders each built and run in a process of its own, for ``alternate``.
+
+    A factory (picklable: a module-level function or a ``functools.partial`` of one) runs in
+    a fresh ``spawn`` process at ``threads`` torch threads and returns the round callable. Each
+    contender then runs under the process-wide settings it makes for itself (the allocator
+    setting ``atari-dt train`` applies, say) and no other, as it would run alone; what
+    ``alternate`` times is the round plus a pipe round trip (well under a millisecond).
+    """
+    context = multiprocessing.get_context("spawn")
+    pipes, processes = {}, []
+    try:
+        for name, factory in factories.items():
+            parent, child = context.Pipe()
+            process = context.Process(target=_serve, args=(factory, threads, child), daemon=True)
+            process.start()
+            pipes[name] = parent
+            processes.append(process)
+        for name, pipe in pipes.items():
+            if pipe.recv() != "ready":
+                raise RuntimeError(f"contender {name!r} did not start")
+
+        def proxy(pipe: Connection) -> Callable[[], float]:
+            def round_trip() -> float:
+                pipe.send(True)
+                return pipe.recv()
+
+            return round_trip
+
+        yield {name: proxy(pipe) for name, pipe in pipes.items()}
+    finally:
+        for pipe in pipes.values():
+            try:
+                pipe.send(False)
+            except OSError:
+                pass
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
