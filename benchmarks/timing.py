@@ -11,7 +11,7 @@ import multiprocessing
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -142,10 +142,8 @@ def in_processes(
         yield {name: proxy(pipe) for name, pipe in pipes.items()}
     finally:
         for pipe in pipes.values():
-            try:
+            with suppress(OSError):
                 pipe.send(False)
-            except OSError:
-                pass
         for process in processes:
             process.join(timeout=30)
             if process.is_alive():
