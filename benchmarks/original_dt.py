@@ -54,7 +54,8 @@ class OriginalDataset(Dataset):
             # Copies, not views: the original holds every transition's stack as its own array.
             self.stacks += [frames[t : t + 4].copy() for t in range(len(episode.actions))]
             actions.append(episode.actions)
-            rewards = np.asarray(episode.rewards, dtype=np.float64)
+            # DQN-replay logs, which the original reads, hold rewards clipped to [-1, 1].
+            rewards = np.clip(np.asarray(episode.rewards, dtype=np.float64), -1.0, 1.0)
             rtgs.append(np.cumsum(rewards[::-1])[::-1])
             timesteps.append(np.arange(len(episode.actions)))
             ends.append(len(self.stacks))
