@@ -114,6 +114,25 @@ def test_explicit_attention_equals_the_fused_kernel_with_padding(seaquest_window
     torch.testing.assert_close(explicit, fused, rtol=0, atol=1e-5)
 
 
+def test_bf16_attention_pattern_is_a_float32_softmax(seaquest_windows) -> None:
+    """Under bf16 autocast the explicit path takes the softmax of the bf16 scores in float32:
+    each real query's pattern sums to 1 to float32 rounding (a bf16 softmax is only good to
+    ~4e-3, its 8-bit mantissa), and the logits stay within bf16 error of float32's."""
+    model = make_model()
+    frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
+    with torch.no_grad():
+        reference = model(frames, actions, rtg, timesteps, mask=mask)
+        with torch.autocast("cpu", torch.bfloat16):
+            logits, cache = model.run_with_cache(frames, actions, rtg, timesteps, mask)
+    pattern = cache["blocks.0.attn.hook_pattern"]
+    assert pattern.dtype == torch.float32
+    sums = pattern.sum(-1)
+    torch.testing.assert_close(sums, torch.ones_like(sums), rtol=0, atol=1e-5)
+    # bf16 keeps 8 significant bits (relative error 2^-9 per rounding); logits of O(1) after
+    # a few such roundings stay well inside 0.1 of float32's.
+    torch.testing.assert_close(logits.float(), reference, rtol=0, atol=0.1)
+
+
 def test_explicit_scores_keep_minus_infinity_at_masked_keys(seaquest_windows) -> None:
     model = make_model()
     frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
