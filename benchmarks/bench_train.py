@@ -12,7 +12,9 @@ between the two; each figure prints the median and range of the rounds and one r
    (a) as each runs: each side in a process of its own, ours with that setting (as
    ``atari-dt train`` runs), the original with glibc's defaults (as it runs unchanged);
    (b) both in one process with glibc's defaults; (c) both in one process with the setting,
-   which helps the reference too. Figures 2-4 run as (c).
+   which helps the reference too. Figures 2-4 run as (c). On the 2-core EPYC of the README's
+   table the reference ran ~10% slower in its own process beside ours than alone in a fresh
+   process, for a reason not pinned down: (b) is the figure to hold ours to.
 2. our training FLOP/s (matmul and convolution FLOPs of one step, counted by torch) as a
    fraction of this machine's float32 matmul peak, measured in the same run. Target >= 70%.
 3. ours with ``train.precision=bfloat16`` vs the reference under a plain
