@@ -15,7 +15,7 @@ from test_model import TINY, inputs, make_model
 from atari_dt.compute import torch_threads
 from atari_dt.encoders.common import to_unit_range
 from atari_dt.hooks import any_hooked
-from atari_dt.model.components import Dropout
+from atari_dt.model.components import Attention, Dropout
 from atari_dt.model.last_step import last_state_logits
 
 
@@ -131,6 +131,83 @@ def test_bf16_attention_pattern_is_a_float32_softmax(seaquest_windows) -> None:
     # bf16 keeps 8 significant bits (relative error 2^-9 per rounding); logits of O(1) after
     # a few such roundings stay well inside 0.1 of float32's.
     torch.testing.assert_close(logits.float(), reference, rtol=0, atol=0.1)
+
+
+def _attention(dropout: float) -> Attention:
+    """A paper-size attention layer (8 heads of 16, 90 tokens), random weights."""
+    cfg = dataclasses.replace(TINY, d_model=128, n_heads=8, context_len=30, dropout=dropout)
+    torch.manual_seed(0)
+    return make_model(cfg).blocks[0].attn.train()
+
+
+@pytest.mark.parametrize("n_tokens", [2, 7, 24, 90])  # blocks of 0-1, 2-3, 8 and 30 queries
+def test_blocked_attention_equals_the_explicit_path(n_tokens: int) -> None:
+    """Without dropout the causal query blocks compute the explicit path's attention, forward
+    and backward, with and without padding keys, to float32 rounding of O(1) values."""
+    attn = _attention(dropout=0.0)
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(3, n_tokens, 8, 16, requires_grad=True) for _ in range(3))
+    x = torch.zeros(3, n_tokens, 128)
+    key_mask = torch.ones(3, n_tokens, dtype=torch.bool)
+    key_mask[1, : n_tokens // 2] = False  # a left-padded window
+    weights = torch.randn(3, n_tokens, 8, 16)
+    for mask in (None, key_mask):
+        allowed = attn._allowed(x, mask)
+        results = []
+        for path in (attn._explicit, attn._blocked):
+            z = path(q, k, v, allowed)
+            grads = torch.autograd.grad((z * weights).sum(), (q, k, v))
+            results.append((z, *grads))
+        for explicit, blocked in zip(*results, strict=True):
+            torch.testing.assert_close(blocked, explicit, rtol=0, atol=1e-5)
+
+
+def test_blocked_attention_hides_later_keys_under_dropout() -> None:
+    """Under dropout each query still sees no key after it: a huge value at key j (a block's
+    first or last key among them) leaves every earlier query's output alone. Values are 1
+    elsewhere, so an output is a sum of kept pattern weights scaled by 1 / (1 - p) = 2: at
+    most 2 unless key j leaked in."""
+    attn = _attention(dropout=0.5)
+    torch.manual_seed(2)
+    q, k = torch.randn(2, 90, 8, 16), torch.randn(2, 90, 8, 16)
+    allowed = attn._allowed(torch.zeros(2, 90, 128), None)
+    for j in (1, 29, 30, 59, 60, 89):
+        v = torch.ones(2, 90, 8, 16)
+        v[:, j] = 1e6
+        z = attn._blocked(q, k, v, allowed)
+        assert z[:, :j].max() <= 2 + 1e-4
+        assert z[:, j:].max() > 1e3 or j == 89  # key j is seen from query j on (when kept)
+
+
+def test_blocked_attention_dropout_keeps_the_expected_output() -> None:
+    """With values 1 every output is sum_k pattern_k * mask_k / (1 - p): its mean is 1 and its
+    variance at most 1 (sum_k pattern_k^2 <= 1, mask_k / (1 - p) has variance 1 at p = 0.5).
+    Over 16 x 8 x 90 = 11,520 independent outputs the mean is within 6 standard deviations,
+    6 / sqrt(11,520) = 0.056, of 1 except with probability ~2e-9."""
+    attn = _attention(dropout=0.5)
+    torch.manual_seed(3)
+    q, k = torch.randn(16, 90, 8, 16), torch.randn(16, 90, 8, 16)
+    allowed = attn._allowed(torch.zeros(16, 90, 128), None)
+    z = attn._blocked(q, k, torch.ones(16, 90, 8, 16), allowed)[..., 0]  # [B, P, H]
+    assert abs(float(z.mean()) - 1.0) < 6 / math.sqrt(z.numel())
+    assert set(z[:, 0].unique().tolist()) <= {0.0, 2.0}  # the first query: one key, kept or not
+
+
+def test_training_without_hooks_takes_the_blocked_path(seaquest_windows, monkeypatch) -> None:
+    """Training with dropout on CPU and nothing hooked runs the blocked path in every layer;
+    a pattern hook runs the explicit one instead."""
+    calls = []
+    blocked = Attention._blocked
+    monkeypatch.setattr(
+        Attention, "_blocked", lambda self, *args: calls.append(1) or blocked(self, *args)
+    )
+    model = make_model().train()
+    frames, actions, rtg, timesteps = inputs(seaquest_windows)
+    model(frames, actions, rtg, timesteps).sum().backward()
+    assert len(calls) == TINY.n_layers
+    hooks = [("blocks.0.attn.hook_pattern", lambda x, hook: x)]
+    model.run_with_hooks(frames, actions, rtg, timesteps, fwd_hooks=hooks)
+    assert len(calls) == 2 * TINY.n_layers - 1  # layer 0 explicit, the others blocked
 
 
 def test_explicit_scores_keep_minus_infinity_at_masked_keys(seaquest_windows) -> None:
