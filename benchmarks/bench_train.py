@@ -10,7 +10,9 @@ between the two; each figure prints the median and range of the rounds and one r
 1. training frame stacks/s, float32. Target >= 1.5x. Three ways, as the allocator setting
    ``atari-dt train`` makes on CPU (``atari_dt.compute.keep_freed_memory``) is process-wide:
    (a) as each runs: each side in a process of its own, ours with that setting (as
-   ``atari-dt train`` runs), the original with glibc's defaults (as it runs unchanged);
+   ``atari-dt train`` runs), the original with glibc's defaults (as it runs, except that its
+   DataLoader has no worker processes, where ``run_dt_atari.py`` asks for 4: workers would
+   take the cores the other side is measured without);
    (b) both in one process with glibc's defaults; (c) both in one process with the setting,
    which helps the reference too. Figures 2-4 run as (c). On the 2-core EPYC of the README's
    table the reference ran ~10% slower in its own process beside ours than alone in a fresh

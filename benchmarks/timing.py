@@ -10,10 +10,12 @@ from __future__ import annotations
 import multiprocessing
 import statistics
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
+from typing import Any
 
 import torch
 
@@ -99,12 +101,29 @@ def cpu_capability() -> str:
 
 
 def _serve(factory: Callable[[], Callable[[], float]], threads: int, conn: Connection) -> None:
-    """A contender process: build the contender, then run one round per request."""
-    torch.set_num_threads(threads)
-    work = factory()
-    conn.send("ready")
-    while conn.recv():
-        conn.send(work())
+    """A contender process: build the contender, then run one round per request. Every reply
+    is ``(True, value)`` or, when the factory or a round raised, ``(False, traceback)``."""
+    try:
+        torch.set_num_threads(threads)
+        work = factory()
+        conn.send((True, "ready"))
+        while conn.recv():
+            conn.send((True, work()))
+    except Exception:  # whatever failed goes to the parent, which raises it; then exit
+        conn.send((False, traceback.format_exc()))
+
+
+def _reply(name: str, pipe: Connection, process: multiprocessing.process.BaseProcess) -> Any:
+    """The contender's next reply; RuntimeError naming it when it raised or died instead."""
+    ready = wait([pipe, process.sentinel])
+    if pipe in ready:
+        with suppress(EOFError):
+            ok, value = pipe.recv()
+            if ok:
+                return value
+            raise RuntimeError(f"contender {name!r} failed in its process:\n{value}")
+    process.join(timeout=5)
+    raise RuntimeError(f"contender {name!r}: its process died (exit code {process.exitcode})")
 
 
 @contextmanager
@@ -117,34 +136,38 @@ def in_processes(
     a fresh ``spawn`` process at ``threads`` torch threads and returns the round callable. Each
     contender then runs under the process-wide settings it makes for itself (the allocator
     setting ``atari-dt train`` applies, say) and no other, as it would run alone; what
-    ``alternate`` times is the round plus a pipe round trip (well under a millisecond).
+    ``alternate`` times is the round plus a pipe round trip (well under a millisecond). A
+    contender that raises or dies raises RuntimeError here, with its traceback or exit code.
     """
     context = multiprocessing.get_context("spawn")
-    pipes, processes = {}, []
+    contenders: dict[str, tuple[Connection, multiprocessing.process.BaseProcess]] = {}
     try:
         for name, factory in factories.items():
             parent, child = context.Pipe()
             process = context.Process(target=_serve, args=(factory, threads, child), daemon=True)
             process.start()
-            pipes[name] = parent
-            processes.append(process)
-        for name, pipe in pipes.items():
-            if pipe.recv() != "ready":
-                raise RuntimeError(f"contender {name!r} did not start")
+            child.close()  # the child's end lives in the child only: its death ends the pipe
+            contenders[name] = parent, process
+        for name, (pipe, process) in contenders.items():
+            _reply(name, pipe, process)  # "ready"
 
-        def proxy(pipe: Connection) -> Callable[[], float]:
+        def proxy(name: str) -> Callable[[], float]:
+            pipe, process = contenders[name]
+
             def round_trip() -> float:
                 pipe.send(True)
-                return pipe.recv()
+                return _reply(name, pipe, process)
 
             return round_trip
 
-        yield {name: proxy(pipe) for name, pipe in pipes.items()}
+        yield {name: proxy(name) for name in contenders}
     finally:
-        for pipe in pipes.values():
+        for pipe, process in contenders.values():
             with suppress(OSError):
                 pipe.send(False)
-        for process in processes:
             process.join(timeout=30)
             if process.is_alive():
                 process.terminate()
+                process.join()
+            pipe.close()
+            process.close()

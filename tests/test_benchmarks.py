@@ -39,12 +39,15 @@ def test_original_pipeline_gives_our_windows(episodes: list, tmp_path: Path) -> 
     original = OriginalDataset(episodes, T)
     first = len(episodes[0].actions)
     # Windows wholly inside the first episode, including ones whose first stacks reach back
-    # before its start (zero frames on both sides), and windows inside the second episode.
-    starts = [0, 1, 5, first - T, first, first + 3]
-    assert sum(float(episode.rewards.max()) for episode in episodes) > 1  # raw points, clipped
-    for start in starts:
+    # before its start (zero frames on both sides), windows inside the second episode, and
+    # (last) one that would run past the first episode's end: the original shifts it back to
+    # end there, i.e. our window ending at the episode's last step.
+    ends = {start: start + T - 1 for start in (0, 1, 5, first - T, first, first + 3)}
+    ends[first - 3] = first - 1
+    assert max(float(episode.rewards.max()) for episode in episodes) > 1  # raw points, clipped
+    for start, end in ends.items():
         states, actions, rtgs, timestep = original[start]
-        window = ours.get_batch(np.array([start + T - 1]))
+        window = ours.get_batch(np.array([end]))
         assert window.mask.all()
         frames = window.frames[0].reshape(T, -1).float() / 255.0
         torch.testing.assert_close(states, frames, rtol=0, atol=0)
@@ -54,21 +57,60 @@ def test_original_pipeline_gives_our_windows(episodes: list, tmp_path: Path) -> 
     assert float(original[0][2][0, 0]) > 0  # the RTGs compared are not all zero
 
 
-def _report(work: float) -> float:
-    """A round that did ``work`` and says where it ran: pid * 1000 + torch threads + work."""
-    return work + os.getpid() * 1000 + torch.get_num_threads()
+_SETTING = 0  # a process-wide setting: each contender's process has its own
 
 
-def _factory(work: float) -> Callable[[], float]:  # module level: a spawned process unpickles it
+def _report(work: float) -> tuple[int, int, float, int]:
+    """A round's reply: where it ran (pid, torch threads), its work and the process's setting."""
+    return os.getpid(), torch.get_num_threads(), work, _SETTING
+
+
+def _factory(work: float, setting: int | None) -> Callable[[], tuple]:
+    """Module level, so a spawned process can unpickle it; sets ``_SETTING`` unless None."""
+    global _SETTING
+    if setting is not None:
+        _SETTING = setting
     return functools.partial(_report, work)
 
 
+def _failing_factory() -> Callable[[], float]:
+    raise ValueError("no contender here")
+
+
+def _dying_factory() -> Callable[[], float]:
+    return functools.partial(os._exit, 3)  # the process ends mid-round, without a reply
+
+
 def test_in_processes_runs_each_contender_in_its_own_process() -> None:
-    factories = {"a": functools.partial(_factory, 0.25), "b": functools.partial(_factory, 0.5)}
-    with in_processes(factories, threads=1) as remote:
-        codes = {name: round_trip() for name, round_trip in remote.items()}
-        rates = alternate(remote, rounds=2, warmup=0)
-    pids = {name: int(code // 1000) for name, code in codes.items()}
-    assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
-    assert all(round(code % 1000, 2) in (1.25, 1.5) for code in codes.values())  # 1 thread
-    assert all(rate.rounds == 2 and rate.median > 0 for rate in rates.values())
+    """Each contender runs in a process of its own at the thread count asked (one the test
+    process does not have), with only the settings its own factory made."""
+    threads = 1 if torch.get_num_threads() != 1 else 2
+    factories = {
+        "setter": functools.partial(_factory, 0.25, 7),
+        "reader": functools.partial(_factory, 0.5, None),
+    }
+    with in_processes(factories, threads=threads) as remote:
+        replies = {name: round_trip() for name, round_trip in remote.items()}
+        rates = alternate(
+            {name: (lambda call=call: call()[2]) for name, call in remote.items()}, rounds=2
+        )
+    pids = {pid for pid, *_ in replies.values()}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert replies["setter"][1:] == (threads, 0.25, 7)
+    assert replies["reader"][1:] == (threads, 0.5, 0)  # the setter's setting did not reach it
+    assert _SETTING == 0  # nor this process
+    assert all(rate.rounds == 2 for rate in rates.values())
+
+
+def test_in_processes_names_a_contender_that_fails() -> None:
+    """A factory that raises in its process is a RuntimeError here, naming the contender and
+    carrying the child's traceback; a process that dies mid-round one with its exit code. Not
+    a hang."""
+    factories = {"good": functools.partial(_factory, 1.0, None), "bad": _failing_factory}
+    failed = pytest.raises(RuntimeError, match=r"(?s)contender 'bad' failed.*no contender here")
+    with failed, in_processes(factories, threads=1):
+        pass
+    dying = {"dying": _dying_factory}
+    died = pytest.raises(RuntimeError, match=r"'dying': its process died \(exit code 3\)")
+    with died, in_processes(dying, threads=1) as remote:
+        remote["dying"]()

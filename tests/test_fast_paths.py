@@ -115,9 +115,9 @@ def test_explicit_attention_equals_the_fused_kernel_with_padding(seaquest_window
 
 
 def test_bf16_attention_pattern_is_a_float32_softmax(seaquest_windows) -> None:
-    """Under bf16 autocast the explicit path takes the softmax of the bf16 scores in float32:
-    each real query's pattern sums to 1 to float32 rounding (a bf16 softmax is only good to
-    ~4e-3, its 8-bit mantissa), and the logits stay within bf16 error of float32's."""
+    """Under bf16 autocast the explicit path takes the softmax of the bf16 scores in float32,
+    so the cached pattern is float32 and its rows sum to 1 to float32 rounding; the logits
+    stay within bf16 error of float32's."""
     model = make_model()
     frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
     with torch.no_grad():
@@ -131,6 +131,26 @@ def test_bf16_attention_pattern_is_a_float32_softmax(seaquest_windows) -> None:
     # bf16 keeps 8 significant bits (relative error 2^-9 per rounding); logits of O(1) after
     # a few such roundings stay well inside 0.1 of float32's.
     torch.testing.assert_close(logits.float(), reference, rtol=0, atol=0.1)
+
+
+def test_half_precision_attention_trains_with_and_without_autocast(seaquest_windows) -> None:
+    """Training under bf16 autocast (the blocked path, float32 softmax, dropout on a float32
+    pattern) gives finite float32 gradients; a model cast to bf16 without autocast keeps a
+    bf16 softmax, so ``pattern @ v`` sees one dtype and its gradients are bf16 and finite."""
+    frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
+    model = make_model().train()
+    with torch.autocast("cpu", torch.bfloat16):
+        logits = model(frames, actions, rtg, timesteps, mask=mask)
+    logits.float().logsumexp(-1).mean().backward()
+    for name, param in model.named_parameters():
+        if param.grad is not None:
+            assert param.grad.dtype == torch.float32 and torch.isfinite(param.grad).all(), name
+    cast = make_model().train().to(torch.bfloat16)
+    logits = cast(frames, actions, rtg, timesteps, mask=mask)
+    assert logits.dtype == torch.bfloat16
+    logits.float().logsumexp(-1).mean().backward()
+    grad = cast.blocks[0].attn.W_Q.grad
+    assert grad.dtype == torch.bfloat16 and torch.isfinite(grad).all()
 
 
 def _attention(dropout: float) -> Attention:
