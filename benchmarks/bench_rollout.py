@@ -37,7 +37,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from original_dt import OriginalEvaluation, ReferenceAtariDT
-from timing import alternate, count_flops, cpu_capability, matmul_peak, ratio_line
+from timing import (
+    alternate,
+    count_flops,
+    cpu_capability,
+    explicit_attention,
+    matmul_peak,
+    ratio_line,
+)
 
 from atari_dt.compute import torch_threads
 from atari_dt.envs.make import make_vector_env
@@ -119,7 +126,7 @@ def window_flops(model: HookedDecisionTransformer) -> float:
     frames = torch.randint(0, 255, (1, T, 4, 84, 84), dtype=torch.uint8)
     actions = torch.zeros(1, T, dtype=torch.long)
     rtg, timesteps = torch.full((1, T), TARGET), torch.zeros(1, T, dtype=torch.long)
-    explicit = [(f"blocks.{i}.attn.hook_pattern", lambda x, hook: x) for i in range(6)]
+    explicit = explicit_attention(6)
     with torch.no_grad(), model.hooks(fwd_hooks=explicit):
         embeddings = model.embed_states(frames)
         encode = count_flops(lambda: model.embed_states(frames[:, :1]))

@@ -41,6 +41,7 @@ from timing import (
     alternate,
     count_flops,
     cpu_capability,
+    explicit_attention,
     in_processes,
     matmul_peak,
     ratio_line,
@@ -128,15 +129,15 @@ def reference_as_it_runs(episodes: list, batch: int, steps: int) -> Callable[[],
 
 
 def step_flops(batch: int, n_layers: int = 6) -> float:
-    """Matmul and convolution FLOPs of one training forward + backward of the model, with
-    attention on the explicit path (a pass-through pattern hook forces it): the full causal
-    scores, as the reference computes them, though our training path skips a third of them."""
+    """Matmul and convolution FLOPs of one training forward + backward of the model, attention
+    counted on the full causal scores (``explicit_attention``), as the reference computes them,
+    though our training path skips a third of them."""
     model = HookedDecisionTransformer(
         ModelConfig(n_actions=18, context_len=T, max_timestep=MAX_TIMESTEP, n_layers=n_layers)
     ).train()
     frames = torch.randint(0, 255, (batch, T, 4, 84, 84), dtype=torch.uint8)
     actions = torch.randint(0, 18, (batch, T))
-    explicit = [(f"blocks.{i}.attn.hook_pattern", lambda x, hook: x) for i in range(n_layers)]
+    explicit = explicit_attention(n_layers)
 
     def forward_backward() -> None:
         with model.hooks(fwd_hooks=explicit):

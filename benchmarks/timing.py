@@ -94,6 +94,14 @@ def count_flops(work: Callable[[], object]) -> float:
     return float(counter.get_total_flops())
 
 
+def explicit_attention(n_layers: int) -> list[tuple[str, Callable]]:
+    """Pass-through ``hook_pattern`` hooks on every layer, for ``model.hooks(fwd_hooks=...)``:
+    they force the explicit attention path in one block, so ``count_flops`` sees every
+    attention FLOP of the full causal scores (it cannot see inside torch's fused CPU kernel,
+    and the blocked path skips a third of them)."""
+    return [(f"blocks.{i}.attn.hook_pattern", lambda x, hook: x) for i in range(n_layers)]
+
+
 def cpu_capability() -> str:
     """The kernel set torch picked on this CPU (``DEFAULT``, ``AVX2``, ``AVX512``; set by
     ``ATEN_CPU_CAPABILITY``), printed beside every figure: it changes what a FLOP costs."""

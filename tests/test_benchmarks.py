@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from original_dt import OriginalDataset
-from timing import alternate, in_processes
+from timing import in_processes
 
 from atari_dt.datasets import ContextWindows, DataConfig, EpisodeStoreWriter
 from atari_dt.envs.dqn_replay import record_random_episodes
@@ -91,15 +91,11 @@ def test_in_processes_runs_each_contender_in_its_own_process() -> None:
     }
     with in_processes(factories, threads=threads) as remote:
         replies = {name: round_trip() for name, round_trip in remote.items()}
-        rates = alternate(
-            {name: (lambda call=call: call()[2]) for name, call in remote.items()}, rounds=2
-        )
     pids = {pid for pid, *_ in replies.values()}
     assert len(pids) == 2 and os.getpid() not in pids
     assert replies["setter"][1:] == (threads, 0.25, 7)
     assert replies["reader"][1:] == (threads, 0.5, 0)  # the setter's setting did not reach it
     assert _SETTING == 0  # nor this process
-    assert all(rate.rounds == 2 for rate in rates.values())
 
 
 def test_in_processes_names_a_contender_that_fails() -> None:

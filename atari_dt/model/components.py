@@ -82,7 +82,7 @@ def _softmax(scores: torch.Tensor) -> torch.Tensor:
 
 
 QUERY_BLOCKS = 3
-"""Query blocks of the blocked causal attention (2-4 measured within 2% of each other)."""
+"""Blocks of queries the unhooked explicit attention runs in (2-4 measured within 2%)."""
 
 
 class Attention(nn.Module):
@@ -92,7 +92,7 @@ class Attention(nn.Module):
     While ``hook_attn_scores`` or ``hook_pattern`` is hooked, scores and pattern are computed
     explicitly on their hooks' path. Otherwise torch's fused ``scaled_dot_product_attention``
     runs (2-5x faster on CPU), except on CPU under dropout or bf16 autocast, where the
-    explicit maths in causal blocks of queries is faster (``_blocked``). All agree to float
+    explicit path in ``QUERY_BLOCKS`` causal blocks of queries is faster. All agree to float
     rounding.
     """
 
@@ -125,7 +125,7 @@ class Attention(nn.Module):
         if is_hooked(self.hook_attn_scores) or is_hooked(self.hook_pattern):
             z = self._explicit(q, k, v, self._allowed(x, key_mask))
         elif self._fused_is_slow(x):
-            z = self._blocked(q, k, v, self._allowed(x, key_mask))
+            z = self._explicit(q, k, v, self._allowed(x, key_mask), QUERY_BLOCKS)
         else:  # torch's fused kernel: nothing asks for the scores or the pattern
             z = F.scaled_dot_product_attention(
                 q.transpose(1, 2),
@@ -148,41 +148,35 @@ class Attention(nn.Module):
         return dropout or torch.is_autocast_enabled("cpu")
 
     def _explicit(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        allowed: torch.Tensor,
+        query_blocks: int = 1,
     ) -> torch.Tensor:
-        """Attention with the scores and the pattern on the path of their hooks."""
-        # The scale on q ([B, P, H, e]), a smaller tensor than the scores.
-        scores = (q.transpose(1, 2) / math.sqrt(q.shape[-1])) @ k.permute(0, 2, 3, 1)  # [B,H,P,P]
-        # An additive -inf bias masks as masked_fill does, but its backward is a plain copy:
-        # forward and backward of a paper-size block's attention took 34 ms instead of 53.
-        bias = torch.zeros(allowed.shape, dtype=scores.dtype, device=scores.device)
-        scores = self.hook_attn_scores(scores + bias.masked_fill_(~allowed, -math.inf))
-        pattern = self.pattern_dropout(self.hook_pattern(_softmax(scores)))
-        return (pattern @ v.transpose(1, 2)).transpose(1, 2)
-
-    def _blocked(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
-    ) -> torch.Tensor:
-        """The explicit path's maths, for when no hook needs the whole pattern, done in
-        ``QUERY_BLOCKS`` blocks of queries: causality hides every key after a block's last
-        query, so queries ``[lo, hi)`` need only keys ``[0, hi)``, and 3 blocks skip a third of
-        the scores, softmax and dropout masks (a paper-size block's attention, B 32, 90
-        tokens, dropout 0.1, forward and backward: 30 instead of 35 ms on 1 thread). Dropout
-        masks are drawn block by block: the same distribution, other draws than the explicit
-        path's."""
+        """Attention with the scores and the pattern on the path of their hooks, computed for
+        ``query_blocks`` blocks of queries in turn. Causality hides every key after a block's
+        last query, so queries ``[lo, hi)`` need only keys ``[0, hi)``: 3 blocks skip a third
+        of the scores, softmax and dropout masks (a paper-size block's attention, B 32, 90
+        tokens, dropout 0.1, forward and backward: 30 instead of 35 ms on 1 thread), with
+        dropout masks drawn block by block (the same distribution, other draws). The hooks see
+        whole ``[B, H, P, P]`` tensors with one block only; ``forward`` sends a layer whose
+        scores or pattern are hooked here with one."""
         P = q.shape[1]
-        queries = q.transpose(1, 2) / math.sqrt(q.shape[-1])  # [B, H, P, e]
+        queries = q.transpose(1, 2) / math.sqrt(q.shape[-1])  # [B, H, P, e], smaller than scores
         keys, values = k.permute(0, 2, 3, 1), v.transpose(1, 2)  # [B, H, e, P], [B, H, P, e]
-        # The scores' dtype: autocast casts every float matmul input but float64.
-        cast = torch.is_autocast_enabled(q.device.type) and q.dtype != torch.float64
-        dtype = torch.get_autocast_dtype(q.device.type) if cast else q.dtype
-        bias = torch.zeros(allowed.shape, dtype=dtype, device=q.device)
-        bias.masked_fill_(~allowed, -math.inf)  # [B or 1, 1, P, P]
-        edges = sorted({round(P * i / QUERY_BLOCKS) for i in range(QUERY_BLOCKS + 1)})
+        edges = sorted({round(P * i / query_blocks) for i in range(query_blocks + 1)})
         z = []
         for lo, hi in itertools.pairwise(edges):
-            scores = queries[:, :, lo:hi] @ keys[..., :hi] + bias[..., lo:hi, :hi]
-            z.append(self.pattern_dropout(_softmax(scores)) @ values[:, :, :hi])
+            scores = queries[:, :, lo:hi] @ keys[..., :hi]  # [B, H, hi - lo, hi]
+            # An additive -inf bias masks as masked_fill does, but its backward is a plain
+            # copy: a paper-size block's attention, forward and backward, took 34 ms, not 53.
+            seen = allowed[..., lo:hi, :hi]  # [B or 1, 1, hi - lo, hi]
+            bias = scores.new_zeros(seen.shape).masked_fill_(~seen, -math.inf)
+            scores = self.hook_attn_scores(scores + bias)
+            pattern = self.pattern_dropout(self.hook_pattern(_softmax(scores)))
+            z.append(pattern @ values[:, :, :hi])
         return torch.cat(z, dim=2).transpose(1, 2)
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
