@@ -180,6 +180,17 @@ def test_blocked_attention_equals_the_explicit_path(n_tokens: int) -> None:
             results.append((z, *grads))
         for explicit, blocked in zip(*results, strict=True):
             torch.testing.assert_close(blocked, explicit, rtol=0, atol=1e-5)
+        # Queries at some positions only (as the last layer of ``final_resid_at`` runs them):
+        # each block then needs the keys up to its last query's position.
+        for positions in (list(range(1, n_tokens, 3)), [n_tokens - 1], [0, n_tokens - 1]):
+            some = attn._explicit(q[:, positions], k, v, allowed[:, :, positions], 3, positions)
+            torch.testing.assert_close(some, results[0][0][:, positions], rtol=0, atol=1e-5)
+            grads = torch.autograd.grad((some * weights[:, positions]).sum(), (q, k, v))
+            expected = torch.autograd.grad(
+                (attn._explicit(q, k, v, allowed) * weights)[:, positions].sum(), (q, k, v)
+            )
+            for got, want in zip(grads, expected, strict=True):
+                torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
 def test_blocked_attention_hides_later_keys_under_dropout() -> None:
@@ -221,9 +232,9 @@ def test_training_without_hooks_takes_the_blocked_path(seaquest_windows, monkeyp
     blocks_used = []
     explicit = Attention._explicit
 
-    def spy(self, q, k, v, allowed, query_blocks=1):
+    def spy(self, q, k, v, allowed, query_blocks=1, positions=None):
         blocks_used.append(query_blocks)
-        return explicit(self, q, k, v, allowed, query_blocks)
+        return explicit(self, q, k, v, allowed, query_blocks, positions)
 
     monkeypatch.setattr(Attention, "_explicit", spy)
     model = make_model().train()
@@ -337,6 +348,120 @@ def test_last_state_logits_in_training_mode_are_the_full_forward(seaquest_window
         torch.manual_seed(1)  # the same dropout masks
         full = model.forward_from_state_embeddings(embeddings, actions, rtg, timesteps, mask)
     assert torch.equal(last, full[:, -1])
+
+
+def _read_positions(model, n_steps: int) -> dict[str, list[int]]:
+    """Token positions a caller may read: what the trainer reads, and edge cases."""
+    states = list(model.state_token_positions(n_steps))
+    actions = [p + model.cfg.tokens_per_step - 1 - model.cfg.state_token_offset for p in states]
+    return {
+        "states": states,
+        "states and actions but the last": sorted(states + actions[:-1]),
+        "the first token": [0],
+        "one mid-window state": [states[n_steps // 2]],
+        "every token": list(range(n_steps * model.cfg.tokens_per_step)),
+    }
+
+
+@pytest.mark.parametrize("cfg", CONFIGS.values(), ids=list(CONFIGS))
+def test_final_resid_at_equals_the_full_transformer_at_those_tokens(seaquest_windows, cfg) -> None:
+    """It drops the tokens after the last one read (causal attention hides them) and, in the
+    last layer, the queries not read: work none of the read outputs depends on, so they equal
+    the full transformer's to float32 rounding, with and without padding."""
+    model = make_model(cfg)
+    frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
+    rtg = None if cfg.behaviour_cloning else rtg
+    with torch.no_grad():
+        embeddings = model.embed_states(frames)
+        for window_mask in (mask, None):
+            full = model.transformer(embeddings, actions, rtg, timesteps, window_mask)
+            for name, positions in _read_positions(model, actions.shape[1]).items():
+                read = model.final_resid_at(
+                    positions, embeddings, actions, rtg, timesteps, window_mask
+                )
+                assert read.shape == (len(actions), len(positions), cfg.d_model), name
+                torch.testing.assert_close(read, full[:, positions], rtol=0, atol=1e-5)
+
+
+def test_final_resid_at_gives_way_to_the_full_forward_for_hooks(seaquest_windows) -> None:
+    """With a hook attached every hook sees whole ``[B, P, d]`` tensors (the short path would
+    hand the last block's hooks 1 token in 3) and its edit acts."""
+    model = make_model()
+    frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
+    positions = list(model.state_token_positions(actions.shape[1]))
+    seen = []
+
+    def halve(x, hook):
+        seen.append(x.shape)
+        return x / 2
+
+    with torch.no_grad():
+        embeddings = model.embed_states(frames)
+        plain = model.final_resid_at(positions, embeddings, actions, rtg, timesteps, mask)
+        with model.hooks(fwd_hooks=[("blocks.1.hook_resid_post", halve)]):
+            hooked = model.final_resid_at(positions, embeddings, actions, rtg, timesteps, mask)
+            full = model.transformer(embeddings, actions, rtg, timesteps, mask)
+    P = actions.shape[1] * TINY.tokens_per_step
+    assert seen == [(len(actions), P, TINY.d_model)] * 2
+    torch.testing.assert_close(hooked, full[:, positions], rtol=0, atol=0)
+    assert (hooked - plain).abs().max() > 1e-3  # the edit did act
+
+
+@pytest.mark.parametrize("positions", [[], [3, 1], [2, 2], [-1, 2], [0, 10**6]])
+def test_final_resid_at_names_bad_positions(seaquest_windows, positions) -> None:
+    model = make_model()
+    frames, actions, rtg, timesteps = inputs(seaquest_windows)
+    embeddings = model.embed_states(frames)
+    with pytest.raises(ValueError, match="positions"):
+        model.final_resid_at(positions, embeddings, actions, rtg, timesteps)
+
+
+@pytest.mark.parametrize("predict_returns", [False, True])
+def test_training_forward_has_the_full_forwards_loss_and_gradients(
+    seaquest_windows, predict_returns, monkeypatch
+) -> None:
+    """The trainer reads the state tokens (and the action tokens but the last, for returns)
+    through ``final_resid_at``: with dropout off its loss and every gradient are those of the
+    full forward to float32 rounding, and its last block does run on those queries only."""
+    from atari_dt.datasets.contexts import Contexts
+    from atari_dt.model.components import TransformerBlock
+    from atari_dt.training.trainer import _TrainingForward, compute_loss
+
+    cfg = dataclasses.replace(TINY, dropout=0.0, return_head=True)
+    model = make_model(cfg).train()
+    frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
+    batch = Contexts(frames, actions, rtg, timesteps, mask)
+    loss_args = {"total_valid": mask.sum(), "world": 1, "return_weight": 0.5, "rtg_scale": 1.0}
+
+    def full_forward(batch):
+        final = model.transformer(
+            model.embed_states(batch.frames), batch.actions, batch.rtg, batch.timesteps, mask
+        )
+        returns = model.return_predictions(final)[:, :-1] if predict_returns else None
+        return model.action_logits(final), returns
+
+    queries_run = []
+    block_forward = TransformerBlock.forward
+
+    def spy(self, resid, key_mask=None, queries=None):
+        queries_run.append(None if queries is None else len(queries))
+        return block_forward(self, resid, key_mask, queries)
+
+    monkeypatch.setattr(TransformerBlock, "forward", spy)
+    losses, grads = [], []
+    for forward in (_TrainingForward(model, predict_returns), full_forward):
+        model.zero_grad()
+        logits, returns = forward(batch)[:2]
+        loss = compute_loss(logits, returns, batch, **loss_args)[0]
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    T = actions.shape[1]
+    assert queries_run == [None, 2 * T - 1 if predict_returns else T, None, None]
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=0)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
 
 
 def test_torch_threads_are_restored_even_after_an_error() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -118,24 +119,37 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()  # [B, H, P_query, P_key]
         self.hook_z = HookPoint()  # [B, P, H, d_head]
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` ``[B, P, d_model]`` -> attention output ``[B, P, d_model]``."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        queries: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """``x`` ``[B, P, d_model]`` -> attention output ``[B, P, d_model]``, or
+        ``[B, len(queries), d_model]`` at the token positions ``queries`` (ascending) only:
+        every token's key and value are still computed. The hooks see whole tensors without
+        ``queries``; pass it only to a model no hook is attached to (``any_hooked``)."""
         q, k, v = self.project(x)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        allowed = self._allowed(x, key_mask)
+        positions = None if queries is None else list(queries)
+        if positions is not None:
+            q, allowed = q[:, positions], allowed[:, :, positions]
         if is_hooked(self.hook_attn_scores) or is_hooked(self.hook_pattern):
-            z = self._explicit(q, k, v, self._allowed(x, key_mask))
+            z = self._explicit(q, k, v, allowed, 1, positions)
         elif self._fused_is_slow(x):
-            z = self._explicit(q, k, v, self._allowed(x, key_mask), QUERY_BLOCKS)
+            z = self._explicit(q, k, v, allowed, QUERY_BLOCKS, positions)
         else:  # torch's fused kernel: nothing asks for the scores or the pattern
+            causal_only = key_mask is None and queries is None
             z = F.scaled_dot_product_attention(
                 q.transpose(1, 2),
                 k.transpose(1, 2),
                 v.transpose(1, 2),
-                attn_mask=None if key_mask is None else self._allowed(x, key_mask),
+                attn_mask=None if causal_only else allowed,
                 dropout_p=self.pattern_dropout.p if self.training else 0.0,
-                is_causal=key_mask is None,
+                is_causal=causal_only,
             ).transpose(1, 2)
-        return self.output(self.hook_z(z))  # z: [B, P, H, e]
+        return self.output(self.hook_z(z))  # z: [B, Q, H, e]
 
     def _fused_is_slow(self, x: torch.Tensor) -> bool:
         """Whether torch's fused kernel loses to explicit attention here: on CPU under dropout
@@ -154,29 +168,34 @@ class Attention(nn.Module):
         v: torch.Tensor,
         allowed: torch.Tensor,
         query_blocks: int = 1,
+        positions: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """Attention with the scores and the pattern on the path of their hooks, computed for
-        ``query_blocks`` blocks of queries in turn. Causality hides every key after a block's
-        last query, so queries ``[lo, hi)`` need only keys ``[0, hi)``: 3 blocks skip a third
-        of the scores, softmax and dropout masks (a paper-size block's attention, B 32, 90
-        tokens, dropout 0.1, forward and backward: 30 instead of 35 ms on 1 thread), with
-        dropout masks drawn block by block (the same distribution, other draws). The hooks see
-        whole ``[B, H, P, P]`` tensors with one block only; ``forward`` sends a layer whose
-        scores or pattern are hooked here with one."""
-        P = q.shape[1]
-        queries = q.transpose(1, 2) / math.sqrt(q.shape[-1])  # [B, H, P, e], smaller than scores
+        """Attention with the scores and the pattern on the path of their hooks, for queries
+        ``q`` ``[B, Q, H, e]`` at token ``positions`` (ascending; all ``P`` tokens when None;
+        ``allowed`` ``[B or 1, 1, Q, P]``), in ``query_blocks`` blocks of queries in turn.
+        Causality hides every key after a block's last query, so a block needs keys ``[0, last
+        position + 1)`` only: 3 blocks skip a third of the scores, softmax and dropout masks (a
+        paper-size block's attention, B 32, 90 tokens, dropout 0.1, forward and backward: 30
+        instead of 35 ms on 1 thread), with dropout masks drawn block by block (the same
+        distribution, other draws). The hooks see whole ``[B, H, P, P]`` tensors with one block
+        of every query only; ``forward`` sends a layer whose scores or pattern are hooked here
+        so."""
+        Q = q.shape[1]
+        positions = range(Q) if positions is None else positions
+        queries = q.transpose(1, 2) / math.sqrt(q.shape[-1])  # [B, H, Q, e], smaller than scores
         keys, values = k.permute(0, 2, 3, 1), v.transpose(1, 2)  # [B, H, e, P], [B, H, P, e]
-        edges = sorted({round(P * i / query_blocks) for i in range(query_blocks + 1)})
+        edges = sorted({round(Q * i / query_blocks) for i in range(query_blocks + 1)})
         z = []
         for lo, hi in itertools.pairwise(edges):
-            scores = queries[:, :, lo:hi] @ keys[..., :hi]  # [B, H, hi - lo, hi]
+            end = positions[hi - 1] + 1  # the block's last query sees no later key
+            scores = queries[:, :, lo:hi] @ keys[..., :end]  # [B, H, hi - lo, end]
             # An additive -inf bias masks as masked_fill does, but its backward is a plain
             # copy: a paper-size block's attention, forward and backward, took 34 ms, not 53.
-            seen = allowed[..., lo:hi, :hi]  # [B or 1, 1, hi - lo, hi]
+            seen = allowed[..., lo:hi, :end]  # [B or 1, 1, hi - lo, end]
             bias = scores.new_zeros(seen.shape).masked_fill_(~seen, -math.inf)
             scores = self.hook_attn_scores(scores + bias)
             pattern = self.pattern_dropout(self.hook_pattern(_softmax(scores)))
-            z.append(pattern @ values[:, :, :hi])
+            z.append(pattern @ values[:, :, :end])
         return torch.cat(z, dim=2).transpose(1, 2)
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -243,9 +262,20 @@ class TransformerBlock(nn.Module):
         self.hook_mlp_out = HookPoint()  # [B, P, d_model]
         self.hook_resid_post = HookPoint()  # [B, P, d_model]
 
-    def forward(self, resid: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        resid: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        queries: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """``resid`` ``[B, P, d_model]`` -> ``resid_post`` ``[B, P, d_model]``, or
+        ``[B, len(queries), d_model]`` at the token positions ``queries`` only (for a model no
+        hook is attached to: see ``Attention.forward``)."""
         resid = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self.attn_dropout(self.attn(self.ln1(resid), key_mask)))
+        attn_in = self.ln1(resid)
+        if queries is not None:
+            resid = resid[:, list(queries)]
+        attn_out = self.hook_attn_out(self.attn_dropout(self.attn(attn_in, key_mask, queries)))
         resid = self.hook_resid_mid(resid + attn_out)
         mlp_out = self.hook_mlp_out(self.mlp_dropout(self.mlp(self.ln2(resid))))
         return self.hook_resid_post(resid + mlp_out)

@@ -9,6 +9,7 @@ everything positional, so ``ActivationCache.decompose_resid`` splits them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from transformer_lens.hook_points import HookPoint
 
 from atari_dt.datasets.contexts import Contexts
 from atari_dt.encoders import make_encoder
+from atari_dt.hooks import any_hooked
 from atari_dt.model.checkpoint import load_weights, read_config, save_pretrained
 from atari_dt.model.components import Dropout, LayerNorm, TransformerBlock
 from atari_dt.model.config import ModelConfig
@@ -147,6 +149,51 @@ class HookedDecisionTransformer(HookedRootModule):
             resid = block(resid, key_mask)
         return self.ln_final(resid)
 
+    def final_resid_at(
+        self,
+        positions: Sequence[int],
+        state_embeddings: torch.Tensor,
+        actions: torch.Tensor,
+        rtg: torch.Tensor | None,
+        timesteps: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> Float[torch.Tensor, "B n_positions d_model"]:
+        """``transformer(...)[:, positions]``: the final normalised residual ``[B,
+        len(positions), d_model]`` at the token positions ``positions`` (ascending) only.
+
+        With no hook attached to the model it skips the work none of them reads: every token
+        after the last (causal attention hides it from them) and, in the last layer, every
+        other query (its keys and values are still needed). That is exact up to float
+        rounding; in training mode dropout draws other masks of the same distribution. A
+        paper-size training step reads the 30 state tokens of 90: ~2/3 of the last layer is
+        skipped. With a hook attached (a cache, a patch, an ablation) the full forward runs,
+        so every hook sees and edits whole tensors.
+        """
+        positions = [int(p) for p in positions]
+        n_tokens = actions.shape[1] * self.cfg.tokens_per_step
+        if not positions or positions != sorted(set(positions)) or positions[0] < 0:
+            raise ValueError(f"positions must be ascending, distinct and >= 0, got {positions}")
+        if positions[-1] >= n_tokens:
+            raise ValueError(
+                f"positions must be below the window's {n_tokens} tokens, got {positions[-1]}"
+            )
+        if any_hooked(self):
+            final = self.transformer(state_embeddings, actions, rtg, timesteps, mask)
+            return final[:, positions]
+        resid, key_mask = self._sequence_input(state_embeddings, actions, rtg, timesteps, mask)
+        end = positions[-1] + 1
+        resid = resid[:, :end]
+        key_mask = None if key_mask is None else key_mask[:, :end]
+        for block in self.blocks[:-1]:
+            resid = block(resid, key_mask)
+        return self.ln_final(self.blocks[-1](resid, key_mask, positions))
+
+    def state_token_positions(self, n_steps: int) -> range:
+        """Positions of the state tokens (where the action logits are read) in a window of
+        ``n_steps`` steps."""
+        k = self.cfg.tokens_per_step
+        return range(self.cfg.state_token_offset, n_steps * k, k)
+
     def _sequence_input(
         self,
         state_embeddings: torch.Tensor,
@@ -218,10 +265,15 @@ class HookedDecisionTransformer(HookedRootModule):
         Raises:
             ValueError: the model has no return head (``cfg.return_head`` is False).
         """
+        k = self.cfg.tokens_per_step
+        return self.return_predictions_at(final_resid[:, k - 1 :: k])
+
+    def return_predictions_at(self, action_resid: torch.Tensor) -> torch.Tensor:
+        """Predictions ``[...]`` from final residuals ``[..., d_model]`` already taken at action
+        tokens (see ``return_predictions``)."""
         if not self.cfg.return_head:
             raise ValueError("this model has no return head (set model.return_head: true)")
-        k = self.cfg.tokens_per_step
-        return self.return_head(final_resid[:, k - 1 :: k]).squeeze(-1)
+        return self.return_head(action_resid).squeeze(-1)
 
     # -- caches and checkpoints ----------------------------------------------------------------
 

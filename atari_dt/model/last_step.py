@@ -12,7 +12,6 @@ hooks still act.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from atari_dt.hooks import any_hooked
 
@@ -35,23 +34,7 @@ def last_state_logits(
             state_embeddings, actions, rtg, timesteps, mask
         )
         return logits[:, -1]
-    cfg = model.cfg
-    resid, key_mask = model._sequence_input(state_embeddings, actions, rtg, timesteps, mask)
-    # Drop the tokens after the last state token (the last step's action): none is seen by it.
-    end = resid.shape[1] - (cfg.tokens_per_step - 1 - cfg.state_token_offset)
-    resid = resid[:, :end]
-    key_mask = None if key_mask is None else key_mask[:, :end]
-    for block in model.blocks[:-1]:
-        resid = block(resid, key_mask)
-    last = model.blocks[-1]
-    q, k, v = last.attn.project(last.ln1(resid))
-    z = F.scaled_dot_product_attention(
-        q[:, -1:].transpose(1, 2),
-        k.transpose(1, 2),
-        v.transpose(1, 2),
-        # The last query sees every real key (causality hides nothing before it).
-        attn_mask=None if key_mask is None else key_mask[:, None, None, :],
-    ).transpose(1, 2)  # [B, 1, H, d_head]
-    x = resid[:, -1:] + last.attn.output(z)
-    x = x + last.mlp(last.ln2(x))
-    return model.action_logits_at(model.ln_final(x)[:, 0])
+    k, offset = model.cfg.tokens_per_step, model.cfg.state_token_offset
+    last_state = (actions.shape[1] - 1) * k + offset
+    final = model.final_resid_at([last_state], state_embeddings, actions, rtg, timesteps, mask)
+    return model.action_logits_at(final[:, 0])

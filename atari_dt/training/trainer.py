@@ -63,7 +63,8 @@ class TrainResult:
 class _TrainingForward(nn.Module):
     """Logits and (optional) return predictions in one forward, so DDP sees a single call.
     Returns are predicted only when their loss is used (DDP needs every parameter it wraps to
-    get a gradient)."""
+    get a gradient). The transformer runs to the tokens the loss reads only
+    (``final_resid_at``): the state tokens, and the action tokens but the last for returns."""
 
     def __init__(self, model: nn.Module, predict_returns: bool) -> None:
         super().__init__()
@@ -73,9 +74,21 @@ class _TrainingForward(nn.Module):
     def forward(self, batch: Contexts) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         model = self.model
         states = model.embed_states(batch.frames)
-        final = model.transformer(states, batch.actions, batch.rtg, batch.timesteps, batch.mask)
-        returns = model.return_predictions(final) if self.predict_returns else None
-        return model.action_logits(final), returns, state_spread(states.detach(), batch.mask)
+        inputs = (states, batch.actions, batch.rtg, batch.timesteps, batch.mask)
+        state_tokens = model.state_token_positions(batch.actions.shape[1])
+        spread = state_spread(states.detach(), batch.mask)
+        if not self.predict_returns:
+            final = model.final_resid_at(state_tokens, *inputs)
+            return model.action_logits_at(final), None, spread
+        # The action token is each step's last: reading steps [0, T-1) gives the positions
+        # s_0 a_0 s_1 a_1 ... s_{T-1}, states at even indices and actions at odd ones.
+        last = model.cfg.tokens_per_step - 1
+        action_tokens = [
+            position + last - model.cfg.state_token_offset for position in state_tokens
+        ]
+        final = model.final_resid_at(sorted([*state_tokens, *action_tokens[:-1]]), *inputs)
+        logits = model.action_logits_at(final[:, 0::2])
+        return logits, model.return_predictions_at(final[:, 1::2]), spread
 
 
 BLIND_SPREAD = 1e-6
@@ -118,7 +131,9 @@ def compute_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Cross-entropy on the real steps' actions, normalised by the real steps of the *global*
     batch (times ``world``, as DDP averages gradients over ranks), plus the weighted MSE of
-    next-step RTG predictions. Returns the loss to backpropagate and per-rank sums to log."""
+    next-step RTG predictions ``returns`` ``[B, T - 1]`` (at each action token but the last,
+    whose target is outside the window). Returns the loss to backpropagate and per-rank sums
+    to log."""
     mask, actions = batch.mask, batch.actions
     ce = F.cross_entropy(logits[mask], actions[mask], reduction="sum")
     correct = (logits[mask].argmax(-1) == actions[mask]).sum()
@@ -127,7 +142,7 @@ def compute_loss(
     if returns is not None and return_weight > 0:
         both = mask[:, :-1] & mask[:, 1:]  # next step exists and is real
         target = batch.rtg[:, 1:] / rtg_scale
-        mse = ((returns[:, :-1] - target) ** 2)[both].sum()
+        mse = ((returns - target) ** 2)[both].sum()
         loss = loss + return_weight * mse * world / total_valid
         sums["return_mse"] = mse.detach()
     return loss, sums
