@@ -85,13 +85,29 @@ def matmul_peak(n: int = 2048, reps: int = 10, rounds: int = 5) -> float:
 
 
 def count_flops(work: Callable[[], object]) -> float:
-    """FLOPs of the matmuls and convolutions ``work`` runs (torch's FlopCounterMode: the
-    arithmetic a kernel must do whatever its speed; elementwise work is not counted)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """FLOPs of the matmuls and convolutions ``work`` runs, by torch's FLOP formulas (the
+    arithmetic a kernel must do whatever its speed; elementwise work is not counted).
 
-    with FlopCounterMode(display=False) as counter:
+    Not torch's ``FlopCounterMode``: it tracks modules with a global module hook, and any hook
+    sends our model down its full, hook-visible path, so it would count work our training
+    step does not do. This dispatch mode sees every op and hooks nothing."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Counter(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Counter() as counter:
         work()
-    return float(counter.get_total_flops())
+    return float(counter.total)
 
 
 def explicit_attention(n_layers: int) -> list[tuple[str, Callable]]:

@@ -352,8 +352,8 @@ def test_last_state_logits_in_training_mode_are_the_full_forward(seaquest_window
 
 def _read_positions(model, n_steps: int) -> dict[str, list[int]]:
     """Token positions a caller may read: what the trainer reads, and edge cases."""
-    states = list(model.state_token_positions(n_steps))
-    actions = [p + model.cfg.tokens_per_step - 1 - model.cfg.state_token_offset for p in states]
+    states = [model.cfg.token_index(t, n_steps) for t in range(n_steps)]
+    actions = [model.cfg.token_index(t, n_steps, "action") for t in range(n_steps)]
     return {
         "states": states,
         "states and actions but the last": sorted(states + actions[:-1]),
@@ -388,7 +388,7 @@ def test_final_resid_at_gives_way_to_the_full_forward_for_hooks(seaquest_windows
     hand the last block's hooks 1 token in 3) and its edit acts."""
     model = make_model()
     frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
-    positions = list(model.state_token_positions(actions.shape[1]))
+    positions = [TINY.token_index(t, actions.shape[1]) for t in range(actions.shape[1])]
     seen = []
 
     def halve(x, hook):

@@ -141,11 +141,13 @@ class Attention(nn.Module):
             z = self._explicit(q, k, v, allowed, QUERY_BLOCKS, positions)
         else:  # torch's fused kernel: nothing asks for the scores or the pattern
             causal_only = key_mask is None and queries is None
+            # The last token alone (an agent's decision) sees every key: no mask to apply.
+            unmasked = key_mask is None and positions == [x.shape[1] - 1]
             z = F.scaled_dot_product_attention(
                 q.transpose(1, 2),
                 k.transpose(1, 2),
                 v.transpose(1, 2),
-                attn_mask=None if causal_only else allowed,
+                attn_mask=None if causal_only or unmasked else allowed,
                 dropout_p=self.pattern_dropout.p if self.training else 0.0,
                 is_causal=causal_only,
             ).transpose(1, 2)

@@ -188,12 +188,6 @@ class HookedDecisionTransformer(HookedRootModule):
             resid = block(resid, key_mask)
         return self.ln_final(self.blocks[-1](resid, key_mask, positions))
 
-    def state_token_positions(self, n_steps: int) -> range:
-        """Positions of the state tokens (where the action logits are read) in a window of
-        ``n_steps`` steps."""
-        k = self.cfg.tokens_per_step
-        return range(self.cfg.state_token_offset, n_steps * k, k)
-
     def _sequence_input(
         self,
         state_embeddings: torch.Tensor,

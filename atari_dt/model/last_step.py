@@ -34,7 +34,6 @@ def last_state_logits(
             state_embeddings, actions, rtg, timesteps, mask
         )
         return logits[:, -1]
-    k, offset = model.cfg.tokens_per_step, model.cfg.state_token_offset
-    last_state = (actions.shape[1] - 1) * k + offset
+    last_state = model.cfg.token_index(-1, actions.shape[1])
     final = model.final_resid_at([last_state], state_embeddings, actions, rtg, timesteps, mask)
     return model.action_logits_at(final[:, 0])

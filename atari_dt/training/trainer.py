@@ -75,18 +75,16 @@ class _TrainingForward(nn.Module):
         model = self.model
         states = model.embed_states(batch.frames)
         inputs = (states, batch.actions, batch.rtg, batch.timesteps, batch.mask)
-        state_tokens = model.state_token_positions(batch.actions.shape[1])
+        cfg, T = model.cfg, batch.actions.shape[1]
         spread = state_spread(states.detach(), batch.mask)
+        state_tokens = [cfg.token_index(t, T) for t in range(T)]
         if not self.predict_returns:
             final = model.final_resid_at(state_tokens, *inputs)
             return model.action_logits_at(final), None, spread
-        # The action token is each step's last: reading steps [0, T-1) gives the positions
-        # s_0 a_0 s_1 a_1 ... s_{T-1}, states at even indices and actions at odd ones.
-        last = model.cfg.tokens_per_step - 1
-        action_tokens = [
-            position + last - model.cfg.state_token_offset for position in state_tokens
-        ]
-        final = model.final_resid_at(sorted([*state_tokens, *action_tokens[:-1]]), *inputs)
+        # Returns are read at each action token but the last (its target is outside the
+        # window). The positions s_0 a_0 s_1 a_1 ... s_{T-1} put states at even indices.
+        action_tokens = [cfg.token_index(t, T, "action") for t in range(T - 1)]
+        final = model.final_resid_at(sorted([*state_tokens, *action_tokens]), *inputs)
         logits = model.action_logits_at(final[:, 0::2])
         return logits, model.return_predictions_at(final[:, 1::2]), spread
 
