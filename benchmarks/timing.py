@@ -99,10 +99,15 @@ def count_flops(work: Callable[[], object]) -> float:
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
-            out = func(*args, **kwargs)
             formula = flop_registry.get(func._overloadpacket)
-            if formula is not None:
-                self.total += formula(*args, **kwargs, out_val=out)
+            if formula is None:
+                # An op without a formula may be made of ops with one (``aten.linear`` under
+                # inference mode): count its decomposition, as FlopCounterMode does.
+                with self:
+                    out = func.decompose(*args, **kwargs)
+                return func(*args, **kwargs) if out is NotImplemented else out
+            out = func(*args, **kwargs)
+            self.total += formula(*args, **kwargs, out_val=out)
             return out
 
     with Counter() as counter:

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from original_dt import OriginalDataset
-from timing import in_processes
+from timing import count_flops, in_processes
 
 from atari_dt.datasets import ContextWindows, DataConfig, EpisodeStoreWriter
 from atari_dt.envs.dqn_replay import record_random_episodes
@@ -110,3 +110,29 @@ def test_in_processes_names_a_contender_that_fails() -> None:
     died = pytest.raises(RuntimeError, match=r"'dying': its process died \(exit code 3\)")
     with died, in_processes(dying, threads=1) as remote:
         remote["dying"]()
+
+
+def test_count_flops_counts_what_torchs_counter_counts() -> None:
+    """``count_flops`` hooks no module (so the model keeps its fast paths) but must count the
+    same matmul and convolution FLOPs as torch's FlopCounterMode, forward and backward, also
+    under inference mode, where ``aten.linear`` reaches it undecomposed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(288, 5)
+    )
+    x = torch.randn(2, 4, 8, 8)
+
+    def train_step() -> None:
+        net(x).sum().backward()
+
+    def infer() -> None:
+        with torch.inference_mode():
+            net(x)
+
+    for work in (train_step, infer):
+        with FlopCounterMode(display=False) as torch_counter:
+            work()
+        expected = torch_counter.get_total_flops()
+        assert expected > 0  # so that an empty count cannot pass
+        assert count_flops(work) == expected

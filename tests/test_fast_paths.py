@@ -371,6 +371,7 @@ def test_final_resid_at_equals_the_full_transformer_at_those_tokens(seaquest_win
     model = make_model(cfg)
     frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
     rtg = None if cfg.behaviour_cloning else rtg
+    assert not any_hooked(model)  # else the full forward would run and this test nothing
     with torch.no_grad():
         embeddings = model.embed_states(frames)
         for window_mask in (mask, None):
@@ -416,13 +417,18 @@ def test_final_resid_at_names_bad_positions(seaquest_windows, positions) -> None
         model.final_resid_at(positions, embeddings, actions, rtg, timesteps)
 
 
+@pytest.mark.parametrize("attention", ["fused", "blocked"])
 @pytest.mark.parametrize("predict_returns", [False, True])
 def test_training_forward_has_the_full_forwards_loss_and_gradients(
-    seaquest_windows, predict_returns, monkeypatch
+    seaquest_windows, predict_returns, attention, monkeypatch
 ) -> None:
     """The trainer reads the state tokens (and the action tokens but the last, for returns)
     through ``final_resid_at``: with dropout off its loss and every gradient are those of the
-    full forward to float32 rounding, and its last block does run on those queries only."""
+    full forward to float32 rounding, and its last block does run on those queries only.
+    ``blocked`` takes the path CPU training with dropout takes (explicit attention in query
+    blocks, at the read positions in the last layer); dropout off gives it the fused path."""
+    if attention == "blocked":
+        monkeypatch.setattr(Attention, "_fused_is_slow", lambda self, x: True)
     from atari_dt.datasets.contexts import Contexts
     from atari_dt.model.components import TransformerBlock
     from atari_dt.training.trainer import _TrainingForward, compute_loss

@@ -105,10 +105,14 @@ def rtg_scan(
     last_state = model.cfg.token_index(-1, contexts.length)
     for value in [*grid, reference_rtg]:
         rtg = scanned_rtg(contexts, float(value), mode)
-        final = model.transformer(
-            contexts.state_embeddings, contexts.actions, rtg, contexts.timesteps, contexts.mask
-        )
-        state_token = final[:, last_state]
+        state_token = model.final_resid_at(
+            [last_state],
+            contexts.state_embeddings,
+            contexts.actions,
+            rtg,
+            contexts.timesteps,
+            contexts.mask,
+        )[:, 0]
         logits.append(model.action_logits_at(state_token))
         resid.append(state_token)
     logits_t = torch.stack(logits[:-1]).cpu()  # [G, N, A]; results live on the CPU

@@ -134,6 +134,8 @@ class Attention(nn.Module):
         allowed = self._allowed(x, key_mask)
         positions = None if queries is None else list(queries)
         if positions is not None:
+            if positions != sorted(set(positions)):  # each query block cuts the keys after it
+                raise ValueError(f"queries must be ascending and distinct, got {positions}")
             q, allowed = q[:, positions], allowed[:, :, positions]
         if is_hooked(self.hook_attn_scores) or is_hooked(self.hook_pattern):
             z = self._explicit(q, k, v, allowed, 1, positions)

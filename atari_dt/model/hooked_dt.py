@@ -159,16 +159,22 @@ class HookedDecisionTransformer(HookedRootModule):
         mask: torch.Tensor | None = None,
     ) -> Float[torch.Tensor, "B n_positions d_model"]:
         """``transformer(...)[:, positions]``: the final normalised residual ``[B,
-        len(positions), d_model]`` at the token positions ``positions`` (ascending) only.
+        len(positions), d_model]`` at the token positions ``positions`` (ascending, e.g. from
+        ``cfg.token_index``) only.
 
         With no hook attached to the model it skips the work none of them reads: every token
-        after the last (causal attention hides it from them) and, in the last layer, every
-        other query (its keys and values are still needed). That is exact up to float
+        after the last (causal attention hides it from them) and, in the last layer, the
+        queries' share of the work at every other token (attention, output projection, MLP;
+        the keys and values of every token are still computed). That is exact up to float
         rounding; in training mode dropout draws other masks of the same distribution. A
-        paper-size training step reads the 30 state tokens of 90: ~2/3 of the last layer is
-        skipped. With a hook attached (a cache, a patch, an ablation) the full forward runs,
-        so every hook sees and edits whole tensors.
+        paper-size training step reads the 30 state tokens of 90: about half of the last
+        layer's matmul FLOPs are skipped. With a hook attached (a cache, a patch, an
+        ablation) the full forward runs, so every hook sees and edits whole tensors.
+
+        Raises:
+            ValueError: positions empty, not ascending and distinct, or outside the window.
         """
+        check_sequence(self.cfg, state_embeddings, actions, rtg, timesteps, mask)
         positions = [int(p) for p in positions]
         n_tokens = actions.shape[1] * self.cfg.tokens_per_step
         if not positions or positions != sorted(set(positions)) or positions[0] < 0:

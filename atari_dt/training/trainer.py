@@ -140,6 +140,11 @@ def compute_loss(
     if returns is not None and return_weight > 0:
         both = mask[:, :-1] & mask[:, 1:]  # next step exists and is real
         target = batch.rtg[:, 1:] / rtg_scale
+        if returns.shape != target.shape:
+            raise ValueError(
+                f"returns must be [B, T - 1] {tuple(target.shape)} (each action token but the "
+                f"last), got {tuple(returns.shape)}"
+            )
         mse = ((returns - target) ** 2)[both].sum()
         loss = loss + return_weight * mse * world / total_valid
         sums["return_mse"] = mse.detach()
