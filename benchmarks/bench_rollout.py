@@ -21,8 +21,9 @@ prints the median and range of its rounds and one ratio line:
    Ours may pass 100% of either: it does less than a full window (no placeholder action
    token, one query in the last layer).
 
-Our rounds include building and resetting the vector env each round (``run_episodes`` does);
-the reference keeps its env across rounds.
+Our rounds include resetting the vector env each round (``run_episodes`` does); its build
+(~0.9 s at 8 envs) happens once, as ``run_episodes`` keeps it for the next call with the same
+settings (``atari_dt/envs/pool.py``), and the reference keeps its one env across rounds too.
 
 Every figure runs at 1 torch thread and at 2. Run: ``make bench`` or
 ``python benchmarks/bench_rollout.py [--small] [--threads 1 2] [--rounds 5] [--steps 300]``.

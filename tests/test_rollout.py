@@ -237,3 +237,75 @@ def test_a_model_for_another_game_is_refused() -> None:
     model = make_model(TINY.__class__(**{**TINY.__dict__, "n_actions": 6}))
     with pytest.raises(ValueError, match="Seaquest has 18 actions but the model chooses among 6"):
         run_episodes(model, "Seaquest", [0.0], 1, reward_units="clipped", progress=False)
+
+
+def _builds(monkeypatch) -> list:
+    """Count the vector envs built from now on (the pool starts empty)."""
+    from atari_dt.envs import make, pool
+
+    pool.close_idle_envs()
+    built = []
+    build = make.make_vector_env
+
+    def counting(*args, **kwargs):
+        built.append(args)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(pool, "make_vector_env", counting)
+    return built
+
+
+def test_a_reused_vector_env_plays_the_episodes_a_fresh_one_plays(monkeypatch) -> None:
+    """``run_episodes`` keeps its vector env for the next call with the same game and settings;
+    reset with the seed, the reused env plays the very episodes a fresh one plays (sticky
+    actions and sampling included), and another setting builds its own."""
+    from atari_dt.envs import pool
+
+    model = make_model()
+    built = _builds(monkeypatch)
+
+    def play(seed_: int, steps: int = 40) -> list:
+        results = run_episodes(
+            model, "Seaquest", [0.0, 5.0], 2, reward_units="clipped", n_envs=2,
+            max_episode_steps=steps, seed=seed_, record={(0, 0), (1, 1)}, progress=False,
+        )  # fmt: skip
+        return [(r.return_raw, r.length, r.action_counts, r.actions) for r in results]
+
+    def same(a: list, b: list) -> bool:
+        return all(
+            x[:3] == y[:3] and (x[3] is None) == (y[3] is None) and np.array_equal(x[3], y[3])
+            for x, y in zip(a, b, strict=True)
+        )
+
+    fresh = play(seed(3))
+    other_seed = play(seed(4))  # the kept env, now playing another seed
+    assert len(built) == 1
+    again = play(seed(3))
+    assert len(built) == 1  # reused twice
+    assert same(again, fresh)
+    assert not same(other_seed, fresh)  # the seed does reach the reused env
+    play(seed(3), steps=30)  # another episode cap: another env
+    assert len(built) == 2
+    pool.close_idle_envs()
+    assert same(play(seed(3)), fresh)  # built anew: the same episodes
+    assert len(built) == 3
+
+
+def test_an_env_whose_rollout_failed_is_not_kept(monkeypatch) -> None:
+    from atari_dt.envs import pool
+
+    built = _builds(monkeypatch)
+    closed = []
+    with pytest.raises(KeyboardInterrupt), pool.borrowed_vector_env("Seaquest", 2) as env:
+        monkeypatch.setattr(env, "close", lambda: closed.append(True))
+        raise KeyboardInterrupt
+    assert closed == [True]
+    with pool.borrowed_vector_env("Seaquest", 2):
+        pass
+    assert len(built) == 2  # built again, not the failed one
+    for n_envs in range(1, pool.MAX_IDLE_ENVS + 2):  # more settings than the pool keeps
+        with pool.borrowed_vector_env("Seaquest", n_envs):
+            pass
+    assert len(pool._idle) == pool.MAX_IDLE_ENVS
+    pool.close_idle_envs()
+    assert not pool._idle
