@@ -14,9 +14,13 @@ between the two; each figure prints the median and range of the rounds and one r
    DataLoader has no worker processes, where ``run_dt_atari.py`` asks for 4: workers would
    take the cores the other side is measured without);
    (b) both in one process with glibc's defaults; (c) both in one process with the setting,
-   which helps the reference too. Figures 2-4 run as (c). On the 2-core EPYC of the README's
-   table the reference ran ~10% slower in its own process beside ours than alone in a fresh
-   process, for a reason not pinned down: (b) is the figure to hold ours to.
+   which helps the reference too. Figures 2-4 run as (c). (b) and (c) print each side's minor
+   page faults per step: with glibc's defaults every large buffer the reference frees goes
+   back to the kernel and comes back as fresh, zeroed pages (on the README's 2-core EPYC
+   ~150k faults and 1.76 s a step, against 0 and 1.45 s with the setting, alone in a fresh
+   process), so (a) and (b) measure the allocator as much as the model, and vary with the
+   kernel's memory state (the reference ran slower beside ours than alone). (c) is the
+   figure that compares the two implementations.
 2. our training FLOP/s (matmul and convolution FLOPs of one step, counted by torch) as a
    fraction of this machine's float32 matmul peak, measured in the same run. Target >= 70%.
    Counted two ways: the reference's work (every token, the full causal scores), and what
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +47,7 @@ from original_dt import OriginalDataset, OriginalTrainer, ReferenceAtariDT
 from timing import (
     alternate,
     count_flops,
+    counting_page_faults,
     cpu_capability,
     explicit_attention,
     in_processes,
@@ -169,16 +175,27 @@ def main() -> None:
     dataset = OriginalDataset(episodes, T)
     reference_flops, executed_flops = step_flops(batch)
 
+    faults: dict[str, list[int]] = {}  # the last side_by_side's page faults per round
+
     def side_by_side(store: Path, workdir: Path, n_layers: int, bf16: bool, n_rounds: int):
         precision = "bfloat16" if bf16 else "float32"
+        faults.clear()
+        faults.update(ours=[], ref=[])
+        ours = our_trainer(store, workdir, batch, n_layers, precision)
+        ref = reference_trainer(dataset, batch, n_layers, bf16)
         return alternate(
             {
-                "ours": repeated(
-                    our_trainer(store, workdir, batch, n_layers, precision), args.steps
-                ),
-                "ref": repeated(reference_trainer(dataset, batch, n_layers, bf16), args.steps),
+                "ours": counting_page_faults(repeated(ours, args.steps), faults["ours"]),
+                "ref": counting_page_faults(repeated(ref, args.steps), faults["ref"]),
             },
             n_rounds,
+        )
+
+    def faults_line() -> str:
+        per_step = {name: statistics.median(f) / args.steps for name, f in faults.items()}
+        return (
+            f"minor page faults per step (median): ours {per_step['ours']:,.0f}, "
+            f"ref {per_step['ref']:,.0f}"
         )
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -206,6 +223,7 @@ def main() -> None:
                 fp32 = side_by_side(store, workdir, 6, False, rounds)
                 label = f"1b. fp32 training, {n_threads} thread(s), one process, default allocator"
                 print(ratio_line(label, fp32["ours"], fp32["ref"], ">= 1.5x"))
+                print("    " + faults_line())
         kept = keep_freed_memory()
         allocator = "glibc keeps freed memory, both sides" if kept else "default allocator"
         for n_threads in args.threads:
@@ -218,6 +236,7 @@ def main() -> None:
                 fp32 = side_by_side(store, workdir, 6, False, rounds)
                 label = "1c. fp32 training, one process"
                 print("  " + ratio_line(label, fp32["ours"], fp32["ref"], ">= 1.5x"))
+                print("    " + faults_line())
                 steps_per_s = {name: fp32[name].median / (batch * T) for name in fp32}
                 for name, work, what in (
                     ("ours", reference_flops, "the reference's work"),

@@ -8,6 +8,7 @@ ratio is only ever taken between figures measured side by side.
 from __future__ import annotations
 
 import multiprocessing
+import resource
 import statistics
 import time
 import traceback
@@ -59,6 +60,20 @@ def alternate(
         name: Rate(statistics.median(values), min(values), max(values), len(values))
         for name, values in rates.items()
     }
+
+
+def counting_page_faults(work: Callable[[], float], faults: list[int]) -> Callable[[], float]:
+    """``work``, appending the minor page faults of this process during each call to
+    ``faults``: the pages a glibc default allocator maps afresh for each large buffer (and the
+    kernel zeroes) show up here, and can cost a training step more than its arithmetic."""
+
+    def run() -> float:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        done = work()
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        return done
+
+    return run
 
 
 def ratio_line(label: str, ours: Rate, reference: Rate, target: str) -> str:
