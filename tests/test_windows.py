@@ -339,6 +339,14 @@ def test_frames_held_once(tmp_path: Path) -> None:
     assert not from_store.describe()["frames_in_memory"]
     batch = np.arange(0, n, 7)
     assert_batches_equal(in_memory.get_batch(batch), from_store.get_batch(batch))
+    # Asked for, the frames come in the encoder's channels-last layout (no copy before its
+    # convolutions), with the same values, held or read from the store.
+    for windows in (in_memory, from_store):
+        plain = windows.get_batch(batch)
+        assert plain.frames.is_contiguous()
+        last = windows.get_batch(batch, channels_last=True)
+        assert last.frames.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+        assert_batches_equal(last, plain)
 
 
 @pytest.mark.parametrize("mode", ["never", "always"])

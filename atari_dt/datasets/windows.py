@@ -161,11 +161,17 @@ class ContextWindows(Dataset):
         batch = self.get_batch(np.array([index]))
         return {key: getattr(batch, key)[0] for key in _FIELDS}
 
-    def get_batch(self, indices: np.ndarray) -> Contexts:
+    def get_batch(self, indices: np.ndarray, *, channels_last: bool = False) -> Contexts:
         """The windows ending at ``indices`` (int ``[B]``) as one ``Contexts``, gathered in one
         pass: ``frames`` uint8 ``[B, T, 4, H, W]``, ``actions``/``timesteps`` int64 ``[B, T]``,
         ``rtg`` float32 ``[B, T]``, ``mask`` bool ``[B, T]``, and each window's store episode,
         step and row.
+
+        ``channels_last``: the frames are laid out with the stack index innermost (the same
+        ``[B, T, 4, H, W]`` tensor, other strides), the layout the encoder's convolutions run
+        in on CPU, which it would otherwise copy them to. Gathering straight into it is ~3x
+        slower than the plain gather (14 vs 4 ms for 960 stacks) but saves torch's layout copy
+        (~25 ms): a paper-size CPU training step took 1056 instead of 1075 ms.
 
         Raises:
             IndexError: an index outside ``[0, len)``.
@@ -180,7 +186,7 @@ class ContextWindows(Dataset):
         safe_steps = np.where(mask, steps, 0)
         position, step = locate(indices, self.lengths)
         return Contexts(
-            frames=torch.from_numpy(self._frame_stacks(indices, episode_start)),
+            frames=torch.from_numpy(self._frame_stacks(indices, episode_start, channels_last)),
             actions=torch.from_numpy(np.where(mask, self._actions[safe_steps], 0).astype(np.int64)),
             rtg=torch.from_numpy(np.where(mask, self._rtg[safe_steps], 0.0).astype(np.float32)),
             timesteps=torch.from_numpy(
@@ -194,25 +200,39 @@ class ContextWindows(Dataset):
             reward_units=self.config.reward_units,
         )
 
-    def _frame_stacks(self, indices: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+    def _frame_stacks(
+        self, indices: np.ndarray, episode_start: np.ndarray, channels_last: bool
+    ) -> np.ndarray:
         """uint8 ``[B, T, S, H, W]``: the frame stack of every step of every window, zero frames
-        before the episode's start."""
+        before the episode's start; with ``channels_last`` a view of a ``[B, T, H, W, S]``
+        array."""
         T, S = self.config.context_len, self.config.stack_size
         if self._frames is not None:  # one gather straight into the output (no stacking copy)
             frame_steps = (
                 indices[:, None, None] + np.arange(-(T - 1), 1)[:, None] + np.arange(-(S - 1), 1)
             )  # (B, T, S)
             valid = frame_steps >= episode_start[:, :, None]
-            stacks = self._frames[np.where(valid, frame_steps, 0)]
-            if not valid.all():
-                stacks[~valid] = 0
-            return stacks
+            if not channels_last:
+                stacks = self._frames[np.where(valid, frame_steps, 0)]
+                if not valid.all():
+                    stacks[~valid] = 0
+                return stacks
+            stacks = np.empty((*frame_steps.shape[:2], *self._frames.shape[1:], S), np.uint8)
+            for k in range(S):
+                stacks[..., k] = self._frames[np.where(valid[..., k], frame_steps[..., k], 0)]
+                if not valid[..., k].all():
+                    stacks[..., k][~valid[..., k]] = 0
+            return np.moveaxis(stacks, -1, 2)
         frame_steps = indices[:, None] + np.arange(-(T + S - 2), 1)  # (B, T+S-1)
         frames = self._read_frames_from_store(frame_steps, frame_steps >= episode_start)
-        stacks = np.empty((len(indices), T, S, *frames.shape[2:]), dtype=np.uint8)
+        shape = (len(indices), T, *frames.shape[2:], S) if channels_last else None
+        stacks = np.empty(shape or (len(indices), T, S, *frames.shape[2:]), dtype=np.uint8)
         for k in range(S):
-            stacks[:, :, k] = frames[:, k : k + T]
-        return stacks
+            if channels_last:
+                stacks[..., k] = frames[:, k : k + T]
+            else:
+                stacks[:, :, k] = frames[:, k : k + T]
+        return np.moveaxis(stacks, -1, 2) if channels_last else stacks
 
     def _read_frames_from_store(self, steps: np.ndarray, valid: np.ndarray) -> np.ndarray:
         if self._h5_frames is None:  # opened lazily: h5py handles do not survive fork/pickle

@@ -380,7 +380,8 @@ def _train_step(
     """One optimiser step; returns the global sums to log and whether any rank asked to stop."""
     cfg = config.train
     indices = batch_indices(windows, cfg.seed, step, cfg.batch_size, dist)
-    batch = windows.get_batch(indices).to(dist.device)
+    # On CPU the frames come in the layout the encoder's convolutions run in (no copy there).
+    batch = windows.get_batch(indices, channels_last=dist.device.type == "cpu").to(dist.device)
     # One all-reduce carries the global count of real steps, any rank's stop request, and the
     # batch's non-finite RTGs (padding is 0): NaN data stops every rank before it is used.
     bad_rtg = (~torch.isfinite(batch.rtg)).sum()
