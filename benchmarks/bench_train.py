@@ -16,11 +16,11 @@ between the two; each figure prints the median and range of the rounds and one r
    (b) both in one process with glibc's defaults; (c) both in one process with the setting,
    which helps the reference too. Figures 2-4 run as (c). (b) and (c) print each side's minor
    page faults per step: with glibc's defaults every large buffer the reference frees goes
-   back to the kernel and comes back as fresh, zeroed pages (on the README's 2-core EPYC
-   ~150k faults and 1.76 s a step, against 0 and 1.45 s with the setting, alone in a fresh
-   process), so (a) and (b) measure the allocator as much as the model, and vary with the
-   kernel's memory state (the reference ran slower beside ours than alone). (c) is the
-   figure that compares the two implementations.
+   back to the kernel and comes back as fresh, zeroed pages (on the README's 2-core EPYC, in
+   a one-off run of the reference alone in a fresh process: ~150k faults and 1.76 s a step,
+   against 0 and 1.45 s with the setting), so (a) and (b) measure the allocator as much as
+   the model, and vary with the kernel's memory state (the reference ran slower beside ours
+   than alone). (c) is the figure that compares the two implementations.
 2. our training FLOP/s (matmul and convolution FLOPs of one step, counted by torch) as a
    fraction of this machine's float32 matmul peak, measured in the same run. Target >= 70%.
    Counted two ways: the reference's work (every token, the full causal scores), and what
@@ -192,7 +192,8 @@ def main() -> None:
         )
 
     def faults_line() -> str:
-        per_step = {name: statistics.median(f) / args.steps for name, f in faults.items()}
+        # [1:]: not alternate's warm-up round (first touches of every buffer)
+        per_step = {name: statistics.median(f[1:]) / args.steps for name, f in faults.items()}
         return (
             f"minor page faults per step (median): ours {per_step['ours']:,.0f}, "
             f"ref {per_step['ref']:,.0f}"

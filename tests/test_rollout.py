@@ -269,11 +269,15 @@ def test_a_reused_vector_env_plays_the_episodes_a_fresh_one_plays(monkeypatch) -
             model, "Seaquest", [0.0, 5.0], 2, reward_units="clipped", n_envs=2,
             max_episode_steps=steps, seed=seed_, record={(0, 0), (1, 1)}, progress=False,
         )  # fmt: skip
-        return [(r.return_raw, r.length, r.action_counts, r.actions) for r in results]
+        return [(r.return_raw, r.length, r.action_counts, r.actions, r.frames) for r in results]
 
     def same(a: list, b: list) -> bool:
         return all(
-            x[:3] == y[:3] and (x[3] is None) == (y[3] is None) and np.array_equal(x[3], y[3])
+            x[:3] == y[:3]
+            and all(
+                (u is None) == (v is None) and np.array_equal(u, v)
+                for u, v in zip(x[3:], y[3:], strict=True)
+            )
             for x, y in zip(a, b, strict=True)
         )
 
@@ -283,12 +287,39 @@ def test_a_reused_vector_env_plays_the_episodes_a_fresh_one_plays(monkeypatch) -
     again = play(seed(3))
     assert len(built) == 1  # reused twice
     assert same(again, fresh)
-    assert not same(other_seed, fresh)  # the seed does reach the reused env
+    assert not same(other_seed, fresh)
     play(seed(3), steps=30)  # another episode cap: another env
     assert len(built) == 2
     pool.close_idle_envs()
     assert same(play(seed(3)), fresh)  # built anew: the same episodes
     assert len(built) == 3
+
+
+def test_a_kept_env_is_reseeded_by_reset(monkeypatch) -> None:
+    """The env itself, apart from the agent's sampling: after an episode that ended and
+    autoreset, the kept env reset with seed s replays what it played from s (sticky actions
+    0.25 draw from the env's seed), and another seed plays otherwise."""
+    from atari_dt.envs import pool
+
+    built = _builds(monkeypatch)
+    actions = np.random.default_rng(0).integers(0, 18, size=(150, 2))
+
+    def play(env, env_seed: int) -> list:
+        frames = [env.reset(seed=env_seed)[0]]
+        for step_actions in actions:
+            frame, reward, terminated, truncated, _ = env.step(step_actions)
+            frames += [frame, reward, terminated | truncated]
+        return frames
+
+    with pool.borrowed_vector_env("Seaquest", 2, max_episode_steps=100) as env:
+        first = play(env, 7)  # 150 steps of 100-step episodes: the first ends, then autoresets
+        kept = env
+    with pool.borrowed_vector_env("Seaquest", 2, max_episode_steps=100) as env:
+        assert env is kept and len(built) == 1
+        again, other = play(env, 7), play(env, 8)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+    pool.close_idle_envs()
 
 
 def test_an_env_whose_rollout_failed_is_not_kept(monkeypatch) -> None:
@@ -303,9 +334,12 @@ def test_an_env_whose_rollout_failed_is_not_kept(monkeypatch) -> None:
     with pool.borrowed_vector_env("Seaquest", 2):
         pass
     assert len(built) == 2  # built again, not the failed one
+    pool.close_idle_envs()
+    envs = []
     for n_envs in range(1, pool.MAX_IDLE_ENVS + 2):  # more settings than the pool keeps
-        with pool.borrowed_vector_env("Seaquest", n_envs):
-            pass
+        with pool.borrowed_vector_env("Seaquest", n_envs) as env:
+            envs.append(env)
     assert len(pool._idle) == pool.MAX_IDLE_ENVS
+    assert envs[0]._env is None and envs[1]._env is not None  # the oldest was closed
     pool.close_idle_envs()
     assert not pool._idle

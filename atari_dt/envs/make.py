@@ -209,7 +209,11 @@ class _AleVectorEnv:
         return frames[:, 0], rewards, terminated, truncated, info
 
     def close(self) -> None:
-        self._env.close()
+        # Dropping the reference frees the emulators and joins their threads now, even while a
+        # traceback still holds this wrapper; a second close is a no-op.
+        if self._env is not None:
+            self._env.close()
+            self._env = None
 
 
 def _rom_id(game: str) -> str:

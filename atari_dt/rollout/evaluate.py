@@ -84,6 +84,8 @@ def run_episodes(
     n_envs = min(n_envs, len(jobs))
     cfg = model.cfg
     done: list[_Job] = []
+    if seed < 0:  # ALE reseeds on reset(seed) only for seeds >= 0; a kept env would not be
+        raise ValueError(f"seed must be >= 0, got {seed}")
     with _vector_env(game, n_envs, preset, record_ram, max_episode_steps) as env:
         if int(env.single_action_space.n) != cfg.n_actions:
             raise UserError(
