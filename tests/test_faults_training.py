@@ -128,8 +128,8 @@ def test_nan_midway_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch
     drawn = []
     get_batch = ContextWindows.get_batch
 
-    def poisoned(self, indices):
-        batch = get_batch(self, indices)
+    def poisoned(self, indices, **kwargs):
+        batch = get_batch(self, indices, **kwargs)
         drawn.append(len(indices))
         if len(drawn) >= 5:
             batch.rtg[0, -1] = float("nan")
