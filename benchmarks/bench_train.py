@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from original_dt import OriginalDataset, OriginalTrainer, ReferenceAtariDT
 from timing import (
+    Rate,
     alternate,
     count_flops,
     counting_page_faults,
@@ -175,25 +176,28 @@ def main() -> None:
     dataset = OriginalDataset(episodes, T)
     reference_flops, executed_flops = step_flops(batch)
 
-    faults: dict[str, list[int]] = {}  # the last side_by_side's page faults per round
-
-    def side_by_side(store: Path, workdir: Path, n_layers: int, bf16: bool, n_rounds: int):
+    def side_by_side(
+        store: Path, workdir: Path, n_layers: int, bf16: bool, n_rounds: int
+    ) -> tuple[dict[str, Rate], dict[str, float]]:
+        """Each side's rate, and its median minor page faults per step over the timed rounds."""
         precision = "bfloat16" if bf16 else "float32"
-        faults.clear()
-        faults.update(ours=[], ref=[])
         ours = our_trainer(store, workdir, batch, n_layers, precision)
         ref = reference_trainer(dataset, batch, n_layers, bf16)
-        return alternate(
+        faults: dict[str, list[int]] = {"ours": [], "ref": []}
+        rates = alternate(
             {
                 "ours": counting_page_faults(repeated(ours, args.steps), faults["ours"]),
                 "ref": counting_page_faults(repeated(ref, args.steps), faults["ref"]),
             },
             n_rounds,
         )
+        # The last n_rounds: not alternate's warm-up round (every buffer's first touch).
+        per_step = {
+            name: statistics.median(f[-n_rounds:]) / args.steps for name, f in faults.items()
+        }
+        return rates, per_step
 
-    def faults_line() -> str:
-        # [1:]: not alternate's warm-up round (first touches of every buffer)
-        per_step = {name: statistics.median(f[1:]) / args.steps for name, f in faults.items()}
+    def faults_line(per_step: dict[str, float]) -> str:
         return (
             f"minor page faults per step (median): ours {per_step['ours']:,.0f}, "
             f"ref {per_step['ref']:,.0f}"
@@ -221,10 +225,10 @@ def main() -> None:
             print(ratio_line(label, own["ours"], own["ref"], ">= 1.5x"))
             with torch_threads(n_threads):
                 peaks[n_threads] = matmul_peak()
-                fp32 = side_by_side(store, workdir, 6, False, rounds)
+                fp32, faults = side_by_side(store, workdir, 6, False, rounds)
                 label = f"1b. fp32 training, {n_threads} thread(s), one process, default allocator"
                 print(ratio_line(label, fp32["ours"], fp32["ref"], ">= 1.5x"))
-                print("    " + faults_line())
+                print("    " + faults_line(faults))
         kept = keep_freed_memory()
         allocator = "glibc keeps freed memory, both sides" if kept else "default allocator"
         for n_threads in args.threads:
@@ -234,10 +238,10 @@ def main() -> None:
                     f"\n{n_threads} thread(s), {cpu_capability()} kernels; float32 matmul peak "
                     f"{peak / 1e9:.1f} GFLOP/s; {allocator}"
                 )
-                fp32 = side_by_side(store, workdir, 6, False, rounds)
+                fp32, faults = side_by_side(store, workdir, 6, False, rounds)
                 label = "1c. fp32 training, one process"
                 print("  " + ratio_line(label, fp32["ours"], fp32["ref"], ">= 1.5x"))
-                print("    " + faults_line())
+                print("    " + faults_line(faults))
                 steps_per_s = {name: fp32[name].median / (batch * T) for name in fp32}
                 for name, work, what in (
                     ("ours", reference_flops, "the reference's work"),
@@ -251,7 +255,7 @@ def main() -> None:
                         "peak (target for ours >= 70%)"
                     )
                 if has_native_bf16("cpu"):
-                    bf16 = side_by_side(store, workdir, 6, True, rounds)
+                    bf16, _ = side_by_side(store, workdir, 6, True, rounds)
                     label = "3. bf16 training (ref: torch.autocast)"
                     print("  " + ratio_line(label, bf16["ours"], bf16["ref"], ">= 1.3x"))
                 else:
@@ -260,7 +264,7 @@ def main() -> None:
                         "units (AVX512-BF16 or AMX): torch emulates bf16 there, several times "
                         "slower than float32 on both sides"
                     )
-                deep = side_by_side(store, workdir, 12, False, max(5, rounds - 2))
+                deep, _ = side_by_side(store, workdir, 12, False, max(5, rounds - 2))
                 label = "4. fp32 training, 12 layers, one process"
                 print("  " + ratio_line(label, deep["ours"], deep["ref"], ">= 1.5x"))
 

@@ -207,32 +207,27 @@ class ContextWindows(Dataset):
         before the episode's start; with ``channels_last`` a view of a ``[B, T, H, W, S]``
         array."""
         T, S = self.config.context_len, self.config.stack_size
-        if self._frames is not None:  # one gather straight into the output (no stacking copy)
+        if self._frames is not None:
             frame_steps = (
                 indices[:, None, None] + np.arange(-(T - 1), 1)[:, None] + np.arange(-(S - 1), 1)
             )  # (B, T, S)
             valid = frame_steps >= episode_start[:, :, None]
-            if not channels_last:
-                stacks = self._frames[np.where(valid, frame_steps, 0)]
-                if not valid.all():
-                    stacks[~valid] = 0
-                return stacks
-            stacks = np.empty((*frame_steps.shape[:2], *self._frames.shape[1:], S), np.uint8)
-            for k in range(S):
-                stacks[..., k] = self._frames[np.where(valid[..., k], frame_steps[..., k], 0)]
-                if not valid[..., k].all():
-                    stacks[..., k][~valid[..., k]] = 0
-            return np.moveaxis(stacks, -1, 2)
+            rows = np.where(valid, frame_steps, 0)
+            if channels_last:  # one stack slot at a time into the strided view
+                stacks = _empty_stacks(len(indices), T, S, self._frames.shape[1:], True)
+                for k in range(S):
+                    stacks[:, :, k] = self._frames[rows[..., k]]
+            else:  # one gather straight into the output (no stacking copy)
+                stacks = self._frames[rows]
+            if not valid.all():
+                stacks[~valid] = 0
+            return stacks
         frame_steps = indices[:, None] + np.arange(-(T + S - 2), 1)  # (B, T+S-1)
         frames = self._read_frames_from_store(frame_steps, frame_steps >= episode_start)
-        shape = (len(indices), T, *frames.shape[2:], S) if channels_last else None
-        stacks = np.empty(shape or (len(indices), T, S, *frames.shape[2:]), dtype=np.uint8)
+        stacks = _empty_stacks(len(indices), T, S, frames.shape[2:], channels_last)
         for k in range(S):
-            if channels_last:
-                stacks[..., k] = frames[:, k : k + T]
-            else:
-                stacks[:, :, k] = frames[:, k : k + T]
-        return np.moveaxis(stacks, -1, 2) if channels_last else stacks
+            stacks[:, :, k] = frames[:, k : k + T]
+        return stacks
 
     def _read_frames_from_store(self, steps: np.ndarray, valid: np.ndarray) -> np.ndarray:
         if self._h5_frames is None:  # opened lazily: h5py handles do not survive fork/pickle
@@ -294,3 +289,13 @@ class ContextWindows(Dataset):
             ),
             "frames_in_memory": self._frames is not None,
         }
+
+
+def _empty_stacks(
+    B: int, T: int, S: int, frame_shape: tuple[int, ...], channels_last: bool
+) -> np.ndarray:
+    """uint8 ``[B, T, S, H, W]`` to fill; with ``channels_last`` the view of a ``[B, T, H, W, S]``
+    array (the stack index innermost)."""
+    if channels_last:
+        return np.moveaxis(np.empty((B, T, *frame_shape, S), np.uint8), -1, 2)
+    return np.empty((B, T, S, *frame_shape), np.uint8)

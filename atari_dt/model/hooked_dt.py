@@ -145,9 +145,7 @@ class HookedDecisionTransformer(HookedRootModule):
         """The final normalised residual stream ``[B, P, d_model]`` (after ``ln_final``), at
         every token; ``action_logits`` and ``return_predictions`` read it."""
         resid, key_mask = self._sequence_input(state_embeddings, actions, rtg, timesteps, mask)
-        for block in self.blocks:
-            resid = block(resid, key_mask)
-        return self.ln_final(resid)
+        return self._blocks(resid, key_mask)
 
     def final_resid_at(
         self,
@@ -174,25 +172,31 @@ class HookedDecisionTransformer(HookedRootModule):
         Raises:
             ValueError: positions empty, not ascending and distinct, or outside the window.
         """
-        check_sequence(self.cfg, state_embeddings, actions, rtg, timesteps, mask)
         positions = [int(p) for p in positions]
-        n_tokens = actions.shape[1] * self.cfg.tokens_per_step
         if not positions or positions != sorted(set(positions)) or positions[0] < 0:
             raise ValueError(f"positions must be ascending, distinct and >= 0, got {positions}")
-        if positions[-1] >= n_tokens:
+        resid, key_mask = self._sequence_input(state_embeddings, actions, rtg, timesteps, mask)
+        if positions[-1] >= resid.shape[1]:
             raise ValueError(
-                f"positions must be below the window's {n_tokens} tokens, got {positions[-1]}"
+                f"positions must be below the window's {resid.shape[1]} tokens, got {positions[-1]}"
             )
         if any_hooked(self):
-            final = self.transformer(state_embeddings, actions, rtg, timesteps, mask)
-            return final[:, positions]
-        resid, key_mask = self._sequence_input(state_embeddings, actions, rtg, timesteps, mask)
+            return self._blocks(resid, key_mask)[:, positions]
         end = positions[-1] + 1
-        resid = resid[:, :end]
         key_mask = None if key_mask is None else key_mask[:, :end]
+        return self._blocks(resid[:, :end], key_mask, positions)
+
+    def _blocks(
+        self,
+        resid: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        queries: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Every block, then ``ln_final``: ``[B, P, d_model]``, or at the positions ``queries``
+        only (the last block runs those queries alone: ``TransformerBlock.forward``)."""
         for block in self.blocks[:-1]:
             resid = block(resid, key_mask)
-        return self.ln_final(self.blocks[-1](resid, key_mask, positions))
+        return self.ln_final(self.blocks[-1](resid, key_mask, queries))
 
     def _sequence_input(
         self,
