@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
-from atari_dt.encoders.common import flat_size, to_unit_range
+from atari_dt.encoders.common import flat_linear, flat_size, to_unit_range
 
 
 class ResidualBlock(nn.Module):
@@ -84,4 +84,4 @@ class ImpalaCNN(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames`` ``[N, C, H, W]``, uint8 or float on the 0-255 scale -> ``[N, d_model]``."""
         features = self._features(to_unit_range(frames, self.linear.weight.dtype))
-        return self.hook_out(self.tanh(self.linear(features.flatten(1))))
+        return self.hook_out(self.tanh(flat_linear(self.linear, features)))

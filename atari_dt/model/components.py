@@ -19,6 +19,7 @@ from torch import nn
 from transformer_lens.hook_points import HookPoint
 
 from atari_dt.hooks import is_hooked
+from atari_dt.model import native_attention
 from atari_dt.model.config import ModelConfig
 
 
@@ -92,9 +93,10 @@ class Attention(nn.Module):
 
     While ``hook_attn_scores`` or ``hook_pattern`` is hooked, scores and pattern are computed
     explicitly on their hooks' path. Otherwise torch's fused ``scaled_dot_product_attention``
-    runs (2-5x faster on CPU), except on CPU under dropout or bf16 autocast, where the
-    explicit path in ``QUERY_BLOCKS`` causal blocks of queries is faster. All agree to float
-    rounding.
+    runs (2-5x faster on CPU), except on CPU under dropout or bf16 autocast, where the C
+    kernel of ``native_attention`` runs (or, without a C compiler, the explicit path in
+    ``QUERY_BLOCKS`` causal blocks of queries). All agree to float rounding; the kernel's
+    dropout draws other masks from the same distribution.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -140,7 +142,9 @@ class Attention(nn.Module):
         if is_hooked(self.hook_attn_scores) or is_hooked(self.hook_pattern):
             z = self._explicit(q, k, v, allowed, 1, positions)
         elif self._fused_is_slow(x):
-            z = self._explicit(q, k, v, allowed, QUERY_BLOCKS, positions)
+            z = self._native(q, k, v, key_mask, positions)
+            if z is None:
+                z = self._explicit(q, k, v, allowed, QUERY_BLOCKS, positions)
         else:  # torch's fused kernel: nothing asks for the scores or the pattern
             causal_only = key_mask is None and queries is None
             # The last token alone (an agent's decision) sees every key: no mask to apply.
@@ -164,6 +168,28 @@ class Attention(nn.Module):
             return False
         dropout = self.training and self.pattern_dropout.p > 0
         return dropout or torch.is_autocast_enabled("cpu")
+
+    def _native(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        positions: Sequence[int] | None,
+    ) -> torch.Tensor | None:
+        """The C kernel's attention (``native_attention``), or None where it does not apply:
+        no compiled library, float64 inputs, ``p == 1`` dropout. Under bf16 autocast it
+        computes in float32 and returns float32 ``z`` (the output projection casts it)."""
+        lib_inputs = q.dtype == torch.float32 or (
+            q.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+        )
+        p = self.pattern_dropout.p if self.training else 0.0
+        if not lib_inputs or not 0.0 <= p < 1.0 or k.shape[1] > native_attention.MAX_KEYS:
+            return None
+        if native_attention.library() is None:
+            return None
+        positions = list(range(q.shape[1])) if positions is None else list(positions)
+        return native_attention.causal_attention(q, k, v, key_mask, positions, p)
 
     def _explicit(
         self,

@@ -1,0 +1,313 @@
+"""Causal attention with dropout in one C pass per CPU thread (``native/attention.c``).
+
+torch's CPU attention under dropout falls back to its math path, and our explicit path
+(``Attention._explicit``) writes several ``[B, H, Q, P]`` tensors per layer; the C kernel
+writes none: it recomputes scores and pattern in the backward pass from each query's
+log-sum-exp (flash-attention style) and regenerates the dropout mask from a counter-based hash
+of (seed, batch-head pair, query position, key). The seed is drawn from torch's generator, so
+``torch.manual_seed`` fixes every mask, and the masks do not depend on the thread count.
+
+The library is compiled with the system's C compiler on first use into
+``$ATARI_DT_CACHE`` (default ``~/.cache/atari_dt``), keyed by a hash of the source, the flags
+and the CPU, and loaded with ctypes (no torch headers, no build step at install). Without a
+compiler, or with ``ATARI_DT_NATIVE=0``, ``library()`` is None and the model keeps its torch
+path: the two compute the same attention to float rounding and the same dropout distribution.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import itertools
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+SOURCE = Path(__file__).with_name("native") / "attention.c"
+# Not -ffast-math: gcc links crtfastmath.o with it, which sets flush-to-zero for the whole
+# process. These flags allow the same reassociation (vectorised sums) without that.
+FLAGS = (
+    "-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffinite-math-only",
+    "-fno-signed-zeros", "-fassociative-math", "-fPIC", "-shared",
+)  # fmt: skip
+
+MAX_KEYS = 65536
+"""Most tokens a window may have here: the dropout hash counts keys in 16 bits."""
+KEY_BLOCK = 16
+"""The kernel's head dimension is padded to a multiple of this (``W`` in C)."""
+
+
+class _Attention(ctypes.Structure):
+    """The C kernel's arguments (``Attention`` in ``native/attention.c``); strides in floats."""
+
+    _fields_ = [
+        *[(name, ctypes.c_void_p) for name in ("q", "k", "v", "dz")],
+        *[(name, ctypes.c_int64) for name in ("q_batch", "q_row", "kv_batch", "kv_row")],
+        *[(name, ctypes.c_int64) for name in ("dz_batch", "dz_row")],
+        ("key_mask", ctypes.c_void_p),
+        ("key_mask_batch", ctypes.c_int64),
+        ("positions", ctypes.c_void_p),
+        *[(name, ctypes.c_int32) for name in ("H", "Q", "P", "E")],
+        ("scale", ctypes.c_float),
+        ("p_drop", ctypes.c_float),
+        ("threshold", ctypes.c_uint32),
+        ("seed", ctypes.c_uint64),
+        *[(name, ctypes.c_void_p) for name in ("z", "lse", "dq", "dk", "dv")],
+    ]
+
+
+_PAIRS = [ctypes.POINTER(_Attention), ctypes.c_int64, ctypes.c_int64]
+_SIGNATURES = {  # argument types of each exported function, in the C order
+    "attention_forward": _PAIRS,
+    "attention_backward": _PAIRS,
+    "dropout_keep": [
+        ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_uint32, ctypes.c_uint64,
+        ctypes.c_int64, ctypes.c_void_p,
+    ],
+}  # fmt: skip
+
+
+def _cpu_signature() -> str:
+    """What -march=native depends on: the CPU's model and feature flags (a home directory
+    shared between machines must not hand one CPU's build to another)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        import platform
+
+        return platform.machine() + platform.processor()
+    wanted = ("model name", "flags", "Features", "CPU part")
+    return "\n".join(sorted({line for line in lines if line.startswith(wanted)}))
+
+
+def _build(compiler: str, target: Path) -> None:
+    """Compile ``SOURCE`` into ``target`` atomically (a temp file in the same folder, then a
+    rename): concurrent processes (tests, torchrun ranks) never load a half-written library."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".part")
+    os.close(handle)
+    try:
+        command = [compiler, *FLAGS, str(SOURCE), "-o", partial, "-lm"]
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+def find_compiler() -> str | None:
+    """The C compiler to build with: ``$CC`` (default ``cc``), else ``gcc``; None if neither."""
+    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+
+
+def library_path(compiler: str) -> Path:
+    """Where the library built by ``compiler`` for this source and CPU is cached."""
+    key = hashlib.sha256(
+        "\n".join([SOURCE.read_text(), " ".join(FLAGS), compiler, _cpu_signature()]).encode()
+    ).hexdigest()[:16]
+    cache = Path(os.environ.get("ATARI_DT_CACHE", Path.home() / ".cache" / "atari_dt"))
+    return cache / "native" / f"attention-{key}.so"
+
+
+def _load(compiler: str, target: Path) -> ctypes.CDLL:
+    if not target.exists():
+        _build(compiler, target)
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError:  # a truncated or foreign file where the build should be: build afresh
+        target.unlink(missing_ok=True)
+        _build(compiler, target)
+        lib = ctypes.CDLL(str(target))
+    for name, argtypes in _SIGNATURES.items():
+        getattr(lib, name).argtypes = argtypes
+        getattr(lib, name).restype = None
+    return lib
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, or None (with one warning saying why) when it cannot be built;
+    None without a warning when ``ATARI_DT_NATIVE=0``."""
+    if os.environ.get("ATARI_DT_NATIVE", "1") == "0":
+        return None
+    compiler = find_compiler()
+    if compiler is None:
+        warnings.warn(
+            "no C compiler (cc or gcc) found: CPU attention under dropout uses the slower "
+            "torch path (install gcc, or set ATARI_DT_NATIVE=0 to silence this)",
+            stacklevel=2,
+        )
+        return None
+    target = library_path(compiler)
+    try:
+        return _load(compiler, target)
+    except (OSError, subprocess.SubprocessError) as error:
+        if isinstance(error, subprocess.CalledProcessError):
+            detail = (error.stderr or "").strip()[-500:] or f"exit status {error.returncode}"
+        else:
+            detail = str(error)
+        warnings.warn(
+            f"could not build the C attention kernel ({SOURCE.name}) with {compiler} into "
+            f"{target.parent}: {detail}. CPU attention under dropout uses the slower torch "
+            "path (ATARI_DT_NATIVE=0 silences this)",
+            stacklevel=2,
+        )
+        return None
+
+
+def dropout_threshold(p: float) -> int:
+    """An element is kept when its 32-bit hash is >= this: probability ``1 - p`` to 2^-32
+    (the rule of ``components.Dropout``)."""
+    return min(round(p * 2**32), 2**32 - 1)
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="atari-dt-attention")
+
+
+def _over_pairs(call, n_pairs: int) -> None:
+    """Run ``call(begin, end)`` over ``[0, n_pairs)`` split between torch's intra-op threads
+    (ctypes releases the GIL, so the shares run in parallel)."""
+    workers = min(torch.get_num_threads(), n_pairs)
+    if workers <= 1:
+        call(0, n_pairs)
+        return
+    edges = [n_pairs * w // workers for w in range(workers + 1)]
+    futures = [_pool(workers).submit(call, lo, hi) for lo, hi in itertools.pairwise(edges)]
+    for future in futures:
+        future.result()
+
+
+def _round_up(size: int, multiple: int = KEY_BLOCK) -> int:
+    return -(-size // multiple) * multiple
+
+
+def _positions(positions: list[int]) -> torch.Tensor:
+    return torch.tensor(positions, dtype=torch.int32)
+
+
+def _rows(tensor: torch.Tensor, e_padded: int) -> torch.Tensor:
+    """``tensor`` ``[B, tokens, H, e]`` as the kernel reads it: heads and their dimensions
+    contiguous (the q, k, v views of one projection already are), ``e`` zero-padded."""
+    e = tensor.shape[-1]
+    if e != e_padded:
+        return F.pad(tensor, (0, e_padded - e)).contiguous()
+    if tensor.stride(-1) != 1 or tensor.stride(-2) != e:
+        return tensor.contiguous()
+    return tensor
+
+
+class CausalAttention(torch.autograd.Function):
+    """``z = dropout(softmax(q k^T / sqrt(e) + mask)) v`` for float32 CPU tensors.
+
+    ``q`` ``[B, Q, H, e]`` at token ``positions`` (ascending ints); ``k``, ``v`` ``[B, P, H,
+    e]``; ``key_mask`` float ``[B or 1, P rounded up to 16]`` (1 = a real token, 0 = padding
+    and after P). Query i sees key j when ``j <= positions[i]`` and (``key_mask[b, j]`` or
+    ``j == positions[i]``). Returns ``z`` ``[B, Q, H, e]``.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, key_mask, positions, p_drop, seed):
+        B, Q, H, e = q.shape
+        P, e_padded = k.shape[1], _round_up(q.shape[-1])
+        q_rows, k_rows, v_rows = (_rows(t, e_padded) for t in (q, k, v))
+        if k_rows.stride() != v_rows.stride():  # the kernel takes one stride for both
+            k_rows, v_rows = k_rows.contiguous(), v_rows.contiguous()
+        position_ints = _positions(positions)
+        z = q.new_empty(B, Q, H, e_padded)
+        lse = q.new_empty(B, H, Q)
+        args = _Attention(
+            q=q_rows.data_ptr(), k=k_rows.data_ptr(), v=v_rows.data_ptr(),
+            q_batch=q_rows.stride(0), q_row=q_rows.stride(1),
+            kv_batch=k_rows.stride(0), kv_row=k_rows.stride(1),
+            key_mask=key_mask.data_ptr(),
+            key_mask_batch=0 if key_mask.shape[0] == 1 else key_mask.stride(0),
+            positions=position_ints.data_ptr(), H=H, Q=Q, P=P, E=e_padded,
+            scale=1.0 / math.sqrt(e), p_drop=p_drop, threshold=dropout_threshold(p_drop),
+            seed=seed, z=z.data_ptr(), lse=lse.data_ptr(),
+        )  # fmt: skip
+        lib = library()
+        _over_pairs(lambda begin, end: lib.attention_forward(args, begin, end), B * H)
+        ctx.save_for_backward(q_rows, k_rows, v_rows, key_mask, position_ints, z, lse)
+        ctx.args = args
+        return z[..., :e] if e != e_padded else z
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dz):
+        # The kernel reads every input through ctx.args; saving them keeps their memory alive.
+        _, k_rows, *_, z, _ = ctx.saved_tensors
+        e_padded = z.shape[-1]
+        dz_rows = _rows(dz, e_padded)
+        dq, dk, dv = (
+            torch.empty_like(t, memory_format=torch.contiguous_format) for t in (z, k_rows, k_rows)
+        )
+        args = ctx.args
+        args.dz, args.dz_batch, args.dz_row = (
+            dz_rows.data_ptr(),
+            dz_rows.stride(0),
+            dz_rows.stride(1),
+        )
+        args.dq, args.dk, args.dv = dq.data_ptr(), dk.data_ptr(), dv.data_ptr()
+        lib = library()
+        _over_pairs(
+            lambda begin, end: lib.attention_backward(args, begin, end), dz.shape[0] * args.H
+        )
+        e = dz.shape[-1]
+        if e != e_padded:
+            dq, dk, dv = dq[..., :e], dk[..., :e], dv[..., :e]
+        return dq, dk, dv, None, None, None, None
+
+
+def key_mask_floats(key_mask: torch.Tensor | None, n_keys: int) -> torch.Tensor:
+    """The kernel's key mask: ``key_mask`` (bool ``[B, P]``, True = a real token; None: no
+    padding) as 0/1 floats ``[B or 1, P rounded up to 16]``, zero past P."""
+    padded = _round_up(n_keys)
+    if key_mask is None:
+        floats = torch.zeros(1, padded)
+        floats[:, :n_keys] = 1.0
+        return floats
+    return F.pad(key_mask.float(), (0, padded - n_keys))
+
+
+def causal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    positions: list[int],
+    p_drop: float,
+) -> torch.Tensor:
+    """The C kernel's attention (see ``CausalAttention``): ``q`` ``[B, Q, H, e]`` at token
+    ``positions``, ``k``, ``v`` ``[B, P, H, e]``, ``key_mask`` bool ``[B, P]`` or None ->
+    ``z`` ``[B, Q, H, e]`` float32. Half-precision inputs (bf16 autocast) are computed in
+    float32. A dropout seed is drawn from torch's generator when ``p_drop > 0``."""
+    seed = int(torch.randint(0, 2**62, (1,))) if p_drop > 0 else 0
+    q, k, v = (t.float() for t in (q, k, v))
+    mask = key_mask_floats(key_mask, k.shape[1])
+    return CausalAttention.apply(q, k, v, mask, list(positions), float(p_drop), seed)
+
+
+def dropout_keep(
+    positions: list[int], n_keys: int, p_drop: float, seed: int, n_pairs: int
+) -> torch.Tensor:
+    """The 0/1 keep mask ``[n_pairs, Q, n_keys]`` the kernel applies for ``seed`` (keys after
+    a query's position are 0): lets tests replay its dropout on the torch path."""
+    keep = torch.empty(n_pairs, len(positions), n_keys)
+    position_ints = _positions(positions)
+    library().dropout_keep(
+        position_ints.data_ptr(), len(positions), n_keys, dropout_threshold(p_drop), seed,
+        n_pairs, keep.data_ptr(),
+    )  # fmt: skip
+    return keep
