@@ -173,7 +173,7 @@ static inline __attribute__((always_inline)) void forward_pairs(
     const float scale = a->scale, p_drop = a->p_drop;
     const uint32_t threshold = a->threshold;
     float *const z = a->z, *const lse = a->lse;
-    float kt[E * padded], s[G * padded], q_g[G * E];
+    float kt[E * padded], s[G * padded], q_g[G * E], inv_sum[G];
     int32_t pos_g[G];
     const float inv_keep = p_drop > 0.0f ? 1.0f / (1.0f - p_drop) : 1.0f;
     for (int64_t pair = pair_begin; pair < pair_end; pair++) {
@@ -196,19 +196,16 @@ static inline __attribute__((always_inline)) void forward_pairs(
                     running_max = select(x > running_max, x, running_max);
                 }
                 const float max = max_lane(running_max);
+                /* exp(score - max), dropped: z divides by the sum of the undropped ones. */
                 for (int32_t jb = 0; jb < nb; jb += W) {
                     const vf seen = seen_block(key_mask, pos_g[g], jb);
                     const vf w = exp_nonpositive(load(s_g + jb) - max) * seen;
                     running_sum += w;
-                    store(s_g + jb, w);
+                    store(s_g + jb, p_drop > 0.0f ? w * keep_block(ps, pos_g[g], jb, threshold, inv_keep) : w);
                 }
                 const float sum = sum_lanes(running_sum);
+                inv_sum[g] = 1.0f / sum;
                 if (g < live) lse[pair * Q + i0 + g] = max + logf(sum);
-                for (int32_t jb = 0; jb < nb; jb += W) { /* the dropped pattern */
-                    vf w = load(s_g + jb) * (1.0f / sum);
-                    if (p_drop > 0.0f) w *= keep_block(ps, pos_g[g], jb, threshold, inv_keep);
-                    store(s_g + jb, w);
-                }
             }
             vf acc[G][E / W]; /* z of the group: each value row loaded once for G queries */
             for (int g = 0; g < G; g++)
@@ -220,7 +217,7 @@ static inline __attribute__((always_inline)) void forward_pairs(
                 }
             for (int g = 0; g < live; g++)
                 for (int32_t c = 0; c < E / W; c++)
-                    store(z + (b * Q + i0 + g) * out_row + h * E + c * W, acc[g][c]);
+                    store(z + (b * Q + i0 + g) * out_row + h * E + c * W, acc[g][c] * inv_sum[g]);
         }
     }
 }
