@@ -250,3 +250,22 @@ def test_library_falls_back_with_one_warning(fresh_library, monkeypatch) -> None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert native_attention.library() is None
+
+
+def test_kernel_refuses_inputs_it_would_read_out_of_bounds() -> None:
+    """The C code trusts its shapes: the wrapper names what is wrong instead."""
+    q, k = torch.randn(2, 5, 4, 16), torch.randn(2, 9, 4, 16)
+    mask = native_attention.key_mask_floats(None, 9)
+    apply = native_attention.CausalAttention.apply
+    with pytest.raises(ValueError, match="ascending"):
+        apply(q, k, k, mask, [0, 2, 2, 3, 4], 0.0, 0)
+    with pytest.raises(ValueError, match=r"lie in \[0, 9\)"):
+        apply(q, k, k, mask, [0, 2, 4, 6, 9], 0.0, 0)
+    with pytest.raises(ValueError, match="key_mask must be contiguous"):
+        apply(q, k, k, torch.ones(2, 9), [0, 1, 2, 3, 4], 0.0, 0)
+    with pytest.raises(ValueError, match="k and v must be"):
+        apply(q, k, k[:, :, :3], mask, [0, 1, 2, 3, 4], 0.0, 0)
+    with pytest.raises(ValueError, match="float32 CPU"):
+        apply(q.double(), k, k, mask, [0, 1, 2, 3, 4], 0.0, 0)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        apply(q, k, k, mask, [0, 1, 2, 3, 4], 1.0, 0)

@@ -75,6 +75,7 @@ _SIGNATURES = {  # argument types of each exported function, in the C order
         ctypes.c_int64, ctypes.c_void_p,
     ],
 }  # fmt: skip
+_RESTYPES = {"attention_forward": ctypes.c_int, "attention_backward": ctypes.c_int}  # 0: no memory
 
 
 def _cpu_signature() -> str:
@@ -130,7 +131,7 @@ def _load(compiler: str, target: Path) -> ctypes.CDLL:
         lib = ctypes.CDLL(str(target))
     for name, argtypes in _SIGNATURES.items():
         getattr(lib, name).argtypes = argtypes
-        getattr(lib, name).restype = None
+        getattr(lib, name).restype = _RESTYPES.get(name)
     return lib
 
 
@@ -189,6 +190,11 @@ def _over_pairs(call, n_pairs: int) -> None:
         future.result()
 
 
+def _checked(succeeded: int) -> None:
+    if not succeeded:
+        raise MemoryError("the C attention kernel could not allocate its scratch buffers")
+
+
 def _round_up(size: int, multiple: int = KEY_BLOCK) -> int:
     return -(-size // multiple) * multiple
 
@@ -208,6 +214,37 @@ def _rows(tensor: torch.Tensor, e_padded: int) -> torch.Tensor:
     return tensor
 
 
+def _check_inputs(q, k, v, key_mask, positions, p_drop) -> None:
+    """What the C kernel assumes and cannot check itself (it would read out of bounds)."""
+    B, Q, H, e = q.shape
+    P = k.shape[1]
+    for name, tensor in (("q", q), ("k", k), ("v", v), ("key_mask", key_mask)):
+        if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
+            raise ValueError(
+                f"{name} must be a float32 CPU tensor, got {tensor.dtype} on {tensor.device}"
+            )
+    if k.shape != (B, P, H, e) or v.shape != k.shape:
+        raise ValueError(
+            f"k and v must be [B, P, H, e] = [{B}, P, {H}, {e}], "
+            f"got {list(k.shape)} and {list(v.shape)}"
+        )
+    if not 0 < P <= MAX_KEYS:
+        raise ValueError(f"the kernel takes 1 to {MAX_KEYS} keys, got {P}")
+    if key_mask.shape not in ((1, _round_up(P)), (B, _round_up(P))) or not key_mask.is_contiguous():
+        raise ValueError(
+            f"key_mask must be contiguous [1 or {B}, {_round_up(P)}] (key_mask_floats), "
+            f"got {list(key_mask.shape)}"
+        )
+    if len(positions) != Q or any(b <= a for a, b in itertools.pairwise(positions)):
+        raise ValueError(
+            f"positions must be {Q} ascending token positions, got {list(positions)[:8]}..."
+        )
+    if Q and not 0 <= positions[0] <= positions[-1] < P:
+        raise ValueError(f"positions must lie in [0, {P}), got {positions[0]}..{positions[-1]}")
+    if not 0.0 <= p_drop < 1.0:
+        raise ValueError(f"the kernel's dropout probability must be in [0, 1), got {p_drop}")
+
+
 class CausalAttention(torch.autograd.Function):
     """``z = dropout(softmax(q k^T / sqrt(e) + mask)) v`` for float32 CPU tensors.
 
@@ -219,6 +256,7 @@ class CausalAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, key_mask, positions, p_drop, seed):
+        _check_inputs(q, k, v, key_mask, positions, p_drop)
         B, Q, H, e = q.shape
         P, e_padded = k.shape[1], _round_up(q.shape[-1])
         q_rows, k_rows, v_rows = (_rows(t, e_padded) for t in (q, k, v))
@@ -238,7 +276,7 @@ class CausalAttention(torch.autograd.Function):
             seed=seed, z=z.data_ptr(), lse=lse.data_ptr(),
         )  # fmt: skip
         lib = library()
-        _over_pairs(lambda begin, end: lib.attention_forward(args, begin, end), B * H)
+        _over_pairs(lambda begin, end: _checked(lib.attention_forward(args, begin, end)), B * H)
         ctx.save_for_backward(q_rows, k_rows, v_rows, key_mask, position_ints, z, lse)
         ctx.args = args
         return z[..., :e] if e != e_padded else z
@@ -262,7 +300,8 @@ class CausalAttention(torch.autograd.Function):
         args.dq, args.dk, args.dv = dq.data_ptr(), dk.data_ptr(), dv.data_ptr()
         lib = library()
         _over_pairs(
-            lambda begin, end: lib.attention_backward(args, begin, end), dz.shape[0] * args.H
+            lambda begin, end: _checked(lib.attention_backward(args, begin, end)),
+            dz.shape[0] * args.H,
         )
         e = dz.shape[-1]
         if e != e_padded:

@@ -23,6 +23,7 @@
  * ~2e-7 on [-87, 0]).
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <float.h>
 #include <math.h>
@@ -39,7 +40,7 @@ typedef uint32_t vu __attribute__((vector_size(4 * W)));
 static inline vf load(const float *p) { return *(const vf_unaligned *)p; }
 static inline void store(float *p, vf x) { *(vf_unaligned *)p = x; }
 static inline vf splat(float x) { return (vf){0} + x; }
-static inline vf select(vi mask, vf yes, vf no) { /* mask lanes are all ones or zeros */
+static inline vf blend(vi mask, vf yes, vf no) { /* mask lanes are all ones or zeros */
     return (vf)(((vi)yes & mask) | ((vi)no & ~mask));
 }
 static inline float max_lane(vf x) {
@@ -55,8 +56,8 @@ static inline float sum_lanes(vf x) {
 
 static inline vf exp_nonpositive(vf x) {
     /* exp(x) for x <= 0 (x > 0 is taken as 0); below -87 it returns ~0 (2^-126 scale). */
-    x = select(x < splat(-87.0f), splat(-87.0f), x);
-    x = select(x > splat(0.0f), splat(0.0f), x);
+    x = blend(x < splat(-87.0f), splat(-87.0f), x);
+    x = blend(x > splat(0.0f), splat(0.0f), x);
     /* floor(x log2e + 0.5) by truncation: the argument of the cast is > 0 here */
     const vi n_int = __builtin_convertvector(x * 1.44269504088896341f + 127.5f, vi) - 127;
     const vf n = __builtin_convertvector(n_int, vf);
@@ -95,7 +96,7 @@ static inline vf keep_block(uint64_t ps, int32_t position, int32_t jb, uint32_t 
                             float kept) {
     const vu counter = ((uint32_t)position << 16) + (uint32_t)jb + __builtin_convertvector(IOTA, vu);
     const vu hash = mix32(mix32(counter * 0x9e3779b1u + (uint32_t)ps) ^ (uint32_t)(ps >> 32));
-    return select((vi)(hash >= threshold), splat(kept), splat(0.0f));
+    return blend((vi)(hash >= threshold), splat(kept), splat(0.0f));
 }
 
 typedef struct {
@@ -117,8 +118,8 @@ static inline int32_t round_up(int32_t n) { return (n + W - 1) / W * W; }
 static inline vf seen_block(const float *key_mask, int32_t position, int32_t jb) {
     const vf j = IOTA + (float)jb;
     const vf pos = splat((float)position), one = splat(1.0f), zero = splat(0.0f);
-    const vf visible = select(load(key_mask + jb) != zero, one, select(j == pos, one, zero));
-    return select(j <= pos, visible, zero);
+    const vf visible = blend(load(key_mask + jb) != zero, one, blend(j == pos, one, zero));
+    return blend(j <= pos, visible, zero);
 }
 
 /* The pair's key rows transposed into rows_t [E, P_pad] (zero past P): each block of W keys
@@ -164,7 +165,7 @@ static inline __attribute__((always_inline)) int32_t gather_group(
 }
 
 static inline __attribute__((always_inline)) void forward_pairs(
-    const Attention *a, const int32_t E, int64_t pair_begin, int64_t pair_end) {
+    const Attention *a, const int32_t E, int64_t pair_begin, int64_t pair_end, float *scratch) {
     /* Every field in a local: stores through the float pointers could otherwise alias the
      * struct's float fields, and the compiler would reload them in the inner loops. */
     const int32_t H = a->H, Q = a->Q, P = a->P, padded = round_up(P);
@@ -173,7 +174,8 @@ static inline __attribute__((always_inline)) void forward_pairs(
     const float scale = a->scale, p_drop = a->p_drop;
     const uint32_t threshold = a->threshold;
     float *const z = a->z, *const lse = a->lse;
-    float kt[E * padded], s[G * padded], q_g[G * E], inv_sum[G];
+    float *kt = scratch, *s = kt + (int64_t)E * padded; /* [E, padded], [G, padded] */
+    float q_g[G * E], inv_sum[G];
     int32_t pos_g[G];
     const float inv_keep = p_drop > 0.0f ? 1.0f / (1.0f - p_drop) : 1.0f;
     for (int64_t pair = pair_begin; pair < pair_end; pair++) {
@@ -192,8 +194,8 @@ static inline __attribute__((always_inline)) void forward_pairs(
                 vf running_max = splat(-FLT_MAX), running_sum = splat(0.0f);
                 for (int32_t jb = 0; jb < nb; jb += W) {
                     const vf seen = seen_block(key_mask, pos_g[g], jb);
-                    const vf x = select(seen != 0.0f, load(s_g + jb), splat(-FLT_MAX));
-                    running_max = select(x > running_max, x, running_max);
+                    const vf x = blend(seen != 0.0f, load(s_g + jb), splat(-FLT_MAX));
+                    running_max = blend(x > running_max, x, running_max);
                 }
                 const float max = max_lane(running_max);
                 /* exp(score - max), dropped: z divides by the sum of the undropped ones. */
@@ -222,15 +224,25 @@ static inline __attribute__((always_inline)) void forward_pairs(
     }
 }
 
-void attention_forward(const Attention *a, int64_t pair_begin, int64_t pair_end) {
+/* Scratch for one call: n_rows rows of the padded key count, on the heap (P may be large
+ * for the stack); the entry points return 0 when it cannot be had. */
+static float *scratch_rows(int32_t P, int64_t n_rows) {
+    return malloc(sizeof(float) * (size_t)(n_rows * round_up(P)));
+}
+
+int attention_forward(const Attention *a, int64_t pair_begin, int64_t pair_end) {
+    float *scratch = scratch_rows(a->P, a->E + G); /* kt, the group's scores */
+    if (scratch == NULL) return 0;
     if (a->E == W) /* the paper's d_head: every loop over it is one vector operation */
-        forward_pairs(a, W, pair_begin, pair_end);
+        forward_pairs(a, W, pair_begin, pair_end, scratch);
     else
-        forward_pairs(a, a->E, pair_begin, pair_end);
+        forward_pairs(a, a->E, pair_begin, pair_end, scratch);
+    free(scratch);
+    return 1;
 }
 
 static inline __attribute__((always_inline)) void backward_pairs(
-    const Attention *a, const int32_t E, int64_t pair_begin, int64_t pair_end) {
+    const Attention *a, const int32_t E, int64_t pair_begin, int64_t pair_end, float *scratch) {
     const int32_t H = a->H, Q = a->Q, P = a->P, padded = round_up(P); /* locals: as forward */
     const int64_t out_row = (int64_t)H * E, q_row = a->q_row, kv_row = a->kv_row;
     const int64_t dz_row = a->dz_row;
@@ -238,7 +250,8 @@ static inline __attribute__((always_inline)) void backward_pairs(
     const float scale = a->scale, p_drop = a->p_drop, *const lse = a->lse;
     const uint32_t threshold = a->threshold;
     float *const dq = a->dq;
-    float kt[E * padded], vt[E * padded], ds[G * padded], pd[G * padded];
+    float *kt = scratch, *vt = kt + (int64_t)E * padded; /* [E, padded] each */
+    float *ds = vt + (int64_t)E * padded, *pd = ds + G * padded; /* [G, padded] each */
     float q_g[G * E], dz_g[G * E], z_g[G * E];
     int32_t pos_g[G];
     const float inv_keep = p_drop > 0.0f ? 1.0f / (1.0f - p_drop) : 1.0f;
@@ -302,11 +315,15 @@ static inline __attribute__((always_inline)) void backward_pairs(
     }
 }
 
-void attention_backward(const Attention *a, int64_t pair_begin, int64_t pair_end) {
+int attention_backward(const Attention *a, int64_t pair_begin, int64_t pair_end) {
+    float *scratch = scratch_rows(a->P, 2 * (a->E + G)); /* kt, vt, d scores, pattern */
+    if (scratch == NULL) return 0;
     if (a->E == W)
-        backward_pairs(a, W, pair_begin, pair_end);
+        backward_pairs(a, W, pair_begin, pair_end, scratch);
     else
-        backward_pairs(a, a->E, pair_begin, pair_end);
+        backward_pairs(a, a->E, pair_begin, pair_end, scratch);
+    free(scratch);
+    return 1;
 }
 
 /* The keep factors the kernels use, as float 0/1 [n_pairs, Q, P] (keys after a query's
