@@ -19,7 +19,20 @@ from atari_dt.model.components import QUERY_BLOCKS, Attention, Dropout
 from atari_dt.model.last_step import last_state_logits
 
 
-def test_dropout_keeps_each_unit_with_probability_one_minus_p() -> None:
+@pytest.fixture(params=["native", "numpy"])
+def mask_source(request, monkeypatch) -> str:
+    """Each Dropout test runs on both mask sources: the C kernel (where it is built) and the
+    numpy fallback."""
+    from atari_dt.model import native_dropout
+
+    if request.param == "numpy":
+        monkeypatch.setattr(native_dropout, "library", lambda: None)
+    elif native_dropout.library() is None:
+        pytest.skip("no C compiler: the kernel is not built")
+    return request.param
+
+
+def test_dropout_keeps_each_unit_with_probability_one_minus_p(mask_source) -> None:
     p, n = 0.1, 10**6
     layer = Dropout(p).train()
     torch.manual_seed(0)
@@ -30,9 +43,14 @@ def test_dropout_keeps_each_unit_with_probability_one_minus_p() -> None:
     sd = math.sqrt(p * (1 - p) / n)
     assert abs(float(kept.float().mean()) - (1 - p)) < 6 * sd
     torch.testing.assert_close(out[kept], torch.full_like(out[kept], 1 / (1 - p)))
+    # Neighbouring elements are independent: both of a pair are kept with (1 - p)^2 (the
+    # count of kept pairs is Binomial(n / 2, (1 - p)^2); 6 sd again).
+    both = (kept[0::2] & kept[1::2]).float()
+    q = (1 - p) ** 2
+    assert abs(float(both.mean()) - q) < 6 * math.sqrt(q * (1 - q) / both.numel())
 
 
-def test_dropout_masks_follow_torch_manual_seed() -> None:
+def test_dropout_masks_follow_torch_manual_seed(mask_source) -> None:
     layer = Dropout(0.5).train()
     x = torch.randn(4, 1000)
     torch.manual_seed(3)
@@ -44,7 +62,7 @@ def test_dropout_masks_follow_torch_manual_seed() -> None:
     assert not torch.equal(first, other)
 
 
-def test_dropout_backward_uses_the_forward_mask() -> None:
+def test_dropout_backward_uses_the_forward_mask(mask_source) -> None:
     layer = Dropout(0.3).train()
     x = (torch.rand(2000) + 0.5).requires_grad_()  # no zero inputs: a zero output means dropped
     out = layer(x)

@@ -1,13 +1,12 @@
 """The C attention kernel (``atari_dt.model.native_attention``): it computes the explicit
 path's attention and gradients, applies exactly the dropout mask it reports, draws masks of
-the right rate that follow ``torch.manual_seed`` and not the thread count, and the library
-falls back cleanly when it cannot be built."""
+the right rate that follow ``torch.manual_seed`` and not the thread count, and refuses inputs
+it would read out of bounds."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 
 import pytest
 import torch
@@ -214,42 +213,6 @@ def test_model_gradients_equal_the_explicit_path_without_dropout(seaquest_window
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5, msg=name)
-
-
-@pytest.fixture
-def fresh_library(monkeypatch, tmp_path):
-    """``library()`` rebuilt from nothing into ``tmp_path`` (its cache cleared before and
-    after, so other tests keep the real one)."""
-    monkeypatch.setenv("ATARI_DT_CACHE", str(tmp_path))
-    native_attention.library.cache_clear()
-    yield tmp_path
-    native_attention.library.cache_clear()
-
-
-def test_library_builds_into_the_cache_and_replaces_a_corrupt_file(fresh_library) -> None:
-    """A file that is not a library where the build should be (truncated by a full disk, or
-    foreign) is built afresh, through a temp file that does not outlive the build."""
-    target = native_attention.library_path(native_attention.find_compiler())
-    target.parent.mkdir(parents=True)
-    target.write_bytes(b"not a shared library")
-    assert native_attention.library() is not None
-    assert [path.name for path in target.parent.iterdir()] == [target.name]
-    assert target.stat().st_size > 1000
-
-
-def test_library_falls_back_with_one_warning(fresh_library, monkeypatch) -> None:
-    monkeypatch.setenv("CC", "false")  # a "compiler" that fails
-    with pytest.warns(UserWarning, match="could not build the C attention kernel"):
-        assert native_attention.library() is None
-    assert not any((fresh_library / "native").iterdir())  # nothing half-written left
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert native_attention.library() is None  # cached: no second warning
-    native_attention.library.cache_clear()
-    monkeypatch.setenv("ATARI_DT_NATIVE", "0")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert native_attention.library() is None
 
 
 def test_kernel_refuses_inputs_it_would_read_out_of_bounds() -> None:

@@ -1,4 +1,4 @@
-"""Causal attention with dropout in one C pass per CPU thread (``native/attention.c``).
+"""Causal attention with dropout in one C pass per CPU thread (``atari_dt/native/attention.c``).
 
 torch's CPU attention under dropout falls back to its math path, and our explicit path
 (``Attention._explicit``) writes several ``[B, H, Q, P]`` tensors per layer; the C kernel
@@ -7,39 +7,24 @@ log-sum-exp (flash-attention style) and regenerates the dropout mask from a coun
 of (seed, batch-head pair, query position, key). The seed is drawn from torch's generator, so
 ``torch.manual_seed`` fixes every mask, and the masks do not depend on the thread count.
 
-The library is compiled with the system's C compiler on first use into
-``$ATARI_DT_CACHE`` (default ``~/.cache/atari_dt``), keyed by a hash of the source, the flags
-and the CPU, and loaded with ctypes (no torch headers, no build step at install). Without a
-compiler, or with ``ATARI_DT_NATIVE=0``, ``library()`` is None and the model keeps its torch
-path: the two compute the same attention to float rounding and the same dropout distribution.
+The kernel is compiled on first use (``atari_dt.native``). Without a compiler, or with
+``ATARI_DT_NATIVE=0``, ``library()`` is None and the model keeps its torch path: the two
+compute the same attention to float rounding and the same dropout distribution.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import itertools
 import math
-import os
-import shutil
-import subprocess
-import tempfile
-import warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-SOURCE = Path(__file__).with_name("native") / "attention.c"
-# Not -ffast-math: gcc links crtfastmath.o with it, which sets flush-to-zero for the whole
-# process. These flags allow the same reassociation (vectorised sums) without that.
-FLAGS = (
-    "-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffinite-math-only",
-    "-fno-signed-zeros", "-fassociative-math", "-fPIC", "-shared",
-)  # fmt: skip
+from atari_dt import native
 
 MAX_KEYS = 65536
 """Most tokens a window may have here: the dropout hash counts keys in 16 bits."""
@@ -48,7 +33,7 @@ KEY_BLOCK = 16
 
 
 class _Attention(ctypes.Structure):
-    """The C kernel's arguments (``Attention`` in ``native/attention.c``); strides in floats."""
+    """The C kernel's arguments (``Attention`` in ``attention.c``); strides in floats."""
 
     _fields_ = [
         *[(name, ctypes.c_void_p) for name in ("q", "k", "v", "dz")],
@@ -78,92 +63,17 @@ _SIGNATURES = {  # argument types of each exported function, in the C order
 _RESTYPES = {"attention_forward": ctypes.c_int, "attention_backward": ctypes.c_int}  # 0: no memory
 
 
-def _cpu_signature() -> str:
-    """What -march=native depends on: the CPU's model and feature flags (a home directory
-    shared between machines must not hand one CPU's build to another)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        import platform
-
-        return platform.machine() + platform.processor()
-    wanted = ("model name", "flags", "Features", "CPU part")
-    return "\n".join(sorted({line for line in lines if line.startswith(wanted)}))
-
-
-def _build(compiler: str, target: Path) -> None:
-    """Compile ``SOURCE`` into ``target`` atomically (a temp file in the same folder, then a
-    rename): concurrent processes (tests, torchrun ranks) never load a half-written library."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".part")
-    os.close(handle)
-    try:
-        command = [compiler, *FLAGS, str(SOURCE), "-o", partial, "-lm"]
-        subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
-        os.replace(partial, target)
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
-
-
-def find_compiler() -> str | None:
-    """The C compiler to build with: ``$CC`` (default ``cc``), else ``gcc``; None if neither."""
-    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-
-
-def library_path(compiler: str) -> Path:
-    """Where the library built by ``compiler`` for this source and CPU is cached."""
-    key = hashlib.sha256(
-        "\n".join([SOURCE.read_text(), " ".join(FLAGS), compiler, _cpu_signature()]).encode()
-    ).hexdigest()[:16]
-    cache = Path(os.environ.get("ATARI_DT_CACHE", Path.home() / ".cache" / "atari_dt"))
-    return cache / "native" / f"attention-{key}.so"
-
-
-def _load(compiler: str, target: Path) -> ctypes.CDLL:
-    if not target.exists():
-        _build(compiler, target)
-    try:
-        lib = ctypes.CDLL(str(target))
-    except OSError:  # a truncated or foreign file where the build should be: build afresh
-        target.unlink(missing_ok=True)
-        _build(compiler, target)
-        lib = ctypes.CDLL(str(target))
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels (``atari_dt.native.library``) with this module's functions'
+    argument types set, or None where they cannot be built."""
+    lib = native.library()
+    if lib is None:
+        return None
     for name, argtypes in _SIGNATURES.items():
         getattr(lib, name).argtypes = argtypes
         getattr(lib, name).restype = _RESTYPES.get(name)
     return lib
-
-
-@functools.cache
-def library() -> ctypes.CDLL | None:
-    """The compiled kernel, or None (with one warning saying why) when it cannot be built;
-    None without a warning when ``ATARI_DT_NATIVE=0``."""
-    if os.environ.get("ATARI_DT_NATIVE", "1") == "0":
-        return None
-    compiler = find_compiler()
-    if compiler is None:
-        warnings.warn(
-            "no C compiler (cc or gcc) found: CPU attention under dropout uses the slower "
-            "torch path (install gcc, or set ATARI_DT_NATIVE=0 to silence this)",
-            stacklevel=2,
-        )
-        return None
-    target = library_path(compiler)
-    try:
-        return _load(compiler, target)
-    except (OSError, subprocess.SubprocessError) as error:
-        if isinstance(error, subprocess.CalledProcessError):
-            detail = (error.stderr or "").strip()[-500:] or f"exit status {error.returncode}"
-        else:
-            detail = str(error)
-        warnings.warn(
-            f"could not build the C attention kernel ({SOURCE.name}) with {compiler} into "
-            f"{target.parent}: {detail}. CPU attention under dropout uses the slower torch "
-            "path (ATARI_DT_NATIVE=0 silences this)",
-            stacklevel=2,
-        )
-        return None
 
 
 def dropout_threshold(p: float) -> int:

@@ -22,71 +22,9 @@
  * of a key or value row. exp is a polynomial on those vectors (Cephes' expf, relative error
  * ~2e-7 on [-87, 0]).
  */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <float.h>
-#include <math.h>
+#include "vectors.h"
 
-#define W 16 /* keys per vector */
 #define G 4 /* queries per group */
-typedef float vf __attribute__((vector_size(4 * W)));
-typedef float vf_unaligned __attribute__((vector_size(4 * W), aligned(4)));
-typedef int32_t vi __attribute__((vector_size(4 * W)));
-typedef uint32_t vu __attribute__((vector_size(4 * W)));
-
-#define IOTA ((vf){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}) /* W = 16 lanes */
-
-static inline vf load(const float *p) { return *(const vf_unaligned *)p; }
-static inline void store(float *p, vf x) { *(vf_unaligned *)p = x; }
-static inline vf splat(float x) { return (vf){0} + x; }
-static inline vf blend(vi mask, vf yes, vf no) { /* mask lanes are all ones or zeros */
-    return (vf)(((vi)yes & mask) | ((vi)no & ~mask));
-}
-static inline float max_lane(vf x) {
-    float m = x[0];
-    for (int k = 1; k < W; k++) m = x[k] > m ? x[k] : m;
-    return m;
-}
-static inline float sum_lanes(vf x) {
-    float total = 0.0f;
-    for (int k = 0; k < W; k++) total += x[k];
-    return total;
-}
-
-static inline vf exp_nonpositive(vf x) {
-    /* exp(x) for x <= 0 (x > 0 is taken as 0); below -87 it returns ~0 (2^-126 scale). */
-    x = blend(x < splat(-87.0f), splat(-87.0f), x);
-    x = blend(x > splat(0.0f), splat(0.0f), x);
-    /* floor(x log2e + 0.5) by truncation: the argument of the cast is > 0 here */
-    const vi n_int = __builtin_convertvector(x * 1.44269504088896341f + 127.5f, vi) - 127;
-    const vf n = __builtin_convertvector(n_int, vf);
-    const vf r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    vf y = splat(1.9875691500e-4f);
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * r * r + r + 1.0f;
-    return y * (vf)((n_int + 127) << 23); /* 2^n, n in [-126, 0] */
-}
-
-static inline vu mix32(vu x) { /* murmur3's finaliser: a bijection on 32 bits, per lane */
-    x ^= x >> 16; x *= 0x85ebca6bu; x ^= x >> 13; x *= 0xc2b2ae35u; x ^= x >> 16;
-    return x;
-}
-
-static inline uint64_t splitmix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
-static uint64_t pair_seed(uint64_t seed, int64_t pair) {
-    return splitmix64(seed ^ splitmix64((uint64_t)pair));
-}
 
 /* Dropout factors of keys [jb, jb + W) of the query at `position`: element (pair, position,
  * key j) is kept when its hash is >= threshold, i.e. with probability 1 - threshold / 2^32,
@@ -95,8 +33,7 @@ static uint64_t pair_seed(uint64_t seed, int64_t pair) {
 static inline vf keep_block(uint64_t ps, int32_t position, int32_t jb, uint32_t threshold,
                             float kept) {
     const vu counter = ((uint32_t)position << 16) + (uint32_t)jb + __builtin_convertvector(IOTA, vu);
-    const vu hash = mix32(mix32(counter * 0x9e3779b1u + (uint32_t)ps) ^ (uint32_t)(ps >> 32));
-    return blend((vi)(hash >= threshold), splat(kept), splat(0.0f));
+    return blend((vi)(counter_hash(counter, ps) >= threshold), splat(kept), splat(0.0f));
 }
 
 typedef struct {
@@ -183,7 +120,7 @@ static inline __attribute__((always_inline)) void forward_pairs(
         const float *q_p = a->q + b * a->q_batch + h * E;
         const float *k_p = a->k + b * a->kv_batch + h * E, *v_p = a->v + b * a->kv_batch + h * E;
         const float *key_mask = a->key_mask + b * a->key_mask_batch;
-        const uint64_t ps = pair_seed(a->seed, pair);
+        const uint64_t ps = stream_seed(a->seed, pair);
         transpose_rows(k_p, kv_row, P, E, kt);
         for (int32_t i0 = 0; i0 < Q; i0 += G) {
             const int32_t live = gather_group(q_p, q_row, positions, Q, i0, E, q_g, pos_g);
@@ -262,7 +199,7 @@ static inline __attribute__((always_inline)) void backward_pairs(
         const float *z_p = a->z + b * Q * out_row + h * E;
         float *dk_p = a->dk + b * P * out_row + h * E, *dv_p = a->dv + b * P * out_row + h * E;
         const float *key_mask = a->key_mask + b * a->key_mask_batch;
-        const uint64_t ps = pair_seed(a->seed, pair);
+        const uint64_t ps = stream_seed(a->seed, pair);
         transpose_rows(k_p, kv_row, P, E, kt);
         transpose_rows(v_p, kv_row, P, E, vt);
         for (int32_t j = 0; j < P; j++)
@@ -331,7 +268,7 @@ int attention_backward(const Attention *a, int64_t pair_begin, int64_t pair_end)
 void dropout_keep(const int32_t *positions, int32_t Q, int32_t P, uint32_t threshold,
                   uint64_t seed, int64_t n_pairs, float *keep) {
     for (int64_t pair = 0; pair < n_pairs; pair++) {
-        const uint64_t ps = pair_seed(seed, pair);
+        const uint64_t ps = stream_seed(seed, pair);
         for (int32_t i = 0; i < Q; i++) {
             float *out = keep + (pair * Q + i) * P;
             for (int32_t jb = 0; jb < P; jb += W) {
