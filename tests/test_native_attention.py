@@ -232,3 +232,24 @@ def test_kernel_refuses_inputs_it_would_read_out_of_bounds() -> None:
         apply(q.double(), k, k, mask, [0, 1, 2, 3, 4], 0.0, 0)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         apply(q, k, k, mask, [0, 1, 2, 3, 4], 1.0, 0)
+
+
+def test_a_forked_child_runs_the_kernel_on_two_threads() -> None:
+    """A child forked after the parent ran the kernel on two threads (env workers, data
+    loaders fork) gets a fresh thread pool instead of its parent's dead one, and computes
+    what the parent computes."""
+    import multiprocessing
+
+    torch.manual_seed(8)
+    q, k, v = (torch.randn(2, 20, 4, 16) for _ in range(3))
+    with torch_threads(2):
+        expected = native_attention.causal_attention(q, k, v, None, list(range(20)), 0.0)
+        context = multiprocessing.get_context("fork")
+        with context.Pool(1) as pool:
+            got = pool.apply_async(_attention_on_two_threads, (q, k, v)).get(timeout=60)
+    assert torch.equal(got, expected)
+
+
+def _attention_on_two_threads(q, k, v):
+    with torch_threads(2):
+        return native_attention.causal_attention(q, k, v, None, list(range(20)), 0.0)

@@ -18,6 +18,7 @@ import ctypes
 import functools
 import itertools
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -85,6 +86,10 @@ def dropout_threshold(p: float) -> int:
 @functools.cache
 def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="atari-dt-attention")
+
+
+# A forked child has none of its parent's threads: it must not submit to their pool.
+os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 def _over_pairs(call, n_pairs: int) -> None:
