@@ -151,10 +151,20 @@ def test_bf16_attention_pattern_is_a_float32_softmax(seaquest_windows) -> None:
     torch.testing.assert_close(logits.float(), reference, rtol=0, atol=0.1)
 
 
-def test_half_precision_attention_trains_with_and_without_autocast(seaquest_windows) -> None:
-    """Training under bf16 autocast (the blocked path, float32 softmax, dropout on a float32
-    pattern) gives finite float32 gradients; a model cast to bf16 without autocast keeps a
-    bf16 softmax, so ``pattern @ v`` sees one dtype and its gradients are bf16 and finite."""
+@pytest.mark.parametrize("attention", ["kernel", "blocked"])
+def test_half_precision_attention_trains_with_and_without_autocast(
+    seaquest_windows, attention, monkeypatch
+) -> None:
+    """Training under bf16 autocast (the C kernel in float32, or without it the blocked path
+    with a float32 softmax and dropout on a float32 pattern) gives finite float32 gradients;
+    a model cast to bf16 without autocast keeps a bf16 softmax, so ``pattern @ v`` sees one
+    dtype and its gradients are bf16 and finite."""
+    from atari_dt.model import native_attention
+
+    if attention == "blocked":
+        monkeypatch.setattr(native_attention, "library", lambda: None)
+    elif native_attention.library() is None:
+        pytest.skip("no C compiler: the kernel is not built")
     frames, actions, rtg, timesteps, mask = _padded(seaquest_windows)
     model = make_model().train()
     with torch.autocast("cpu", torch.bfloat16):
@@ -417,7 +427,7 @@ def test_final_resid_at_names_bad_positions(seaquest_windows, positions) -> None
         model.final_resid_at(positions, embeddings, actions, rtg, timesteps)
 
 
-@pytest.mark.parametrize("attention", ["fused", "blocked"])
+@pytest.mark.parametrize("attention", ["fused", "blocked", "kernel"])
 @pytest.mark.parametrize("predict_returns", [False, True])
 def test_training_forward_has_the_full_forwards_loss_and_gradients(
     seaquest_windows, predict_returns, attention, monkeypatch
@@ -425,10 +435,17 @@ def test_training_forward_has_the_full_forwards_loss_and_gradients(
     """The trainer reads the state tokens (and the action tokens but the last, for returns)
     through ``final_resid_at``: with dropout off its loss and every gradient are those of the
     full forward to float32 rounding, and its last block does run on those queries only.
-    ``blocked`` takes the path CPU training with dropout takes (explicit attention in query
-    blocks, at the read positions in the last layer); dropout off gives it the fused path."""
-    if attention == "blocked":
+    ``kernel`` takes the path CPU training with dropout takes (the C kernel, at the read
+    positions in the last layer), ``blocked`` the one it takes without a C compiler (explicit
+    attention in query blocks); dropout off gives it the fused path."""
+    from atari_dt.model import native_attention
+
+    if attention in ("blocked", "kernel"):
         monkeypatch.setattr(Attention, "_fused_is_slow", lambda self, x: True)
+    if attention == "blocked":
+        monkeypatch.setattr(native_attention, "library", lambda: None)
+    elif attention == "kernel" and native_attention.library() is None:
+        pytest.skip("no C compiler: the kernel is not built")
     from atari_dt.datasets.contexts import Contexts
     from atari_dt.model.components import TransformerBlock
     from atari_dt.training.trainer import _TrainingForward, compute_loss
@@ -503,9 +520,9 @@ def test_flat_linear_on_channels_last_features_is_the_plain_flatten() -> None:
 
     torch.manual_seed(7)
     linear = torch.nn.Linear(64 * 7 * 7, 32)
-    features = torch.randn(5, 64, 7, 7).contiguous(memory_format=torch.channels_last)
+    features = torch.randn(40, 64, 7, 7).contiguous(memory_format=torch.channels_last)
     features.requires_grad_()
-    weights = torch.randn(5, 32)
+    weights = torch.randn(40, 32)
     fast = flat_linear(linear, features)
     plain = linear(features.flatten(1))
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-5)

@@ -35,7 +35,7 @@ def test_library_builds_into_the_cache_and_replaces_a_corrupt_file(fresh_library
 
 def test_library_falls_back_with_one_warning(fresh_library, monkeypatch) -> None:
     monkeypatch.setenv("CC", "false")  # a "compiler" that fails
-    with pytest.warns(UserWarning, match="could not build the C kernels"):
+    with pytest.warns(UserWarning, match="could not build or load the C kernels"):
         assert native.library() is None
     assert not any((fresh_library / "native").iterdir())  # nothing half-written left
     with warnings.catch_warnings():
@@ -51,4 +51,19 @@ def test_library_falls_back_with_one_warning(fresh_library, monkeypatch) -> None
 def test_no_compiler_warns_once_and_falls_back(fresh_library, monkeypatch) -> None:
     monkeypatch.setattr(native.shutil, "which", lambda name: None)
     with pytest.warns(UserWarning, match="no C compiler"):
+        assert native.library() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.library() is None
+
+
+def test_no_home_directory_falls_back_instead_of_raising(fresh_library, monkeypatch) -> None:
+    """``Path.home()`` raises without HOME or a passwd entry (``docker run --user N``)."""
+    monkeypatch.delenv("ATARI_DT_CACHE")
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(native.Path, "home", staticmethod(no_home))
+    with pytest.warns(UserWarning, match="RuntimeError: Could not determine home"):
         assert native.library() is None

@@ -253,3 +253,41 @@ def test_a_forked_child_runs_the_kernel_on_two_threads() -> None:
 def _attention_on_two_threads(q, k, v):
     with torch_threads(2):
         return native_attention.causal_attention(q, k, v, None, list(range(20)), 0.0)
+
+
+def test_kernel_follows_the_dropout_module_and_leaves_a_hooked_z_alone(
+    seaquest_windows, monkeypatch
+) -> None:
+    """A model in train mode whose Dropout modules are in eval mode applies no dropout (the
+    kernel reads the dropout module's own flag, as the torch paths do): its logits are the
+    eval model's. A hook on ``hook_z`` (which may edit z in place) sends its layer to the
+    explicit path; the other layers keep the kernel."""
+    from atari_dt.model.components import Dropout
+
+    frames, actions, rtg, timesteps = inputs(seaquest_windows)
+    model = make_model()
+    with torch.no_grad():
+        expected = model(frames, actions, rtg, timesteps)
+        model.train()
+        for module in model.modules():
+            if isinstance(module, Dropout):
+                module.eval()
+        torch.testing.assert_close(model(frames, actions, rtg, timesteps), expected)
+    calls, blocks_used = [], []
+    kernel, explicit = native_attention.causal_attention, Attention._explicit
+
+    def spy_kernel(*args):
+        calls.append(args[5])
+        return kernel(*args)
+
+    def spy_explicit(self, q, k, v, allowed, query_blocks=1, positions=None):
+        blocks_used.append(query_blocks)
+        return explicit(self, q, k, v, allowed, query_blocks, positions)
+
+    monkeypatch.setattr(native_attention, "causal_attention", spy_kernel)
+    monkeypatch.setattr(Attention, "_explicit", spy_explicit)
+    model = make_model().train()
+    hooks = [("blocks.0.attn.hook_z", lambda z, hook: z.mul_(1.0))]  # an in-place edit
+    logits = model.run_with_hooks(frames, actions, rtg, timesteps, fwd_hooks=hooks)
+    logits.sum().backward()
+    assert blocks_used == [QUERY_BLOCKS] and calls == [TINY.dropout] * (TINY.n_layers - 1)

@@ -42,15 +42,17 @@ def conv_relu(conv: nn.Module, relu: nn.Module, x: torch.Tensor) -> torch.Tensor
 
 def flat_linear(linear: nn.Linear, features: torch.Tensor) -> torch.Tensor:
     """``linear(features.flatten(1))`` for conv features ``[N, C, H, W]``. On channels_last
-    features with no hook on ``linear``, the features are flattened in their memory order
-    (h, w, c) and the weight's columns permuted to match: the same function, without the
-    layout copy flatten makes, and the gradient comes back channels_last like the ReLU output
-    it meets (a mismatched layout made the last ReLU's backward 5x slower: 11 vs 2 ms a batch
-    of 960 stacks, 1 thread)."""
+    features of a batch of at least ``out_features`` (so that copying the weight costs less
+    than the features' layout copy it saves) with no hook on ``linear``, the features are
+    flattened in their memory order (h, w, c) and the weight's columns permuted to match: the
+    same function, and the gradient comes back channels_last like the ReLU output it meets (a
+    mismatched layout made the last ReLU's backward 5x slower: 11 vs 2 ms a batch of 960
+    stacks, 1 thread)."""
     N, C, H, W = features.shape
-    if is_hooked(linear) or not features.is_contiguous(memory_format=torch.channels_last):
+    small = linear.out_features > N  # an agent's step: the plain flatten copies less
+    if small or is_hooked(linear) or not features.is_contiguous(memory_format=torch.channels_last):
         return linear(features.flatten(1))
-    weight = linear.weight.view(-1, C, H, W).permute(0, 2, 3, 1).reshape(-1, H * W * C)
+    weight = linear.weight.reshape(-1, C, H, W).permute(0, 2, 3, 1).reshape(-1, H * W * C)
     return F.linear(features.permute(0, 2, 3, 1).reshape(N, H * W * C), weight, linear.bias)
 
 

@@ -159,7 +159,7 @@ class Attention(nn.Module):
                 k.transpose(1, 2),
                 v.transpose(1, 2),
                 attn_mask=None if causal_only or unmasked else allowed,
-                dropout_p=self.pattern_dropout.p if self.training else 0.0,
+                dropout_p=self.pattern_dropout.p if self.pattern_dropout.training else 0.0,
                 is_causal=causal_only,
             ).transpose(1, 2)
         return self.output(self.hook_z(z))  # z: [B, Q, H, e]
@@ -171,7 +171,7 @@ class Attention(nn.Module):
         block, forward and backward, B 32, 90 tokens, on an AVX512 CPU with AMX)."""
         if x.device.type != "cpu":
             return False
-        dropout = self.training and self.pattern_dropout.p > 0
+        dropout = self.pattern_dropout.training and self.pattern_dropout.p > 0
         return dropout or torch.is_autocast_enabled("cpu")
 
     def _native(
@@ -183,12 +183,17 @@ class Attention(nn.Module):
         positions: Sequence[int] | None,
     ) -> torch.Tensor | None:
         """The C kernel's attention (``native_attention``), or None where it does not apply:
-        no compiled library, float64 inputs, ``p == 1`` dropout. Under bf16 autocast it
+        no compiled library, float64 inputs, ``p == 1`` dropout, a hooked or replaced pattern
+        dropout (the kernel draws its own masks), a hooked ``hook_z`` (a hook may edit z in
+        place, which the kernel's saved output does not allow). Under bf16 autocast it
         computes in float32 and returns float32 ``z`` (the output projection casts it)."""
         lib_inputs = q.dtype == torch.float32 or (
             q.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu")
         )
-        p = self.pattern_dropout.p if self.training else 0.0
+        dropout = self.pattern_dropout
+        if type(dropout) is not Dropout or is_hooked(dropout) or is_hooked(self.hook_z):
+            return None
+        p = dropout.p if dropout.training else 0.0
         if not lib_inputs or not 0.0 <= p < 1.0 or k.shape[1] > native_attention.MAX_KEYS:
             return None
         if native_attention.library() is None:

@@ -14,10 +14,12 @@ compute the same attention to float rounding and the same dropout distribution.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import functools
 import itertools
 import math
+import operator
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -93,16 +95,20 @@ os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 def _over_pairs(call, n_pairs: int) -> None:
-    """Run ``call(begin, end)`` over ``[0, n_pairs)`` split between torch's intra-op threads
-    (ctypes releases the GIL, so the shares run in parallel)."""
+    """Run ``call(begin, end)`` over ``[0, n_pairs)`` split between torch's intra-op threads,
+    the last share on the calling thread (ctypes releases the GIL, so the shares run in
+    parallel). Every share has finished when this returns or raises: an error or a Ctrl-C in
+    one must not free tensors another is still writing."""
     workers = min(torch.get_num_threads(), n_pairs)
-    if workers <= 1:
-        call(0, n_pairs)
-        return
     edges = [n_pairs * w // workers for w in range(workers + 1)]
-    futures = [_pool(workers).submit(call, lo, hi) for lo, hi in itertools.pairwise(edges)]
+    shares = list(itertools.pairwise(edges))
+    futures = [_pool(workers - 1).submit(call, lo, hi) for lo, hi in shares[:-1]]
+    try:
+        call(*shares[-1])
+    finally:
+        concurrent.futures.wait(futures)
     for future in futures:
-        future.result()
+        future.result()  # re-raises a share's error
 
 
 def _checked(succeeded: int) -> None:
@@ -150,6 +156,8 @@ def _check_inputs(q, k, v, key_mask, positions, p_drop) -> None:
             f"key_mask must be contiguous [1 or {B}, {_round_up(P)}] (key_mask_floats), "
             f"got {list(key_mask.shape)}"
         )
+    if any(not isinstance(position, int) for position in positions):
+        raise ValueError(f"positions must be ints, got {list(positions)[:8]}")
     if len(positions) != Q or any(b <= a for a, b in itertools.pairwise(positions)):
         raise ValueError(
             f"positions must be {Q} ascending token positions, got {list(positions)[:8]}..."
@@ -173,55 +181,59 @@ class CausalAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, key_mask, positions, p_drop, seed):
         _check_inputs(q, k, v, key_mask, positions, p_drop)
         B, Q, H, e = q.shape
-        P, e_padded = k.shape[1], _round_up(q.shape[-1])
+        e_padded = _round_up(e)
         q_rows, k_rows, v_rows = (_rows(t, e_padded) for t in (q, k, v))
         if k_rows.stride() != v_rows.stride():  # the kernel takes one stride for both
             k_rows, v_rows = k_rows.contiguous(), v_rows.contiguous()
         position_ints = _positions(positions)
         z = q.new_empty(B, Q, H, e_padded)
         lse = q.new_empty(B, H, Q)
-        args = _Attention(
-            q=q_rows.data_ptr(), k=k_rows.data_ptr(), v=v_rows.data_ptr(),
-            q_batch=q_rows.stride(0), q_row=q_rows.stride(1),
-            kv_batch=k_rows.stride(0), kv_row=k_rows.stride(1),
-            key_mask=key_mask.data_ptr(),
-            key_mask_batch=0 if key_mask.shape[0] == 1 else key_mask.stride(0),
-            positions=position_ints.data_ptr(), H=H, Q=Q, P=P, E=e_padded,
-            scale=1.0 / math.sqrt(e), p_drop=p_drop, threshold=dropout_threshold(p_drop),
-            seed=seed, z=z.data_ptr(), lse=lse.data_ptr(),
-        )  # fmt: skip
+        args = _arguments(q_rows, k_rows, v_rows, key_mask, position_ints, z, lse, e, p_drop, seed)
         lib = library()
         _over_pairs(lambda begin, end: _checked(lib.attention_forward(args, begin, end)), B * H)
         ctx.save_for_backward(q_rows, k_rows, v_rows, key_mask, position_ints, z, lse)
-        ctx.args = args
+        ctx.e, ctx.p_drop, ctx.seed = e, p_drop, seed
         return z[..., :e] if e != e_padded else z
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dz):
-        # The kernel reads every input through ctx.args; saving them keeps their memory alive.
-        _, k_rows, *_, z, _ = ctx.saved_tensors
-        e_padded = z.shape[-1]
+        # Pointers from the saved tensors as unpacked now (saved-tensor hooks may have moved
+        # them), in a struct of this call's own.
+        q_rows, k_rows, v_rows, key_mask, position_ints, z, lse = ctx.saved_tensors
+        e, e_padded = ctx.e, z.shape[-1]
+        args = _arguments(
+            q_rows, k_rows, v_rows, key_mask, position_ints, z, lse, e, ctx.p_drop, ctx.seed
+        )
         dz_rows = _rows(dz, e_padded)
         dq, dk, dv = (
             torch.empty_like(t, memory_format=torch.contiguous_format) for t in (z, k_rows, k_rows)
         )
-        args = ctx.args
-        args.dz, args.dz_batch, args.dz_row = (
-            dz_rows.data_ptr(),
-            dz_rows.stride(0),
-            dz_rows.stride(1),
-        )
+        args.dz, args.dz_batch, args.dz_row = dz_rows.data_ptr(), *dz_rows.stride()[:2]
         args.dq, args.dk, args.dv = dq.data_ptr(), dk.data_ptr(), dv.data_ptr()
         lib = library()
         _over_pairs(
             lambda begin, end: _checked(lib.attention_backward(args, begin, end)),
             dz.shape[0] * args.H,
         )
-        e = dz.shape[-1]
         if e != e_padded:
             dq, dk, dv = dq[..., :e], dk[..., :e], dv[..., :e]
         return dq, dk, dv, None, None, None, None
+
+
+def _arguments(q_rows, k_rows, v_rows, key_mask, position_ints, z, lse, e, p_drop, seed):
+    """The kernel's struct for these tensors (which must outlive its use)."""
+    _, Q, H, e_padded = z.shape
+    return _Attention(
+        q=q_rows.data_ptr(), k=k_rows.data_ptr(), v=v_rows.data_ptr(),
+        q_batch=q_rows.stride(0), q_row=q_rows.stride(1),
+        kv_batch=k_rows.stride(0), kv_row=k_rows.stride(1),
+        key_mask=key_mask.data_ptr(),
+        key_mask_batch=0 if key_mask.shape[0] == 1 else key_mask.stride(0),
+        positions=position_ints.data_ptr(), H=H, Q=Q, P=k_rows.shape[1], E=e_padded,
+        scale=1.0 / math.sqrt(e), p_drop=p_drop, threshold=dropout_threshold(p_drop),
+        seed=seed, z=z.data_ptr(), lse=lse.data_ptr(),
+    )  # fmt: skip
 
 
 def key_mask_floats(key_mask: torch.Tensor | None, n_keys: int) -> torch.Tensor:
@@ -250,7 +262,14 @@ def causal_attention(
     seed = int(torch.randint(0, 2**62, (1,))) if p_drop > 0 else 0
     q, k, v = (t.float() for t in (q, k, v))
     mask = key_mask_floats(key_mask, k.shape[1])
-    return CausalAttention.apply(q, k, v, mask, list(positions), float(p_drop), seed)
+    return CausalAttention.apply(q, k, v, mask, _ints(positions), float(p_drop), seed)
+
+
+def _ints(positions) -> list[int]:
+    try:  # numpy ints pass, floats do not (int32 would truncate 2.5 to 2)
+        return [operator.index(position) for position in positions]
+    except TypeError:
+        raise ValueError(f"positions must be ints, got {list(positions)[:8]}") from None
 
 
 def dropout_keep(
@@ -258,6 +277,9 @@ def dropout_keep(
 ) -> torch.Tensor:
     """The 0/1 keep mask ``[n_pairs, Q, n_keys]`` the kernel applies for ``seed`` (keys after
     a query's position are 0): lets tests replay its dropout on the torch path."""
+    positions = _ints(positions)
+    if not 0 < n_keys <= MAX_KEYS or any(not 0 <= position < n_keys for position in positions):
+        raise ValueError(f"positions must lie in [0, {n_keys}) and n_keys in [1, {MAX_KEYS}]")
     keep = torch.empty(n_pairs, len(positions), n_keys)
     position_ints = _positions(positions)
     library().dropout_keep(

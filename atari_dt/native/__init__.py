@@ -1,11 +1,12 @@
 """The project's small C kernels (this folder's ``*.c``), compiled on first use and loaded
 with ctypes: no torch headers, no build step at install, one shared library.
 
-``library()`` compiles the sources with the system's C compiler (``$CC``, else ``cc``, else
-``gcc``) and ``FLAGS`` into ``$ATARI_DT_CACHE`` (default ``~/.cache/atari_dt``)``/native/``,
-keyed by a hash of the sources, the flags, the compiler and the CPU (``-march=native`` builds
-for this CPU), through a temp file and a rename: concurrent processes (tests, torchrun ranks)
-never load a half-written library, and a corrupt file where the build should be is rebuilt.
+``library()`` compiles the sources with the system's C compiler (``$CC``, a program name,
+default ``cc``; else ``gcc``) and ``FLAGS`` into ``$ATARI_DT_CACHE/native/`` (default
+``~/.cache/atari_dt/native/``), keyed by a hash of the sources, the flags, the compiler and its
+version, and the CPU (``-march=native`` builds for this CPU), through a temp file and a
+rename: concurrent processes (tests, torchrun ranks) never load a half-written library, and
+a corrupt file where the build should be is rebuilt.
 Without a compiler, when the build fails, or with ``ATARI_DT_NATIVE=0``, it returns None
 (with one warning saying why, except for ``ATARI_DT_NATIVE=0``) and every caller keeps its
 torch path, which computes the same function.
@@ -55,14 +56,19 @@ def find_compiler() -> str | None:
     return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
 
 
+def _compiler_version(compiler: str) -> str:
+    result = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60)
+    return result.stdout
+
+
 def library_path(compiler: str) -> Path:
-    """Where the library built by ``compiler`` from these sources for this CPU is cached."""
+    """Where the library built by ``compiler`` (this version of it) from these sources for
+    this CPU is cached."""
     texts = [(FOLDER / name).read_text() for name in (*SOURCES, *HEADERS)]
-    key = hashlib.sha256(
-        "\n".join([*texts, " ".join(FLAGS), compiler, _cpu_signature()]).encode()
-    ).hexdigest()[:16]
-    cache = Path(os.environ.get("ATARI_DT_CACHE", Path.home() / ".cache" / "atari_dt"))
-    return cache / "native" / f"kernels-{key}.so"
+    parts = [*texts, " ".join(FLAGS), compiler, _compiler_version(compiler), _cpu_signature()]
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    cache = os.environ.get("ATARI_DT_CACHE") or Path.home() / ".cache" / "atari_dt"
+    return Path(cache) / "native" / f"kernels-{key}.so"
 
 
 def _build(compiler: str, target: Path) -> None:
@@ -106,18 +112,20 @@ def library() -> ctypes.CDLL | None:
             stacklevel=2,
         )
         return None
-    target = library_path(compiler)
-    try:
+    target = None
+    try:  # any failure (no home directory, a read-only cache, a compiler error) falls back
+        target = library_path(compiler)
         return _load(compiler, target)
-    except (OSError, subprocess.SubprocessError) as error:
+    except Exception as error:
         if isinstance(error, subprocess.CalledProcessError):
             detail = (error.stderr or "").strip()[-500:] or f"exit status {error.returncode}"
         else:
-            detail = str(error)
+            detail = f"{type(error).__name__}: {error}"
+        where = f" into {target.parent}" if target is not None else ""
         warnings.warn(
-            f"could not build the C kernels ({', '.join(SOURCES)}) with {compiler} into "
-            f"{target.parent}: {detail}. Attention and dropout on CPU use their slower torch "
-            "paths (ATARI_DT_NATIVE=0 silences this)",
+            f"could not build or load the C kernels ({', '.join(SOURCES)}) with {compiler}"
+            f"{where}: {detail}. Attention and dropout on CPU use their slower torch paths "
+            "(ATARI_DT_NATIVE=0 silences this)",
             stacklevel=2,
         )
         return None

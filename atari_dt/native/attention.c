@@ -126,7 +126,9 @@ static inline __attribute__((always_inline)) void forward_pairs(
             const int32_t live = gather_group(q_p, q_row, positions, Q, i0, E, q_g, pos_g);
             const int32_t n = pos_g[G - 1] + 1, nb = round_up(n);
             group_products(q_g, scale, kt, padded, E, nb, s);
-            for (int g = 0; g < G; g++) {
+            for (int g = live; g < G; g++) /* rows past Q: no softmax, weight 0 */
+                for (int32_t jb = 0; jb < nb; jb += W) store(s + g * padded + jb, splat(0.0f));
+            for (int g = 0; g < live; g++) {
                 float *s_g = s + g * padded;
                 vf running_max = splat(-FLT_MAX), running_sum = splat(0.0f);
                 for (int32_t jb = 0; jb < nb; jb += W) {
@@ -144,7 +146,7 @@ static inline __attribute__((always_inline)) void forward_pairs(
                 }
                 const float sum = sum_lanes(running_sum);
                 inv_sum[g] = 1.0f / sum;
-                if (g < live) lse[pair * Q + i0 + g] = max + logf(sum);
+                lse[pair * Q + i0 + g] = max + logf(sum);
             }
             vf acc[G][E / W]; /* z of the group: each value row loaded once for G queries */
             for (int g = 0; g < G; g++)
@@ -213,8 +215,13 @@ static inline __attribute__((always_inline)) void backward_pairs(
             const int32_t n = pos_g[G - 1] + 1, nb = round_up(n);
             group_products(q_g, scale, kt, padded, E, nb, ds); /* the scores, for now */
             group_products(dz_g, 1.0f, vt, padded, E, nb, pd); /* dL/d(dropped pattern) */
-            for (int g = 0; g < G; g++) {
-                const float row_lse = lse[pair * Q + (g < live ? i0 + g : Q - 1)];
+            for (int g = live; g < G; g++) /* rows past Q: nothing to propagate */
+                for (int32_t jb = 0; jb < nb; jb += W) {
+                    store(ds + g * padded + jb, splat(0.0f));
+                    store(pd + g * padded + jb, splat(0.0f));
+                }
+            for (int g = 0; g < live; g++) {
+                const float row_lse = lse[pair * Q + i0 + g];
                 float d = 0.0f; /* sum_j pattern_ij dL/dpattern_ij = dz_i . z_i */
                 for (int32_t c = 0; c < E; c++) d += dz_g[g * E + c] * z_g[g * E + c];
                 for (int32_t jb = 0; jb < nb; jb += W) {

@@ -13,13 +13,14 @@ void dropout_apply(const float *x, float *out, int64_t n, uint64_t seed, uint32_
         int64_t i = start;
         for (; i + W <= end; i += W) {
             const vu hash = counter_hash((uint32_t)(i - start) + iota, stream);
-            store(out + i, blend((vi)(hash >= threshold), load(x + i) * scale, splat(0.0f)));
+            /* x times 0 or scale, not a select: a dropped NaN stays NaN, as in torch */
+            store(out + i, load(x + i) * blend((vi)(hash >= threshold), splat(scale), splat(0.0f)));
         }
         if (i < end) { /* the last partial vector */
             float tail[W] = {0.0f};
             for (int64_t t = i; t < end; t++) tail[t - i] = x[t];
             const vu hash = counter_hash((uint32_t)(i - start) + iota, stream);
-            const vf kept = blend((vi)(hash >= threshold), load(tail) * scale, splat(0.0f));
+            const vf kept = load(tail) * blend((vi)(hash >= threshold), splat(scale), splat(0.0f));
             for (int64_t t = i; t < end; t++) out[t] = kept[t - i];
         }
     }

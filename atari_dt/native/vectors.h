@@ -37,8 +37,11 @@ static inline float sum_lanes(vf x) {
 }
 
 static inline vf exp_nonpositive(vf x) {
-    /* exp(x) for x <= 0 (x > 0 is taken as 0); below -87 it returns ~0 (2^-126 scale). */
-    x = blend(x < splat(-87.0f), splat(-87.0f), x);
+    /* exp(x) for x <= 0 (x > 0 is taken as 0); below -87 it returns 0 (the true value is
+     * under 2^-125: keeping it would make subnormal products in the backward, slow on some
+     * CPUs). */
+    const vi underflow = x < splat(-87.0f);
+    x = blend(underflow, splat(-87.0f), x);
     x = blend(x > splat(0.0f), splat(0.0f), x);
     /* floor(x log2e + 0.5) by truncation: the argument of the cast is > 0 here */
     const vi n_int = __builtin_convertvector(x * 1.44269504088896341f + 127.5f, vi) - 127;
@@ -51,7 +54,7 @@ static inline vf exp_nonpositive(vf x) {
     y = y * r + 1.6666665459e-1f;
     y = y * r + 5.0000001201e-1f;
     y = y * r * r + r + 1.0f;
-    return y * (vf)((n_int + 127) << 23); /* 2^n, n in [-126, 0] */
+    return blend(underflow, splat(0.0f), y * (vf)((n_int + 127) << 23)); /* y 2^n, n >= -126 */
 }
 
 static inline vu mix32(vu x) { /* murmur3's finaliser: a bijection on 32 bits, per lane */
