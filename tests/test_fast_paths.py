@@ -62,6 +62,12 @@ def test_dropout_masks_follow_torch_manual_seed(mask_source) -> None:
     assert not torch.equal(first, other)
 
 
+def test_dropout_keeps_nan_where_it_drops(mask_source) -> None:
+    """A dropped NaN stays NaN, as in torch (``x * 0``): dropout must not hide a divergence."""
+    x = torch.full((4000,), math.nan)
+    assert torch.isnan(Dropout(0.5).train()(x)).all()
+
+
 def test_dropout_backward_uses_the_forward_mask(mask_source) -> None:
     layer = Dropout(0.3).train()
     x = (torch.rand(2000) + 0.5).requires_grad_()  # no zero inputs: a zero output means dropped

@@ -167,33 +167,44 @@ def test_bf16_autocast_computes_in_float32() -> None:
     torch.testing.assert_close(z, expected, rtol=0, atol=1e-5)
 
 
-def test_training_takes_the_kernel_and_falls_back_without_it(seaquest_windows, monkeypatch):
-    """CPU training with dropout and nothing hooked runs every layer through the kernel;
-    without a library (no compiler, ATARI_DT_NATIVE=0) through the explicit path in query
-    blocks; a layer whose pattern is hooked always through the explicit path, in one block."""
-    calls, blocks_used = [], []
+@pytest.fixture
+def routes(monkeypatch) -> list[tuple[str, float | int]]:
+    """The path each attention layer takes, in call order: ``("kernel", p_drop)`` or
+    ``("explicit", query_blocks)``."""
+    taken = []
     kernel, explicit = native_attention.causal_attention, Attention._explicit
 
-    def spy_kernel(*args):
-        calls.append(len(args[4]))
-        return kernel(*args)
+    def spy_kernel(q, k, v, key_mask, positions, p_drop):
+        taken.append(("kernel", p_drop))
+        return kernel(q, k, v, key_mask, positions, p_drop)
 
     def spy_explicit(self, q, k, v, allowed, query_blocks=1, positions=None):
-        blocks_used.append(query_blocks)
+        taken.append(("explicit", query_blocks))
         return explicit(self, q, k, v, allowed, query_blocks, positions)
 
     monkeypatch.setattr(native_attention, "causal_attention", spy_kernel)
     monkeypatch.setattr(Attention, "_explicit", spy_explicit)
+    return taken
+
+
+def test_training_takes_the_kernel_and_falls_back_without_it(
+    seaquest_windows, routes, monkeypatch
+) -> None:
+    """CPU training with dropout and nothing hooked runs every layer through the kernel;
+    a layer whose pattern is hooked through the explicit path, in one block; without a
+    library (no compiler, ATARI_DT_NATIVE=0) every layer through the explicit query blocks."""
     model = make_model().train()
     frames, actions, rtg, timesteps = inputs(seaquest_windows)
     model(frames, actions, rtg, timesteps).sum().backward()
-    assert calls == [3 * 8] * TINY.n_layers and blocks_used == []
+    assert routes == [("kernel", TINY.dropout)] * TINY.n_layers
+    routes.clear()
     hooks = [("blocks.0.attn.hook_pattern", lambda x, hook: x)]
     model.run_with_hooks(frames, actions, rtg, timesteps, fwd_hooks=hooks)
-    assert blocks_used == [1] and len(calls) == 2 * TINY.n_layers - 1
+    assert routes == [("explicit", 1)] + [("kernel", TINY.dropout)] * (TINY.n_layers - 1)
+    routes.clear()
     monkeypatch.setattr(native_attention, "library", lambda: None)
     model(frames, actions, rtg, timesteps).sum().backward()
-    assert blocks_used == [1] + [QUERY_BLOCKS] * TINY.n_layers
+    assert routes == [("explicit", QUERY_BLOCKS)] * TINY.n_layers
 
 
 def test_model_gradients_equal_the_explicit_path_without_dropout(seaquest_windows, monkeypatch):
@@ -256,12 +267,12 @@ def _attention_on_two_threads(q, k, v):
 
 
 def test_kernel_follows_the_dropout_module_and_leaves_a_hooked_z_alone(
-    seaquest_windows, monkeypatch
+    seaquest_windows, routes, monkeypatch
 ) -> None:
-    """A model in train mode whose Dropout modules are in eval mode applies no dropout (the
-    kernel reads the dropout module's own flag, as the torch paths do): its logits are the
-    eval model's. A hook on ``hook_z`` (which may edit z in place) sends its layer to the
-    explicit path; the other layers keep the kernel."""
+    """In a model in train mode whose Dropout modules are in eval mode, the kernel (forced on
+    for every layer) applies no dropout: it reads the dropout module's own flag, and the
+    logits are the eval model's to float32 rounding. A hook on ``hook_z`` (which may edit z in
+    place) sends its layer to the explicit path; the other layers keep the kernel."""
     from atari_dt.model.components import Dropout
 
     frames, actions, rtg, timesteps = inputs(seaquest_windows)
@@ -272,22 +283,14 @@ def test_kernel_follows_the_dropout_module_and_leaves_a_hooked_z_alone(
         for module in model.modules():
             if isinstance(module, Dropout):
                 module.eval()
-        torch.testing.assert_close(model(frames, actions, rtg, timesteps), expected)
-    calls, blocks_used = [], []
-    kernel, explicit = native_attention.causal_attention, Attention._explicit
-
-    def spy_kernel(*args):
-        calls.append(args[5])
-        return kernel(*args)
-
-    def spy_explicit(self, q, k, v, allowed, query_blocks=1, positions=None):
-        blocks_used.append(query_blocks)
-        return explicit(self, q, k, v, allowed, query_blocks, positions)
-
-    monkeypatch.setattr(native_attention, "causal_attention", spy_kernel)
-    monkeypatch.setattr(Attention, "_explicit", spy_explicit)
+        with monkeypatch.context() as forced:
+            forced.setattr(Attention, "_fused_is_slow", lambda self, x: True)
+            logits = model(frames, actions, rtg, timesteps)
+    assert routes == [("kernel", 0.0)] * TINY.n_layers
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+    routes.clear()
     model = make_model().train()
     hooks = [("blocks.0.attn.hook_z", lambda z, hook: z.mul_(1.0))]  # an in-place edit
     logits = model.run_with_hooks(frames, actions, rtg, timesteps, fwd_hooks=hooks)
     logits.sum().backward()
-    assert blocks_used == [QUERY_BLOCKS] and calls == [TINY.dropout] * (TINY.n_layers - 1)
+    assert routes == [("explicit", QUERY_BLOCKS)] + [("kernel", TINY.dropout)] * (TINY.n_layers - 1)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
+from atari_dt import native
 from atari_dt.hooks import is_hooked
 from atari_dt.model import native_attention, native_dropout
 from atari_dt.model.config import ModelConfig
@@ -68,7 +69,7 @@ class Dropout(nn.Dropout):
             return native_dropout.HashDropout.apply(x, self.p, seed)
         n = x.numel()
         bits = np.random.SFC64(seed).random_raw((n + 1) // 2).view(np.uint32)[:n]
-        keep = bits >= np.uint32(min(round(self.p * 2**32), 2**32 - 1))
+        keep = bits >= np.uint32(native.keep_threshold(self.p))
         if x.dtype == torch.float32:  # the scaled mask made in the same numpy pass
             mask = np.multiply(keep, np.float32(1.0 / (1.0 - self.p)), dtype=np.float32)
             return x * torch.from_numpy(mask).view(x.shape)

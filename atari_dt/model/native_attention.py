@@ -55,34 +55,21 @@ class _Attention(ctypes.Structure):
 
 
 _PAIRS = [ctypes.POINTER(_Attention), ctypes.c_int64, ctypes.c_int64]
-_SIGNATURES = {  # argument types of each exported function, in the C order
-    "attention_forward": _PAIRS,
-    "attention_backward": _PAIRS,
-    "dropout_keep": [
+_SIGNATURES = {  # (argument types in the C order, result type: 0 when scratch ran out)
+    "attention_forward": (_PAIRS, ctypes.c_int),
+    "attention_backward": (_PAIRS, ctypes.c_int),
+    "dropout_keep": ([
         ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_uint32, ctypes.c_uint64,
         ctypes.c_int64, ctypes.c_void_p,
-    ],
+    ], None),
 }  # fmt: skip
-_RESTYPES = {"attention_forward": ctypes.c_int, "attention_backward": ctypes.c_int}  # 0: no memory
 
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled kernels (``atari_dt.native.library``) with this module's functions'
-    argument types set, or None where they cannot be built."""
-    lib = native.library()
-    if lib is None:
-        return None
-    for name, argtypes in _SIGNATURES.items():
-        getattr(lib, name).argtypes = argtypes
-        getattr(lib, name).restype = _RESTYPES.get(name)
-    return lib
-
-
-def dropout_threshold(p: float) -> int:
-    """An element is kept when its 32-bit hash is >= this: probability ``1 - p`` to 2^-32
-    (the rule of ``components.Dropout``)."""
-    return min(round(p * 2**32), 2**32 - 1)
+    """The compiled kernels with this module's functions declared, or None where they
+    cannot be built (``atari_dt.native``)."""
+    return native.bind(_SIGNATURES)
 
 
 @functools.cache
@@ -156,8 +143,6 @@ def _check_inputs(q, k, v, key_mask, positions, p_drop) -> None:
             f"key_mask must be contiguous [1 or {B}, {_round_up(P)}] (key_mask_floats), "
             f"got {list(key_mask.shape)}"
         )
-    if any(not isinstance(position, int) for position in positions):
-        raise ValueError(f"positions must be ints, got {list(positions)[:8]}")
     if len(positions) != Q or any(b <= a for a, b in itertools.pairwise(positions)):
         raise ValueError(
             f"positions must be {Q} ascending token positions, got {list(positions)[:8]}..."
@@ -179,6 +164,7 @@ class CausalAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, key_mask, positions, p_drop, seed):
+        positions = _ints(positions)
         _check_inputs(q, k, v, key_mask, positions, p_drop)
         B, Q, H, e = q.shape
         e_padded = _round_up(e)
@@ -231,7 +217,7 @@ def _arguments(q_rows, k_rows, v_rows, key_mask, position_ints, z, lse, e, p_dro
         key_mask=key_mask.data_ptr(),
         key_mask_batch=0 if key_mask.shape[0] == 1 else key_mask.stride(0),
         positions=position_ints.data_ptr(), H=H, Q=Q, P=k_rows.shape[1], E=e_padded,
-        scale=1.0 / math.sqrt(e), p_drop=p_drop, threshold=dropout_threshold(p_drop),
+        scale=1.0 / math.sqrt(e), p_drop=p_drop, threshold=native.keep_threshold(p_drop),
         seed=seed, z=z.data_ptr(), lse=lse.data_ptr(),
     )  # fmt: skip
 
@@ -262,7 +248,7 @@ def causal_attention(
     seed = int(torch.randint(0, 2**62, (1,))) if p_drop > 0 else 0
     q, k, v = (t.float() for t in (q, k, v))
     mask = key_mask_floats(key_mask, k.shape[1])
-    return CausalAttention.apply(q, k, v, mask, _ints(positions), float(p_drop), seed)
+    return CausalAttention.apply(q, k, v, mask, positions, float(p_drop), seed)
 
 
 def _ints(positions) -> list[int]:
@@ -283,7 +269,7 @@ def dropout_keep(
     keep = torch.empty(n_pairs, len(positions), n_keys)
     position_ints = _positions(positions)
     library().dropout_keep(
-        position_ints.data_ptr(), len(positions), n_keys, dropout_threshold(p_drop), seed,
+        position_ints.data_ptr(), len(positions), n_keys, native.keep_threshold(p_drop), seed,
         n_pairs, keep.data_ptr(),
     )  # fmt: skip
     return keep

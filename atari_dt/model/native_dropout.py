@@ -15,20 +15,16 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from atari_dt import native
-from atari_dt.model.native_attention import dropout_threshold
 
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled kernels with ``dropout_apply``'s argument types set, or None."""
-    lib = native.library()
-    if lib is not None:
-        lib.dropout_apply.argtypes = [
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32,
-            ctypes.c_float,
-        ]  # fmt: skip
-        lib.dropout_apply.restype = None
-    return lib
+    """The compiled kernels with ``dropout_apply`` declared, or None (``atari_dt.native``)."""
+    argtypes = [
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32,
+        ctypes.c_float,
+    ]  # fmt: skip
+    return native.bind({"dropout_apply": (argtypes, None)})
 
 
 def _apply(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
@@ -37,7 +33,7 @@ def _apply(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
     out = torch.empty_like(x)
     scale = 1.0 / (1.0 - p)
     library().dropout_apply(
-        x.data_ptr(), out.data_ptr(), x.numel(), seed, dropout_threshold(p), scale
+        x.data_ptr(), out.data_ptr(), x.numel(), seed, native.keep_threshold(p), scale
     )
     return out
 

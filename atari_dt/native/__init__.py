@@ -129,3 +129,21 @@ def library() -> ctypes.CDLL | None:
             stacklevel=2,
         )
         return None
+
+
+def bind(signatures: dict[str, tuple[list, object]]) -> ctypes.CDLL | None:
+    """``library()`` with each named function's ``(argtypes, restype)`` set (setting them
+    again is harmless: every caller declares the functions it uses), or None."""
+    lib = library()
+    if lib is not None:
+        for name, (argtypes, restype) in signatures.items():
+            function = getattr(lib, name)
+            function.argtypes, function.restype = argtypes, restype
+    return lib
+
+
+def keep_threshold(p: float) -> int:
+    """The dropout rule every mask here follows (the C kernels' hashes, numpy's fallback
+    bits): an element is kept when its 32-bit draw is >= this, i.e. with probability
+    ``1 - p`` to within 2^-32."""
+    return min(round(p * 2**32), 2**32 - 1)
